@@ -1,0 +1,1 @@
+"""nnport conformance suite: numerical equivalence of every backend against the reference."""

@@ -1,0 +1,216 @@
+"""The ``nnport`` command line (also ``python -m nnport``).
+
+Each sub-command lives in a module listed in ``COMMAND_MODULES`` that exposes
+``register(subparsers)``; the parser it adds sets ``func(args) -> int``.
+Any ``NnportError`` is printed on one line (``nnport: error: ...``) with exit
+status 2 and no traceback; ``NNPORT_TRACEBACK=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, NnportError
+
+COMMAND_MODULES = ["nnport.cli"]
+"""Modules contributing sub-commands; each has ``register(subparsers)``."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except NnportError as exc:
+        if os.environ.get("NNPORT_TRACEBACK"):
+            raise
+        print(f"nnport: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nnport: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="nnport", description="One contract over neural-network inference runtimes.")
+    parser.add_argument("--version", action="version", version=f"nnport {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
+    return parser
+
+
+# -- helpers shared by commands ---------------------------------------------------------
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def parse_inputs(items: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """``name=file.npy`` pairs into feeds; a ``.npz`` file without a name gives all its arrays."""
+    feeds: dict[str, np.ndarray] = {}
+    for item in items or ():
+        name, sep, path = item.partition("=")
+        if not sep:
+            if item.endswith(".npz") and Path(item).exists():
+                with np.load(item) as data:
+                    feeds.update({k: data[k] for k in data.files})
+                continue
+            raise InputError(f"--input expects NAME=FILE.npy (or FILE.npz), got {item!r}")
+        if not Path(path).exists():
+            raise InputError(f"input file for {name!r} not found: {path!r}")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise InputError(f"cannot read {path!r} as a .npy array for input {name!r}: {exc}") from exc
+    return feeds
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+# -- the foundation's commands ------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("backends", help="list backends: available, unavailable (with why) or broken")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("devices", help="list devices of every usable backend")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--all", action="store_true", help="include devices that are listed but unusable")
+    p.add_argument("--backend", help="only this backend's devices")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("run", help="run a model once on a device and print or save its outputs")
+    p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
+    p.add_argument("--device", "-d", action="append", help="device id, backend, kind or auto (repeat for a priority list)")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--output", "-o", help="save outputs to this .npz file")
+    p.add_argument("--no-fallback", action="store_true", help="fail instead of trying the next device")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="compile and run zoo models on every available backend, against the reference")
+    p.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from . import backends
+
+    rows = backends()
+    if args.json:
+        print_json([r.to_dict() for r in rows])
+        return 0
+    print(table([[r.name, r.vendor, r.status, r.reason or ""] for r in rows], ["backend", "vendor", "status", "reason"]))
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from . import devices
+
+    found = devices(args.backend, include_unavailable=args.all)
+    if args.json:
+        print_json([d.to_dict() for d in found])
+        return 0
+    print(table([[d.id, d.kind, d.name, "yes" if d.available else f"no: {d.reason}"] for d in found], ["device", "kind", "name", "usable"]))
+    return 0
+
+
+def resolve_model(text: str) -> Any:
+    """``zoo:NAME`` or a file path."""
+    from . import zoo
+    from .model import load
+
+    if text.startswith("zoo:"):
+        return zoo.load_any(text[4:])
+    return load(text)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import compile as nn_compile
+    from .data import random_feeds
+
+    model = resolve_model(args.model)
+    device = args.device if args.device and len(args.device) > 1 else (args.device[0] if args.device else "auto")
+    compiled = nn_compile(model, device, fallback=not args.no_fallback)
+    feeds = parse_inputs(args.input) or random_feeds(compiled.inputs, seed=args.seed)
+    outputs = compiled.run(feeds)
+    if args.output:
+        np.savez(args.output, **outputs)
+    summary = {
+        "model": model.name,
+        "device": compiled.device.id,
+        "attempts": [{"device": d, "error": str(e)} for d, e in compiled.attempts],
+        "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "min": float(v.min()) if v.size else None, "max": float(v.max()) if v.size else None} for k, v in outputs.items()},
+    }
+    if args.json:
+        print_json(summary)
+        return 0
+    for dev, err in compiled.attempts:
+        print(f"skipped {dev}: {err}")
+    print(f"ran {model.name} on {compiled.device.id}")
+    for name, info in summary["outputs"].items():
+        print(f"  {name}: {info['dtype']}{info['shape']} min={info['min']:.6g} max={info['max']:.6g}")
+    if args.output:
+        print(f"outputs saved to {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: every zoo model on every usable backend, against the reference."""
+    from . import backends, compile as nn_compile, devices, zoo
+    from .data import random_feeds
+
+    print("nnport backends:")
+    print(table([[r.name, r.vendor, r.status, r.reason or ""] for r in backends()], ["backend", "vendor", "status", "reason"]))
+    found = devices()
+    print("\nnnport devices:")
+    print(table([[d.id, d.kind, d.name] for d in found], ["device", "kind", "name"]))
+    rows = []
+    worst = 0.0
+    failures = 0
+    for name in args.models or zoo.names():
+        model = zoo.load(name)
+        reference = nn_compile(model, "onnxruntime:cpu", fallback=False)
+        feeds = random_feeds(reference.inputs, seed=0)
+        expected = reference.run(feeds)
+        for dev in found:
+            try:
+                compiled = nn_compile(model, dev.id, fallback=False)
+                got = compiled.run(feeds)
+                diff = max(float(np.max(np.abs(got[k].astype(np.float64) - expected[k]))) for k in expected)
+                scale = max(float(np.max(np.abs(expected[k]))) for k in expected) or 1.0
+                worst = max(worst, diff / scale)
+                rows.append([name, compiled.device.id, f"{diff:.3g}", f"{diff / scale:.3g}", "ok"])
+            except NnportError as exc:
+                failures += 1
+                rows.append([name, dev.id, "-", "-", f"error: {str(exc)[:80]}"])
+    print("\nzoo models against the reference (onnxruntime:cpu):")
+    print(table(rows, ["model", "ran on", "max |diff|", "relative to output range", "status"]))
+    print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed")
+    return 0

@@ -1,0 +1,185 @@
+"""Device selection: from what the user wrote to an ordered list of candidates.
+
+Accepted forms (like ONNX Runtime's provider list and OpenVINO's AUTO):
+
+* a device id: ``"onnxruntime:cpu"``, ``"openvino:CPU"`` (case-insensitive);
+* a backend name: ``"openvino"`` -> that backend's devices in its own order;
+* a kind: ``"cpu"``, ``"gpu"``, ``"npu"`` -> devices of that kind, by priority;
+* ``"backend:kind"``: ``"openvino:gpu"`` -> that backend's devices of that kind;
+* ``"auto"``: every available device, npu > gpu > cpu, then backend priority;
+* a list of any of these, in priority order (duplicates dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .backend import Backend
+from .errors import BackendUnavailable, DeviceNotFound
+from .manager import NnportPluginManager
+from .types import KINDS, Device
+
+KIND_RANK = {k: i for i, k in enumerate(KINDS)}
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """One row of ``nnport backends``."""
+
+    name: str
+    vendor: str
+    plugin: str
+    status: str  # "available" | "unavailable" | "broken"
+    reason: str | None = None
+    priority: int = 0
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "vendor": self.vendor,
+            "plugin": self.plugin,
+            "status": self.status,
+            "available": self.status == "available",
+            "reason": self.reason,
+            "priority": self.priority,
+            "source": self.source,
+        }
+
+
+def backend_statuses(pm: NnportPluginManager) -> list[BackendStatus]:
+    """Every registered backend with ``probe()``'s verdict, then every broken plugin."""
+    rows = []
+    for name, reg in sorted(pm.registered_backends().items(), key=lambda kv: (-kv[1].cls.priority, kv[0])):
+        try:
+            reason = reg.cls.probe()
+        except Exception as exc:  # a probe must not take the listing down
+            reason = f"probe() raised {type(exc).__name__}: {exc}"
+        rows.append(
+            BackendStatus(
+                name=name,
+                vendor=reg.cls.vendor,
+                plugin=reg.plugin,
+                status="available" if reason is None else "unavailable",
+                reason=reason,
+                priority=reg.cls.priority,
+                source=pm.sources.get(reg.plugin, ""),
+            )
+        )
+    for b in pm.broken:
+        rows.append(BackendStatus(name=b.name, vendor="", plugin=b.name, status="broken", reason=b.error, source=b.source))
+    return rows
+
+
+def backend_devices(pm: NnportPluginManager, name: str) -> list[Device]:
+    """Devices of backend ``name`` (cached per manager); raises ``BackendUnavailable``."""
+    cache: dict[str, list[Device] | BaseException] = pm.__dict__.setdefault("_device_cache", {})
+    if name not in cache:
+        reg = pm.registered_backends().get(name)
+        if reg is None:
+            raise DeviceNotFound(f"unknown backend {name!r}; registered backends: {sorted(pm.registered_backends())}")
+        try:
+            reason = reg.cls.probe()
+            if reason is not None:
+                raise BackendUnavailable(name, reason)
+            cache[name] = list(pm.backend(name).devices())
+        except BackendUnavailable as exc:
+            cache[name] = exc
+        except Exception as exc:
+            cache[name] = BackendUnavailable(name, f"listing devices failed: {type(exc).__name__}: {exc}")
+    result = cache[name]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def all_devices(pm: NnportPluginManager, include_unavailable: bool = False) -> list[Device]:
+    """Devices of every usable backend, in ``auto`` order."""
+    found: list[tuple[int, int, int, Device]] = []
+    for name, reg in pm.registered_backends().items():
+        try:
+            devices = backend_devices(pm, name)
+        except BackendUnavailable:
+            continue
+        for index, dev in enumerate(devices):
+            if dev.available or include_unavailable:
+                found.append((KIND_RANK[dev.kind], -reg.cls.priority, index, dev))
+    found.sort(key=lambda t: (t[0], t[1], t[2], t[3].backend))
+    return [t[3] for t in found]
+
+
+def candidates(pm: NnportPluginManager, spec: str | Device | Sequence[str | Device]) -> list[Device]:
+    """Resolve a device spec to an ordered, de-duplicated list of devices.
+
+    Raises ``DeviceNotFound`` (listing what exists) or ``BackendUnavailable``
+    when a single spec names nothing usable.  In a list, an entry that matches
+    nothing usable is skipped as long as some other entry matches.
+    """
+    if isinstance(spec, (str, Device)):
+        return _resolve_one(pm, spec)
+    result: list[Device] = []
+    errors: list[Exception] = []
+    for item in spec:
+        try:
+            for dev in _resolve_one(pm, item):
+                if dev not in result:
+                    result.append(dev)
+        except (DeviceNotFound, BackendUnavailable) as exc:
+            errors.append(exc)
+    if not result:
+        if len(errors) == 1:
+            raise errors[0]
+        raise DeviceNotFound("no device matches " + repr(list(spec)) + ": " + "; ".join(str(e) for e in errors))
+    return result
+
+
+def _resolve_one(pm: NnportPluginManager, spec: str | Device) -> list[Device]:
+    if isinstance(spec, Device):
+        return [spec]
+    if not isinstance(spec, str) or not spec.strip():
+        raise DeviceNotFound(f"device must be a device id, backend name, kind or 'auto', got {spec!r}")
+    text = spec.strip()
+    low = text.lower()
+    backends = pm.registered_backends()
+    if low == "auto":
+        devices = all_devices(pm)
+        if not devices:
+            raise DeviceNotFound("no usable device: every backend is unavailable (see `nnport backends`)")
+        return devices
+    if low in KIND_RANK:
+        devices = [d for d in all_devices(pm) if d.kind == low]
+        if not devices:
+            raise DeviceNotFound(f"no available {low} device; available devices: {_ids(all_devices(pm))}")
+        return devices
+    if low in backends:
+        devices = backend_devices(pm, low)
+        usable = [d for d in devices if d.available]
+        if not usable:
+            reasons = "; ".join(f"{d.id}: {d.reason}" for d in devices) or "it lists no device"
+            raise BackendUnavailable(low, f"no usable device ({reasons})")
+        return usable
+    backend, _, rest = text.partition(":")
+    if backend.lower() in backends and rest:
+        devices = backend_devices(pm, backend.lower())
+        exact = [d for d in devices if d.id.lower() == low]
+        if not exact and rest.lower() in KIND_RANK:
+            exact = [d for d in devices if d.kind == rest.lower() and d.available]
+        if exact:
+            unusable = [d for d in exact if not d.available]
+            if unusable and len(unusable) == len(exact):
+                raise BackendUnavailable(backend.lower(), f"device {unusable[0].id} is unusable: {unusable[0].reason}")
+            return [d for d in exact if d.available]
+        raise DeviceNotFound(f"unknown device {text!r}; {backend.lower()} devices: {_ids(devices)}")
+    raise DeviceNotFound(
+        f"unknown device {text!r}: expected 'auto', a kind {list(KINDS)}, a backend {sorted(backends)} "
+        f"or a device id; available devices: {_ids(all_devices(pm))}"
+    )
+
+
+def _ids(devices: Sequence[Device]) -> list[str]:
+    return [d.id for d in devices]
+
+
+def backend_of(pm: NnportPluginManager, device: Device) -> Backend:
+    return pm.backend(device.backend)

@@ -1,0 +1,1 @@
+"""Built-in runtime plugins of nnport, one module per runtime. Each imports its SDK lazily."""

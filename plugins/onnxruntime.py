@@ -1,0 +1,210 @@
+"""ONNX Runtime: nnport's reference backend, and the template a vendor copies.
+
+What a backend plugin needs, in order:
+
+1. a ``Backend`` subclass with ``name``/``vendor``/``priority``;
+2. ``probe()`` that finds the SDK without importing it;
+3. ``devices()``, ``capabilities()``, ``compile()``, ``allocate()``, ``execute()``,
+   importing the SDK inside the methods;
+4. runtime errors translated into nnport errors (``UnsupportedModel``,
+   ``CompileError``, ``InputError``, ``ExecutionError``);
+5. a ``nnport_register_backends`` hook implementation at module level.
+
+Devices come from ``onnxruntime.get_available_providers()``: ``onnxruntime:cpu``
+always, ``onnxruntime:cuda:0``/``tensorrt:0``/``dml:0``/``coreml``/... where the
+installed build has those execution providers.  An accelerator session lists
+the CPU provider after its own, as ONNX Runtime recommends, so nodes the
+accelerator lacks still run; which providers the session really got is kept in
+``compiled.info["providers"]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import platform
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nnport import hookimpl
+from nnport.backend import Backend
+from nnport.compiled import CompiledModel, feed_problems
+from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
+from nnport.model import Model
+from nnport.types import Binding, Capabilities, CompileOptions, Device
+
+# provider -> (device id suffix, kind, display name)
+PROVIDERS: dict[str, tuple[str, str, str]] = {
+    "TensorrtExecutionProvider": ("tensorrt:0", "gpu", "TensorRT execution provider"),
+    "CUDAExecutionProvider": ("cuda:0", "gpu", "CUDA execution provider"),
+    "ROCMExecutionProvider": ("rocm:0", "gpu", "ROCm execution provider"),
+    "MIGraphXExecutionProvider": ("migraphx:0", "gpu", "MIGraphX execution provider"),
+    "DmlExecutionProvider": ("dml:0", "gpu", "DirectML execution provider"),
+    "CoreMLExecutionProvider": ("coreml", "npu", "CoreML execution provider"),
+    "QNNExecutionProvider": ("qnn", "npu", "Qualcomm QNN execution provider"),
+    "OpenVINOExecutionProvider": ("openvino", "cpu", "OpenVINO execution provider"),
+    "CPUExecutionProvider": ("cpu", "cpu", "CPU execution provider"),
+}
+
+OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    vendor = "Microsoft"
+    priority = 100
+    description = "ONNX Runtime, the reference backend"
+
+    @classmethod
+    def probe(cls) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "the onnxruntime package is not installed (pip install 'nnport[onnxruntime]')"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}
+
+    def devices(self) -> list[Device]:
+        import onnxruntime as ort
+
+        found = []
+        for provider in ort.get_available_providers():
+            if provider not in PROVIDERS:
+                continue
+            suffix, kind, label = PROVIDERS[provider]
+            name = platform.processor() or platform.machine() if kind == "cpu" else label
+            found.append(
+                Device(
+                    id=f"onnxruntime:{suffix}",
+                    backend=self.name,
+                    kind=kind,
+                    name=name or label,
+                    properties={"provider": provider, "device": ort.get_device()},
+                )
+            )
+        return found
+
+    def capabilities(self, device: Device) -> Capabilities:
+        return Capabilities(
+            precisions=("fp32",),
+            dtypes=("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool"),
+            opset_min=7,
+            opset_max=_max_opset(),
+            dynamic_shapes=True,
+            model_formats=("onnx",),
+        )
+
+    # -- compile -------------------------------------------------------------------
+
+    def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
+        import onnxruntime as ort
+
+        if model.format != "onnx":
+            raise UnsupportedModel(f"ONNX Runtime reads ONNX models only, not {model.format}", backend=self.name, device=device.id)
+        if options.precision != "fp32":
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported; supported: ['fp32']", backend=self.name, device=device.id
+            )
+        provider = device.properties["provider"]
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        level_name = str(options.extra.get("graph_optimization_level", "all"))
+        if level_name not in OPT_LEVELS:
+            raise CompileError(f"graph_optimization_level must be one of {list(OPT_LEVELS)}, got {level_name!r}", backend=self.name)
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[level_name])
+        if options.hint == "throughput":
+            so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+
+        source: bytes | str = model.serialized()
+        cache_hit = False
+        if options.cache_dir:
+            cached = self._cache_path(model, device, options)
+            if cached.exists():
+                source = str(cached)
+                cache_hit = True
+                # The cached file is already optimized for this host and provider.
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            elif level_name != "disabled":
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                so.optimized_model_filepath = str(cached.with_suffix(".tmp.onnx"))
+        try:
+            session = ort.InferenceSession(source, sess_options=so, providers=providers)
+        except Exception as exc:
+            raise _compile_error(exc, self.name, device.id) from exc
+        if options.cache_dir and not cache_hit and so.optimized_model_filepath:
+            tmp = Path(so.optimized_model_filepath)
+            if tmp.exists():
+                os.replace(tmp, self._cache_path(model, device, options))
+        compiled = CompiledModel(self, model, device, options, native=session)
+        compiled.cache_hit = cache_hit if options.cache_dir else None
+        compiled.info["providers"] = session.get_providers()
+        compiled.info["output_names"] = [o.name for o in session.get_outputs()]
+        return compiled
+
+    def _cache_path(self, model: Model, device: Device, options: CompileOptions) -> Path:
+        import onnxruntime as ort
+
+        key = hashlib.sha256(
+            "|".join([model.hash, options.key(), device.id, ort.__version__, platform.machine(), platform.processor()]).encode()
+        ).hexdigest()[:24]
+        return Path(options.cache_dir) / "onnxruntime" / f"{model.name}-{key}.onnx"
+
+    # -- run -------------------------------------------------------------------------
+
+    def allocate(self, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None = None) -> Binding:
+        binding = super().allocate(compiled, shapes)
+        binding.native = compiled.info["output_names"]
+        return binding
+
+    def execute(self, compiled: CompiledModel, binding: Binding) -> None:
+        names = binding.native
+        try:
+            values = compiled.native.run(names, binding.inputs)
+        except Exception as exc:
+            raise _run_error(exc, compiled, binding.inputs) from exc
+        binding.outputs = dict(zip(names, values))
+
+    def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = compiled.info["output_names"]
+        try:
+            return dict(zip(names, compiled.native.run(names, feeds)))
+        except Exception as exc:
+            raise _run_error(exc, compiled, feeds) from exc
+
+
+def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
+    text = str(exc).strip()
+    low = text.lower()
+    if "not_implemented" in low or "could not find an implementation" in low or "unrecognized attribute" in low or "opset" in low and "not supported" in low:
+        return UnsupportedModel(f"ONNX Runtime cannot run this model: {text}", backend=backend, device=device)
+    return CompileError(f"ONNX Runtime could not create a session: {text}", backend=backend, device=device)
+
+
+def _run_error(exc: Exception, compiled: CompiledModel, feeds: Mapping[str, Any]) -> Exception:
+    text = str(exc).strip()
+    if "INVALID_ARGUMENT" in text or "invalid" in text.lower() and "input" in text.lower():
+        return InputError(feed_problems(compiled.inputs, feeds) + f" (ONNX Runtime: {text})")
+    return ExecutionError(f"ONNX Runtime failed on device {compiled.device.id}: {text}")
+
+
+def _max_opset() -> int | None:
+    try:
+        import onnx
+
+        return onnx.defs.onnx_opset_version()
+    except Exception:  # pragma: no cover - onnx is a base dependency
+        return None
+
+
+@hookimpl
+def nnport_register_backends(register):
+    register(OnnxRuntimeBackend)
