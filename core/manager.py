@@ -202,7 +202,8 @@ def create_plugin_manager(
     """
     pm = NnportPluginManager()
     blocked = list(blocked) if blocked is not None else _env_list("NNPORT_DISABLE_PLUGINS")
-    known = set(DEFAULT_PLUGINS) | set(ESSENTIAL_PLUGINS)
+    modules = list(modules)
+    known = set(DEFAULT_PLUGINS) | set(ESSENTIAL_PLUGINS) | set(modules) | set(_env_list("NNPORT_PLUGINS"))
     for name in blocked:
         if name in ESSENTIAL_PLUGINS:
             warnings.warn(f"nnport plugin {name!r} is essential and cannot be disabled", stacklevel=2)
@@ -218,7 +219,7 @@ def create_plugin_manager(
         entrypoints = not _truthy("NNPORT_DISABLE_PLUGIN_AUTOLOAD")
     if entrypoints:
         pm.load_entrypoints()
-    for module in list(modules) + _env_list("NNPORT_PLUGINS"):
+    for module in modules + _env_list("NNPORT_PLUGINS"):
         pm.load_module(module, module, "NNPORT_PLUGINS" if module not in modules else "argument")
     unknown = [n for n in blocked if n not in known and not _entrypoint_exists(n)]
     for name in unknown:

@@ -184,7 +184,7 @@ class OnnxRuntimeBackend(Backend):
 def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
     text = str(exc).strip()
     low = text.lower()
-    if "not_implemented" in low or "could not find an implementation" in low or "unrecognized attribute" in low or "opset" in low and "not supported" in low:
+    if "not_implemented" in low or "could not find an implementation" in low or "not a registered function/op" in low or "unrecognized attribute" in low or "opset" in low and "not supported" in low:
         return UnsupportedModel(f"ONNX Runtime cannot run this model: {text}", backend=backend, device=device)
     return CompileError(f"ONNX Runtime could not create a session: {text}", backend=backend, device=device)
 
