@@ -103,7 +103,7 @@ def test_hook_nnport_allocate(setup):
 
     pm.register(Allocator(), "allocator")
     compiled = nnport.compile(model, "alpha")
-    m = nnport.measure(compiled, settings=nnport.MeasureSettings(warmup=0, min_iterations=2, min_duration_s=0))
+    m = nnport.measure(compiled, settings=nnport.MeasureSettings(warmup=0, min_iterations=2, min_duration_s=0.01))
     assert m.iterations >= 2
     assert shapes_seen == [None]
 
@@ -194,7 +194,7 @@ def test_hook_nnport_measure(setup):
                 device=compiled.device.id, backend=backend.name, scenario=settings.scenario, samples_ms=[1.0, 2.0, 3.0], duration_s=0.006
             )
 
-    settings = nnport.MeasureSettings(warmup=0, min_iterations=3, min_duration_s=0)
+    settings = nnport.MeasureSettings(warmup=0, min_iterations=3, min_duration_s=0.01)
     default = nnport.measure(compiled, settings=settings)
     assert default.iterations >= 3 and "execute" in backend.calls
     pm.register(External(), "external")
