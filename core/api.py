@@ -67,7 +67,7 @@ def compile(
     pm = get_plugin_manager()
     attempts: list[tuple[str, BaseException]] = []
     successes: list[CompiledModel] = []
-    for dev in candidates(pm, device):
+    for dev in candidates(pm, device, skipped=attempts):  # unusable list entries are attempts too
         try:
             compiled = _compile_on(pm, loaded, dev, options)
         except NnportError as exc:

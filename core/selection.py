@@ -109,12 +109,18 @@ def all_devices(pm: NnportPluginManager, include_unavailable: bool = False) -> l
     return [t[3] for t in found]
 
 
-def candidates(pm: NnportPluginManager, spec: str | Device | Sequence[str | Device]) -> list[Device]:
+def candidates(
+    pm: NnportPluginManager,
+    spec: str | Device | Sequence[str | Device],
+    skipped: list[tuple[str, BaseException]] | None = None,
+) -> list[Device]:
     """Resolve a device spec to an ordered, de-duplicated list of devices.
 
     Raises ``DeviceNotFound`` (listing what exists) or ``BackendUnavailable``
     when a single spec names nothing usable.  In a list, an entry that matches
-    nothing usable is skipped as long as some other entry matches.
+    nothing usable is skipped as long as some other entry matches; when
+    ``skipped`` is given, (entry, error) is appended to it for each such entry,
+    so that ``compile`` records it among the attempts.
     """
     if isinstance(spec, (str, Device)):
         return _resolve_one(pm, spec)
@@ -127,6 +133,8 @@ def candidates(pm: NnportPluginManager, spec: str | Device | Sequence[str | Devi
                     result.append(dev)
         except (DeviceNotFound, BackendUnavailable) as exc:
             errors.append(exc)
+            if skipped is not None:
+                skipped.append((item.id if isinstance(item, Device) else str(item), exc))
     if not result:
         if len(errors) == 1:
             raise errors[0]
