@@ -1,0 +1,497 @@
+"""OpenVINO (Intel): every OpenVINO device, with fp32 pinned and the model cache.
+
+Devices are the entries of ``ov.Core().available_devices`` (``openvino:CPU``,
+``openvino:GPU.0``, ``openvino:NPU``: the exact OpenVINO names after the colon).
+OpenVINO's own ``AUTO``/``MULTI``/``HETERO`` are not nnport devices: nnport's
+selection does their job.  A plugin that OpenVINO ships but cannot open (the GPU
+plugin without ``libOpenCL``) is listed as unavailable with OpenVINO's reason.
+
+Why each compile setting is what it is:
+
+* ``precision="fp32"`` pins ``INFERENCE_PRECISION_HINT=f32``.  OpenVINO's CPU
+  default is bf16 on CPUs with AMX or AVX512-BF16 and f16 on GPUs, which
+  silently breaks fp32 parity with the reference.
+* ``fp16`` sets the f16 hint only where the device lists ``FP16`` in
+  ``OPTIMIZATION_CAPABILITIES``; elsewhere it is refused, naming what is supported.
+* ``int8`` is NNCF post-training quantization of the OpenVINO model on
+  ``options.calibration`` (see ``nnport.calibration``); the layers NNCF leaves in
+  float stay pinned to f32.  With ``cache_dir`` the quantized model is kept as IR,
+  keyed by model hash and calibration fingerprint, so a second compile skips NNCF.
+* ``hint`` -> ``PERFORMANCE_HINT``, ``threads`` -> ``INFERENCE_NUM_THREADS``,
+  ``cache_dir`` -> ``CACHE_DIR`` (``<cache_dir>/openvino``), each set only where
+  the device supports the property.  ``extra["openvino_config"]`` is passed to
+  ``compile_model`` as is (it wins over the mapped settings).
+
+Running: one ``InferRequest`` per calling thread (an ``InferRequest`` is not
+thread safe, an OpenVINO ``CompiledModel`` is), inputs wrapped zero-copy, outputs
+copied so that the caller owns them, keyed by the ONNX output names in ONNX order
+and cast to the ONNX dtypes.  ``compiled.native`` is an ``OpenVinoNative`` whose
+``compiled_model`` is the ``openvino.CompiledModel``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import re
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nnport import hookimpl
+from nnport.backend import Backend
+from nnport.compiled import CompiledModel, feed_problems
+from nnport.errors import (
+    CompileError,
+    DeviceNotFound,
+    ExecutionError,
+    InputError,
+    UnsupportedModel,
+    UnsupportedPrecision,
+)
+from nnport.model import Model
+from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
+
+KIND_BY_PREFIX = {"CPU": "cpu", "GPU": "gpu", "NPU": "npu", "GNA": "npu", "VPU": "npu", "MYRIAD": "npu", "HDDL": "npu"}
+PLUGIN_FAMILIES = ("CPU", "GPU", "NPU")
+"""Plugins probed for a reason when OpenVINO lists none of their devices."""
+
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+PRECISION_CAPABILITY = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
+PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
+PERFORMANCE_HINT = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int16", "int32", "int64", "bool")
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+    vendor = "Intel"
+    priority = 80
+    description = "Intel OpenVINO: CPU, Intel GPUs and NPUs"
+
+    def __init__(self) -> None:
+        self._core: Any = None
+        self._lock = threading.Lock()
+        self._supported: dict[str, frozenset[str]] = {}
+
+    @classmethod
+    def probe(cls) -> str | None:
+        if importlib.util.find_spec("openvino") is None:
+            return "the openvino package is not installed (pip install 'nnport[openvino]')"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import openvino as ov
+
+        found = {"openvino": ov.get_version()}
+        if importlib.util.find_spec("nncf") is not None:
+            from importlib.metadata import version
+
+            found["nncf"] = version("nncf")
+        return found
+
+    def core(self) -> Any:
+        """The backend's one ``openvino.Core`` (created on first use; it is thread safe)."""
+        if self._core is None:
+            with self._lock:
+                if self._core is None:
+                    import openvino as ov
+
+                    self._core = ov.Core()
+        return self._core
+
+    # -- devices -------------------------------------------------------------------------
+
+    def devices(self) -> list[Device]:
+        core = self.core()
+        found: list[Device] = []
+        listed = [d for d in core.available_devices if d.split(".")[0] not in VIRTUAL_DEVICES]
+        for ov_name in listed:
+            try:
+                props = self._device_properties(ov_name)
+            except Exception as exc:  # listed but cannot be opened: show it with the reason
+                found.append(_unavailable(ov_name, f"OpenVINO lists {ov_name} but cannot open it: {_ov_message(exc)}"))
+                continue
+            found.append(
+                Device(id=f"openvino:{ov_name}", backend=self.name, kind=_kind(ov_name), name=props["full_name"], properties=props)
+            )
+        families = {d.split(".")[0] for d in listed}
+        for family in PLUGIN_FAMILIES:
+            if family in families:
+                continue
+            try:
+                core.get_property(family, "AVAILABLE_DEVICES")
+            except Exception as exc:  # the plugin exists but cannot load (no driver, no libOpenCL)
+                found.append(_unavailable(family, f"OpenVINO's {family} plugin cannot be used: {_ov_message(exc)}"))
+        return found
+
+    def _device_properties(self, ov_name: str) -> dict[str, Any]:
+        core = self.core()
+        supported = self._supported_properties(ov_name)
+
+        def prop(key: str, default: Any = None) -> Any:
+            return core.get_property(ov_name, key) if key in supported else default
+
+        caps = tuple(str(c) for c in prop("OPTIMIZATION_CAPABILITIES", ()))
+        return {
+            "ov_device": ov_name,
+            "full_name": str(prop("FULL_DEVICE_NAME", ov_name)),
+            "optimization_capabilities": caps,
+            "device_type": str(prop("DEVICE_TYPE", "")).replace("Type.", "").lower(),
+            "architecture": str(prop("DEVICE_ARCHITECTURE", "")),
+        }
+
+    def _supported_properties(self, ov_name: str) -> frozenset[str]:
+        supported = self._supported.get(ov_name)
+        if supported is None:
+            supported = frozenset(self.core().get_property(ov_name, "SUPPORTED_PROPERTIES"))
+            self._supported[ov_name] = supported
+        return supported
+
+    def capabilities(self, device: Device) -> Capabilities:
+        caps = set(device.properties.get("optimization_capabilities", ()))
+        precisions = tuple(p for p in ("fp32", "fp16", "int8") if PRECISION_CAPABILITY[p] in caps and (p != "int8" or _has_nncf()))
+        kind = device.kind
+        return Capabilities(
+            precisions=precisions,
+            dtypes=DTYPES,
+            opset_min=7,
+            opset_max=None,
+            dynamic_shapes=kind != "npu",
+            model_formats=("onnx", "openvino-ir"),
+            notes=("int8 is NNCF post-training quantization and needs calibration data",) if "int8" in precisions else (),
+        )
+
+    # -- compile ---------------------------------------------------------------------------
+
+    def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
+        ov_name = self._ov_device(device)
+        config = self._config(ov_name, device, options)
+        ov_model = self._read(model, device)
+        _check_ranks(ov_model, device, self.name)
+        if options.precision == "int8":
+            ov_model = self._quantize(ov_model, model, device, options)
+        try:
+            compiled_model = self.core().compile_model(ov_model, ov_name, config)
+        except Exception as exc:
+            raise _compile_error(exc, self.name, device.id) from exc
+        inputs, outputs, feed_index, out_index = _io(model, compiled_model, device, self.name)
+        native = OpenVinoNative(compiled_model, ov_model, feed_index, out_index)
+        compiled = CompiledModel(self, model, device, options, native=native, inputs=inputs, outputs=outputs)
+        compiled.cache_hit = _property(compiled_model, "LOADED_FROM_CACHE") if options.cache_dir else None
+        compiled.info["openvino_config"] = {k: str(v) for k, v in config.items()}
+        precision = _property(compiled_model, "INFERENCE_PRECISION_HINT")
+        if precision is not None:
+            compiled.info["inference_precision"] = str(precision).replace("<Type: '", "").rstrip("'>")
+        return compiled
+
+    def _ov_device(self, device: Device) -> str:
+        ov_name = device.properties.get("ov_device") or device.id.partition(":")[2]
+        available = [d for d in self.core().available_devices]
+        if ov_name not in available:
+            raise DeviceNotFound(
+                f"unknown OpenVINO device {device.id!r}; available: {[f'openvino:{d}' for d in available if d.split('.')[0] not in VIRTUAL_DEVICES]}"
+            )
+        return ov_name
+
+    def _config(self, ov_name: str, device: Device, options: CompileOptions) -> dict[str, Any]:
+        supported = self._supported_properties(ov_name)
+        caps = set(device.properties.get("optimization_capabilities", ()))
+        wanted = PRECISION_CAPABILITY[options.precision]
+        if wanted not in caps or (options.precision == "int8" and not _has_nncf()):
+            have = self.capabilities(device).precisions
+            why = "nncf is not installed (pip install 'nnport[compress]')" if wanted in caps else f"OPTIMIZATION_CAPABILITIES is {sorted(caps)}"
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported on {ov_name} ({why}); supported: {list(have)}",
+                backend=self.name,
+                device=device.id,
+            )
+        config: dict[str, Any] = {}
+        if "INFERENCE_PRECISION_HINT" in supported:
+            hint = PRECISION_HINT[options.precision]
+            if hint != "f32" or "FP32" in caps:
+                config["INFERENCE_PRECISION_HINT"] = hint
+        if "PERFORMANCE_HINT" in supported:
+            config["PERFORMANCE_HINT"] = PERFORMANCE_HINT[options.hint]
+        if options.threads and "INFERENCE_NUM_THREADS" in supported:
+            config["INFERENCE_NUM_THREADS"] = options.threads
+        if options.cache_dir:
+            cache = Path(options.cache_dir) / "openvino"
+            cache.mkdir(parents=True, exist_ok=True)
+            config["CACHE_DIR"] = str(cache)
+        extra = options.extra.get("openvino_config")
+        if extra:
+            config.update(dict(extra))
+        return config
+
+    def _read(self, model: Model, device: Device) -> Any:
+        core = self.core()
+        try:
+            if model.format == "onnx":
+                return core.read_model(model.serialized())
+            if model.format == "openvino-ir":
+                return core.read_model(str(model.path), str(Path(model.path).with_suffix(".bin")))
+        except Exception as exc:
+            raise _read_error(exc, model, self.name, device.id) from exc
+        raise UnsupportedModel(
+            f"OpenVINO reads ONNX and OpenVINO IR (.xml + .bin) models, not {model.format}", backend=self.name, device=device.id
+        )
+
+    def _quantize(self, ov_model: Any, model: Model, device: Device, options: CompileOptions) -> Any:
+        """NNCF post-training int8 quantization; the result is kept as IR under ``cache_dir``."""
+        from nnport.calibration import calibration_feeds, fingerprint
+
+        specs = model.inputs or tuple(_spec(p) for p in ov_model.inputs)
+        samples = options.extra.get("calibration_samples")
+        try:
+            feeds = calibration_feeds(options.calibration, specs, samples=samples)
+        except InputError as exc:
+            raise CompileError(f"int8 on OpenVINO: {exc}", backend=self.name, device=device.id) from exc
+        import nncf
+        import openvino as ov
+
+        nncf_options = dict(options.extra.get("nncf_options", {}))
+        stored: Path | None = None
+        if options.cache_dir:
+            key = hashlib.sha256(
+                "|".join([model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), ov.get_version(), nncf.__version__]).encode()
+            ).hexdigest()[:24]
+            stored = Path(options.cache_dir) / "openvino" / "int8" / f"{model.name}-{key}.xml"
+            if stored.exists() and stored.with_suffix(".bin").exists():
+                return self.core().read_model(str(stored))
+        nncf.set_log_level(40)  # errors only: no progress chatter on the caller's terminal
+        try:
+            quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds), **nncf_options)
+        except Exception as exc:
+            raise CompileError(f"NNCF int8 quantization failed: {type(exc).__name__}: {exc}", backend=self.name, device=device.id) from exc
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            tmp = stored.with_name(stored.stem + f".tmp{threading.get_ident()}.xml")
+            ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+            tmp.with_suffix(".bin").replace(stored.with_suffix(".bin"))
+            tmp.replace(stored)
+        return quantized
+
+    # -- run ---------------------------------------------------------------------------------
+
+    def allocate(self, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None = None) -> Binding:
+        binding = super().allocate(compiled, shapes)
+        native: OpenVinoNative = compiled.native
+        request = native.compiled_model.create_infer_request()
+        binding.native = request
+        binding.extra["bound"] = {}
+        _bind(request, native.feed_index, binding.inputs, binding.extra["bound"])
+        return binding
+
+    def execute(self, compiled: CompiledModel, binding: Binding) -> None:
+        native: OpenVinoNative = compiled.native
+        request = binding.native
+        try:
+            _bind(request, native.feed_index, binding.inputs, binding.extra["bound"])
+            request.infer(share_outputs=True)
+        except Exception as exc:
+            raise _run_error(exc, compiled, binding.inputs) from exc
+        binding.outputs = native.collect(request)
+
+    def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        native: OpenVinoNative = compiled.native
+        request = native.local.request
+        try:
+            for index, name in native.feed_index:
+                array = feeds[name]
+                try:
+                    request.set_input_tensor(index, native.Tensor(array, shared_memory=True))
+                except (RuntimeError, ValueError):  # not C-contiguous or read-only: copy once
+                    request.set_input_tensor(index, native.Tensor(np.ascontiguousarray(array).copy(), shared_memory=True))
+            request.infer(share_outputs=True)
+        except Exception as exc:
+            raise _run_error(exc, compiled, feeds) from exc
+        return native.collect(request)
+
+
+class OpenVinoNative:
+    """What ``compiled.native`` holds: the OpenVINO objects and per-thread infer requests.
+
+    ``feed_index`` pairs each OpenVINO input index with the nnport input name;
+    ``out_index`` gives, in ONNX output order, (name, OpenVINO output index,
+    dtype to cast to or None).
+    """
+
+    def __init__(self, compiled_model: Any, ov_model: Any, feed_index: tuple[tuple[int, str], ...], out_index: tuple[tuple[str, int, np.dtype | None], ...]) -> None:
+        import openvino as ov
+
+        self.compiled_model = compiled_model
+        self.ov_model = ov_model
+        self.feed_index = feed_index
+        self.out_index = out_index
+        self.Tensor = ov.Tensor
+        self.local = _ThreadRequests(compiled_model)
+
+    def collect(self, request: Any) -> dict[str, np.ndarray]:
+        """Outputs of ``request`` as caller-owned arrays in ONNX order and dtypes."""
+        get = request.get_output_tensor
+        return {name: get(i).data.copy() if cast is None else get(i).data.astype(cast) for name, i, cast in self.out_index}
+
+
+class _ThreadRequests(threading.local):
+    """One ``InferRequest`` per thread, created on the thread's first access."""
+
+    def __init__(self, compiled_model: Any) -> None:
+        self.request = compiled_model.create_infer_request()
+
+
+def _bind(request: Any, feed_index: tuple[tuple[int, str], ...], inputs: Mapping[str, np.ndarray], bound: dict[str, np.ndarray]) -> None:
+    """Point ``request``'s input tensors at ``inputs``, rewrapping only arrays that changed."""
+    import openvino as ov
+
+    for index, name in feed_index:
+        array = inputs[name]
+        if bound.get(name) is array:
+            continue
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = np.ascontiguousarray(array).copy()
+        request.set_input_tensor(index, ov.Tensor(array, shared_memory=True))
+        bound[name] = inputs[name]
+
+
+# -- model inspection --------------------------------------------------------------------------
+
+
+def _check_ranks(ov_model: Any, device: Device, backend: str) -> None:
+    dynamic = [p.get_any_name() for p in ov_model.inputs if p.get_partial_shape().rank.is_dynamic]
+    if dynamic:
+        raise UnsupportedModel(
+            f"input(s) {dynamic} have dynamic rank; nnport needs every input's rank (give the ONNX inputs a shape)",
+            backend=backend,
+            device=device.id,
+        )
+
+
+def _io(model: Model, compiled_model: Any, device: Device, backend: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], tuple[tuple[int, str], ...], tuple[tuple[str, int, np.dtype | None], ...]]:
+    """Specs and the index maps between nnport names and OpenVINO ports.
+
+    ONNX models keep their own specs; IR models (which carry none) get specs from
+    OpenVINO.  Outputs are found by tensor name, never by position.
+    """
+    ov_inputs = list(compiled_model.inputs)
+    ov_outputs = list(compiled_model.outputs)
+    inputs = tuple(model.inputs) or tuple(_spec(p) for p in ov_inputs)
+    outputs = tuple(model.outputs) or tuple(_spec(p) for p in ov_outputs)
+    in_pos = {n: i for i, p in enumerate(ov_inputs) for n in p.get_names()}
+    out_pos = {n: i for i, p in enumerate(ov_outputs) for n in p.get_names()}
+    feed_index = tuple((in_pos[s.name], s.name) for s in inputs if s.name in in_pos)
+    missing = [s.name for s in outputs if s.name not in out_pos]
+    if missing:
+        raise CompileError(
+            f"OpenVINO's compiled model has no output(s) {missing}; it has {[sorted(p.get_names()) for p in ov_outputs]}",
+            backend=backend,
+            device=device.id,
+        )
+    out_index = []
+    for spec in outputs:
+        i = out_pos[spec.name]
+        ov_dtype = np.dtype(ov_outputs[i].get_element_type().to_dtype())
+        out_index.append((spec.name, i, None if ov_dtype == spec.dtype else spec.dtype))
+    return inputs, outputs, feed_index, tuple(out_index)
+
+
+def _spec(port: Any) -> TensorSpec:
+    shape = port.get_partial_shape()
+    dims = tuple(d.get_length() if d.is_static else None for d in shape) if shape.rank.is_static else ()
+    return TensorSpec(port.get_any_name(), dims, np.dtype(port.get_element_type().to_dtype()))
+
+
+def _property(compiled_model: Any, key: str) -> Any:
+    try:
+        return compiled_model.get_property(key)
+    except Exception:
+        return None
+
+
+def _kind(ov_name: str) -> str:
+    return KIND_BY_PREFIX.get(ov_name.split(".")[0].upper(), "cpu")
+
+
+def _unavailable(ov_name: str, reason: str) -> Device:
+    return Device(
+        id=f"openvino:{ov_name}",
+        backend=OpenVinoBackend.name,
+        kind=_kind(ov_name),
+        name=ov_name,
+        properties={"ov_device": ov_name},
+        available=False,
+        reason=reason,
+    )
+
+
+def _has_nncf() -> bool:
+    return importlib.util.find_spec("nncf") is not None
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+_NOISE = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:|FrontEnd API failed with \w+:)\s*")
+
+
+def _ov_message(exc: BaseException) -> str:
+    """OpenVINO's message without its source-location lines, on one line."""
+    lines = []
+    for line in str(exc).splitlines():
+        line = line.strip()
+        while True:
+            stripped = _NOISE.sub("", line)
+            if stripped == line:
+                break
+            line = stripped
+        if line and not line.startswith("To facilitate the conversion"):
+            lines.append(line)
+    return " ".join(lines) or type(exc).__name__
+
+
+def unconverted_operators(text: str) -> list[str]:
+    """Operator names from OpenVINO's frontend summary (``No conversion rule found for operations: A, B``)."""
+    found: list[str] = []
+    for pattern in (r"No conversion rule found for operations:\s*([^\n]+)", r"Conversion is failed for:\s*([^\n]+)"):
+        for match in re.finditer(pattern, text):
+            for op in match.group(1).split(","):
+                op = op.strip()
+                if op and op not in found:
+                    found.append(op)
+    return found
+
+
+def _read_error(exc: Exception, model: Model, backend: str, device: str) -> CompileError:
+    text = str(exc)
+    ops = unconverted_operators(text)
+    if ops:
+        return UnsupportedModel(
+            f"OpenVINO cannot convert operator(s) {ops} of model {model.name!r}: {_ov_message(exc)}", backend=backend, device=device
+        )
+    # nnport.load already accepted the file, so what OpenVINO refuses is the model, not its bytes.
+    return UnsupportedModel(f"OpenVINO cannot read model {model.name!r}: {_ov_message(exc)}", backend=backend, device=device)
+
+
+def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
+    message = _ov_message(exc)
+    low = message.lower()
+    ops = unconverted_operators(str(exc))
+    if ops:
+        return UnsupportedModel(f"OpenVINO cannot convert operator(s) {ops}: {message}", backend=backend, device=device)
+    if "unsupported" in low or "not supported" in low or "doesn't support" in low or "cannot create" in low:
+        return UnsupportedModel(f"OpenVINO cannot compile this model: {message}", backend=backend, device=device)
+    return CompileError(f"OpenVINO could not compile the model: {message}", backend=backend, device=device)
+
+
+def _run_error(exc: Exception, compiled: CompiledModel, feeds: Mapping[str, Any]) -> Exception:
+    message = _ov_message(exc)
+    low = message.lower()
+    if isinstance(exc, (KeyError, AttributeError)) or "shape" in low or "dimension" in low or "input" in low and "precision" in low:
+        return InputError(feed_problems(compiled.inputs, feeds) + f" (OpenVINO: {message})")
+    return ExecutionError(f"OpenVINO failed on device {compiled.device.id}: {message}")
+
+
+@hookimpl
+def nnport_register_backends(register):
+    register(OpenVinoBackend)
