@@ -11,7 +11,7 @@ import numpy as np
 from .compiled import CompiledModel
 from .errors import BackendUnavailable, CompileError, NnportError, NoDeviceCouldCompile
 from .manager import get_plugin_manager
-from .measure import Measurement, MeasureSettings
+from .measure import Measurement, MeasureSettings, batch_shapes, check_batch
 from .model import Model, load
 from .selection import BackendStatus, all_devices, backend_devices, backend_statuses, candidates
 from .types import CompileOptions, Device
@@ -130,9 +130,10 @@ def measure(
     backend = compiled.backend
     if inputs is not None:
         compiled.check_feeds(inputs)
+        check_batch(compiled, inputs, settings.batch)
         shapes = {k: tuple(v.shape) for k, v in inputs.items()}
     else:
-        shapes = None
+        shapes = batch_shapes(compiled, settings.batch)  # None for batch 1; raises when the batch is fixed
     binding = pm.hook.nnport_allocate(backend=backend, compiled=compiled, shapes=shapes)
     if inputs is not None:
         binding.inputs.update(inputs)

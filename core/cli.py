@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError, NnportError
 
-COMMAND_MODULES = ["nnport.cli"]
+COMMAND_MODULES = ["nnport.cli", "nnport.cli_bench"]
 """Modules contributing sub-commands; each has ``register(subparsers)``."""
 
 

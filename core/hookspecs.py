@@ -123,6 +123,28 @@ def nnport_measure(backend: Backend, compiled: CompiledModel, binding: Binding, 
     """
 
 
+@hookspec
+def nnport_energy_meters(register: Callable[[Any], None]) -> None:
+    """Register the energy meters a plugin provides.
+
+    Call ``register(meter)`` once per ``nnport.energy.EnergyMeter`` instance
+    (a board's power sensor, a smart plug, a lab power supply).  Creating a
+    meter must be cheap and must not touch hardware: ``probe()`` does that and
+    returns the reason when the meter cannot be read.  The built-in RAPL, NVML
+    and hwmon meters are registered by the core plugin ``energy``.
+
+    *Called by* nnport's default measurement (``nnport.measure``, ``nnport
+    bench``) before every timed run, so each run gets fresh instances, and by
+    ``nnport meters``.  Each plugin's implementation is called on its own: one
+    that raises becomes a reason in the result and the other meters still run.
+
+    :param register: callable taking an ``EnergyMeter`` instance; raises
+        ``TypeError`` for anything else.
+
+    *Returns* nothing; return values are ignored.
+    """
+
+
 def _hook_names() -> list[str]:
     return [name for name, obj in globals().items() if name.startswith("nnport_") and callable(obj)]
 

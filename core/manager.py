@@ -38,7 +38,7 @@ log = logging.getLogger("nnport")
 log.addHandler(logging.NullHandler())
 
 ENTRY_POINT_GROUP = "nnport"
-ESSENTIAL_PLUGINS = {"defaults": "nnport.defaults"}
+ESSENTIAL_PLUGINS = {"defaults": "nnport.defaults", "energy": "nnport.energy"}
 DEFAULT_PLUGINS = {
     "onnxruntime": "nnport.plugins.onnxruntime",
     "openvino": "nnport.plugins.openvino",
