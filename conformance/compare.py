@@ -1,0 +1,373 @@
+"""Comparing a backend's outputs with the reference's: configure once, call per run.
+
+The rule is Polygraphy's ``CompareFunc.simple(check_error_stat="elemwise")``
+(``polygraphy/comparator/compare.py``): an element fails only where its
+absolute error exceeds ``atol`` *and* its relative error (against the
+reference) exceeds ``rtol``.  Two additions make the verdict meaningful for
+neural-network outputs (see specs/conformance.md):
+
+* ``scale_tol``: the absolute tolerance is at least ``scale_tol`` times the
+  reference's largest finite magnitude.  A float32 dot product of n terms
+  carries rounding error proportional to the size of its terms, not of its
+  result, so an output element that happens to be near zero says nothing
+  with a relative error; judging it against the output's range (Polygraphy's
+  ``--val-range`` idea, turned around) does.
+* agreement metrics: cosine similarity, and top-k agreement for classifier
+  outputs (rank 2, ``[batch, classes]``, or ``[batch, classes, 1, 1]``).
+  ``min_cosine``/``min_top1`` gate the verdict where set: int8 results are
+  judged on them, not element by element.
+
+NaN and +/-Inf must sit at the same positions with the same signs; matching
+ones count as equal.  Shapes and dtypes must be equal.  Integer and boolean
+outputs must match exactly.  Outputs are matched by exact name; a name in a
+tolerance mapping that no output has raises ``ToleranceError`` (a typo must
+not silently loosen nothing).
+
+The result objects are frozen; ``OutputResult`` and ``Comparison`` are truthy
+when they pass, as Polygraphy's ``OutputCompareResult`` is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from nnport.errors import NnportError
+
+Tol = float | Mapping[str, float]
+
+# Per-precision defaults; the reasoning is in specs/conformance.md.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "fp32": {"atol": 1e-5, "rtol": 1e-3, "scale_tol": 1e-4, "min_cosine": None, "min_top1": None},
+    "fp16": {"atol": 1e-3, "rtol": 1e-2, "scale_tol": 5e-3, "min_cosine": 0.999, "min_top1": None},
+    "int8": {"atol": math.inf, "rtol": math.inf, "scale_tol": 0.0, "min_cosine": 0.98, "min_top1": 1.0},
+}
+
+
+class ToleranceError(NnportError, ValueError):
+    """A tolerance mapping names an output the model does not have, or a value is invalid."""
+
+
+@dataclass(frozen=True)
+class OutputResult:
+    """How one output compares with the reference (all errors in float64)."""
+
+    name: str
+    passed: bool
+    reasons: tuple[str, ...]
+    shape: tuple[int, ...] | None
+    ref_shape: tuple[int, ...]
+    dtype: str | None
+    ref_dtype: str
+    atol: float
+    rtol: float
+    atol_effective: float
+    max_abs_error: float = math.nan
+    max_rel_error: float = math.nan
+    mean_abs_error: float = math.nan
+    mse: float = math.nan
+    cosine: float = math.nan
+    ref_scale: float = math.nan
+    mismatches: int = 0
+    elements: int = 0
+    nonfinite_match: bool = True
+    min_atol: float = math.nan
+    """Smallest ``atol`` that would pass with this ``rtol`` (Polygraphy's "minimum required tolerance")."""
+    min_rtol: float = math.nan
+    """Smallest ``rtol`` that would pass with this effective ``atol``."""
+    top1_agreement: float | None = None
+    topk_overlap: float | None = None
+    k: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: _json_float(v) for k, v in d.items()}
+
+    def summary(self) -> str:
+        if self.shape is None:
+            return f"{self.name}: {'; '.join(self.reasons)}"
+        text = (
+            f"{self.name}: max_abs={self.max_abs_error:.3g} max_rel={self.max_rel_error:.3g} mse={self.mse:.3g} "
+            f"cos={self.cosine:.6f} mismatches={self.mismatches}/{self.elements} "
+            f"(atol={self.atol_effective:.3g} rtol={self.rtol:.3g}; needs atol>={self.min_atol:.3g} or rtol>={self.min_rtol:.3g})"
+        )
+        if self.top1_agreement is not None:
+            text += f" top1={self.top1_agreement:.3g} top{self.k}={self.topk_overlap:.3g}"
+        if self.reasons:
+            text += " -- " + "; ".join(self.reasons)
+        return text
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every output of one run against the reference; truthy when all pass."""
+
+    outputs: tuple[OutputResult, ...]
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    passed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        ok = not self.missing and all(o.passed for o in self.outputs)
+        object.__setattr__(self, "passed", ok)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __getitem__(self, name: str) -> OutputResult:
+        for o in self.outputs:
+            if o.name == name:
+                return o
+        raise KeyError(name)
+
+    def reasons(self) -> list[str]:
+        found = [f"missing output(s) {list(self.missing)}"] if self.missing else []
+        found += [f"{o.name}: {r}" for o in self.outputs for r in o.reasons]
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "missing": list(self.missing),
+            "unexpected": list(self.unexpected),
+            "outputs": [o.to_dict() for o in self.outputs],
+        }
+
+
+def _json_float(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def _per_output(value: Any, name: str, fallback: Any) -> Any:
+    if isinstance(value, Mapping):
+        return value.get(name, value.get("", fallback))
+    return value
+
+
+class Comparator:
+    """Configured once (tolerances, agreement thresholds), called once per run.
+
+    Every tolerance argument is a float or a mapping ``{output name: value}``
+    with ``""`` as the default key (Polygraphy's convention).  ``precision``
+    picks the defaults of unspecified arguments from ``DEFAULTS``.
+    ``rule="sum"`` switches to ``numpy.allclose``'s ``|d| <= atol + rtol*|ref|``
+    (used by the ONNX backend node tests, whose tolerances assume it).
+    """
+
+    def __init__(
+        self,
+        atol: Tol | None = None,
+        rtol: Tol | None = None,
+        *,
+        precision: str = "fp32",
+        scale_tol: Tol | None = None,
+        min_cosine: Tol | None = None,
+        min_top1: Tol | None = None,
+        top_k: int = 5,
+        classifier: bool | Mapping[str, bool] | None = None,
+        check_dtype: bool = True,
+        rule: str = "both",
+    ) -> None:
+        if precision not in DEFAULTS:
+            raise ToleranceError(f"precision must be one of {list(DEFAULTS)}, got {precision!r}")
+        if rule not in ("both", "sum"):
+            raise ToleranceError(f"rule must be 'both' or 'sum', got {rule!r}")
+        d = DEFAULTS[precision]
+        self.precision = precision
+        self.atol = d["atol"] if atol is None else atol
+        self.rtol = d["rtol"] if rtol is None else rtol
+        self.scale_tol = d["scale_tol"] if scale_tol is None else scale_tol
+        self.min_cosine = d["min_cosine"] if min_cosine is None else min_cosine
+        self.min_top1 = d["min_top1"] if min_top1 is None else min_top1
+        self.top_k = int(top_k)
+        self.classifier = classifier
+        self.check_dtype = check_dtype
+        self.rule = rule
+        for label, value in (("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol)):
+            values = value.values() if isinstance(value, Mapping) else [value]
+            for v in values:
+                if v is None or float(v) < 0 or math.isnan(float(v)):
+                    raise ToleranceError(f"{label} must be a non-negative number, got {v!r}")
+
+    def _mappings(self) -> list[tuple[str, Mapping[str, Any]]]:
+        named = [("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol), ("min_cosine", self.min_cosine), ("min_top1", self.min_top1), ("classifier", self.classifier)]
+        return [(k, v) for k, v in named if isinstance(v, Mapping)]
+
+    def check_names(self, names: list[str]) -> None:
+        """Raise ``ToleranceError`` if a tolerance mapping names an output not in ``names``."""
+        known = set(names)
+        for label, mapping in self._mappings():
+            unknown = [k for k in mapping if k != "" and k not in known]
+            if unknown:
+                raise ToleranceError(f"{label} names unknown output(s) {unknown}; outputs are {sorted(known)}")
+
+    def __call__(self, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Comparison:
+        """Compare ``outputs`` (backend under test) with ``reference``, output by output."""
+        self.check_names(list(reference))
+        results = []
+        for name, ref in reference.items():
+            if name in outputs:
+                results.append(self.compare_output(name, np.asarray(outputs[name]), np.asarray(ref)))
+        missing = tuple(n for n in reference if n not in outputs)
+        unexpected = tuple(n for n in outputs if n not in reference)
+        return Comparison(tuple(results), missing, unexpected)
+
+    def compare_output(self, name: str, got: np.ndarray, ref: np.ndarray) -> OutputResult:
+        atol = float(_per_output(self.atol, name, DEFAULTS[self.precision]["atol"]))
+        rtol = float(_per_output(self.rtol, name, DEFAULTS[self.precision]["rtol"]))
+        scale_tol = float(_per_output(self.scale_tol, name, 0.0))
+        min_cos = _per_output(self.min_cosine, name, None)
+        min_top1 = _per_output(self.min_top1, name, None)
+        classifier = _per_output(self.classifier, name, None)
+        exact = ref.dtype.kind in "iub"
+        if exact:
+            atol = rtol = scale_tol = 0.0
+        base = dict(name=name, ref_shape=tuple(ref.shape), ref_dtype=str(ref.dtype), atol=atol, rtol=rtol)
+        reasons: list[str] = []
+        if got.shape != ref.shape:
+            return OutputResult(passed=False, reasons=(f"shape {list(got.shape)} differs from the reference's {list(ref.shape)}",), shape=tuple(got.shape), dtype=str(got.dtype), atol_effective=atol, elements=int(ref.size), **base)
+        if self.check_dtype and got.dtype != ref.dtype:
+            reasons.append(f"dtype {got.dtype} differs from the reference's {ref.dtype}")
+        if got.dtype.kind not in "iubf" or ref.dtype.kind not in "iubf":
+            ok = bool(np.array_equal(got, ref))
+            return OutputResult(passed=ok and not reasons, reasons=tuple(reasons + ([] if ok else ["values differ"])), shape=tuple(got.shape), dtype=str(got.dtype), atol_effective=0.0, elements=int(ref.size), **base)
+
+        g = got.astype(np.float64)
+        r = ref.astype(np.float64)
+        # Non-finite values: same positions, same signs.
+        g_nan, r_nan = np.isnan(g), np.isnan(r)
+        g_inf, r_inf = np.isinf(g), np.isinf(r)
+        nonfinite_ok = bool(np.array_equal(g_nan, r_nan) and np.array_equal(g_inf, r_inf) and np.array_equal(g[g_inf], r[r_inf]))
+        if not nonfinite_ok:
+            reasons.append(
+                f"NaN/Inf positions differ: reference has {int(r_nan.sum())} NaN/{int(r_inf.sum())} Inf, output has {int(g_nan.sum())} NaN/{int(g_inf.sum())} Inf"
+            )
+        both = np.isfinite(g) & np.isfinite(r)
+        special_same = (g_nan & r_nan) | (g_inf & r_inf & (g == r))
+        absdiff = np.where(both, np.abs(g - r), np.where(special_same, 0.0, np.inf))
+        absref = np.abs(np.where(np.isfinite(r), r, 0.0))
+        finite_ref = r[np.isfinite(r)]
+        scale = float(np.max(np.abs(finite_ref))) if finite_ref.size else 0.0
+        atol_eff = max(atol, scale_tol * scale)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            reldiff = np.where(absdiff == 0, 0.0, absdiff / absref)
+        if self.rule == "sum":
+            bad = absdiff > atol_eff + rtol * absref
+        else:
+            bad = (absdiff > atol_eff) & (absdiff > rtol * absref)
+        mismatches = int(np.count_nonzero(bad))
+        if mismatches:
+            worst = np.unravel_index(int(np.argmax(np.where(bad, absdiff, -1.0))), ref.shape) if ref.ndim else ()
+            reasons.append(
+                f"{mismatches} of {ref.size} element(s) exceed atol={atol_eff:.3g} and rtol={rtol:.3g} "
+                f"(worst at {list(int(i) for i in worst)}: got {float(g[worst]):.6g}, reference {float(r[worst]):.6g})"
+            )
+        finite_abs = absdiff[both]
+        max_abs = float(finite_abs.max()) if finite_abs.size else 0.0
+        finite_rel = reldiff[both & np.isfinite(reldiff)]
+        max_rel = float(finite_rel.max()) if finite_rel.size else (math.inf if finite_abs.size and max_abs > 0 else 0.0)
+        mean_abs = float(finite_abs.mean()) if finite_abs.size else 0.0
+        mse = float(np.mean(finite_abs**2)) if finite_abs.size else 0.0
+        cos = _cosine(g[both], r[both])
+        # Minimum passing tolerances (elemwise rule): Polygraphy's "minimum required tolerance".
+        rel_fail = absdiff > rtol * absref
+        min_atol = float(absdiff[rel_fail].max()) if rel_fail.any() else 0.0
+        abs_fail = absdiff > atol_eff
+        min_rtol = float(reldiff[abs_fail].max()) if abs_fail.any() else 0.0
+
+        top1 = topk = None
+        k = None
+        if classifier is not False and _is_classifier(ref, classifier):
+            top1, topk, k = _topk_agreement(g, r, self.top_k)
+        if min_cos is not None and not (cos >= float(min_cos)):
+            reasons.append(f"cosine similarity {cos:.6f} below {float(min_cos)}")
+        if min_top1 is not None and top1 is not None and top1 < float(min_top1):
+            reasons.append(f"top-1 agreement {top1:.3g} below {float(min_top1)}")
+        return OutputResult(
+            passed=not reasons,
+            reasons=tuple(reasons),
+            shape=tuple(got.shape),
+            dtype=str(got.dtype),
+            atol_effective=atol_eff,
+            max_abs_error=max_abs,
+            max_rel_error=max_rel,
+            mean_abs_error=mean_abs,
+            mse=mse,
+            cosine=cos,
+            ref_scale=scale,
+            mismatches=mismatches,
+            elements=int(ref.size),
+            nonfinite_match=nonfinite_ok,
+            min_atol=min_atol,
+            min_rtol=min_rtol,
+            top1_agreement=top1,
+            topk_overlap=topk,
+            k=k,
+            **base,
+        )
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size == 0:
+        return 1.0
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 and nb == 0.0:
+        return 1.0
+    if na == 0.0 or nb == 0.0:
+        return 0.0
+    return float(np.dot(a.ravel(), b.ravel()) / (na * nb))
+
+
+def _is_classifier(ref: np.ndarray, hint: bool | None) -> bool:
+    if ref.dtype.kind != "f":
+        return False
+    shape = ref.shape
+    if len(shape) == 4 and shape[2:] == (1, 1):
+        shape = shape[:2]
+    if hint:
+        return len(shape) >= 1 and shape[-1] >= 2
+    return len(shape) == 2 and shape[1] >= 10
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """A classifier output as ``[rows, classes]`` (``[N, C, 1, 1]`` and ``[C]`` included)."""
+    if a.ndim == 4 and a.shape[2:] == (1, 1):
+        return a.reshape(a.shape[0], a.shape[1])
+    return a.reshape(-1, a.shape[-1])
+
+
+def _topk_agreement(g: np.ndarray, r: np.ndarray, k: int) -> tuple[float, float, int]:
+    """Fraction of rows whose argmax agrees, and mean overlap of the top-k sets."""
+    g2 = np.nan_to_num(_rows(g), nan=-np.inf)
+    r2 = np.nan_to_num(_rows(r), nan=-np.inf)
+    k = min(k, r2.shape[1])
+    top1 = float(np.mean(np.argmax(g2, axis=1) == np.argmax(r2, axis=1)))
+    gk = np.argsort(-g2, axis=1, kind="stable")[:, :k]
+    rk = np.argsort(-r2, axis=1, kind="stable")[:, :k]
+    overlap = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(gk, rk)]))
+    return top1, overlap, k
+
+
+def polygraphy_verdict(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], atol: Tol, rtol: Tol) -> dict[str, bool]:
+    """Polygraphy's own elementwise verdict on the same arrays (needs ``polygraphy``).
+
+    nnport's rule with ``scale_tol=0`` is Polygraphy's ``elemwise`` check; the
+    tests hold the two to the same answers.
+    """
+    from polygraphy.comparator import CompareFunc, IterationResult
+
+    func = CompareFunc.simple(atol=atol, rtol=rtol, check_error_stat="elemwise")
+    run0 = IterationResult({k: np.asarray(v) for k, v in outputs.items()}, runner_name="backend")
+    run1 = IterationResult({k: np.asarray(v) for k, v in reference.items()}, runner_name="reference")
+    result = func(run0, run1)
+    return {name: bool(res) for name, res in result.items()}
