@@ -49,6 +49,9 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
     "CPUExecutionProvider": ("cpu", "cpu", "CPU execution provider"),
 }
 
+PRECISIONS = ("fp32", "fp16", "int8")
+"""fp16 and int8 run a converted ONNX model (``nnport.compress``); fp32 runs the model as given."""
+
 OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -91,7 +94,7 @@ class OnnxRuntimeBackend(Backend):
 
     def capabilities(self, device: Device) -> Capabilities:
         return Capabilities(
-            precisions=("fp32",),
+            precisions=PRECISIONS,
             dtypes=("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool"),
             opset_min=7,
             opset_max=_max_opset(),
@@ -106,10 +109,11 @@ class OnnxRuntimeBackend(Backend):
 
         if model.format != "onnx":
             raise UnsupportedModel(f"ONNX Runtime reads ONNX models only, not {model.format}", backend=self.name, device=device.id)
-        if options.precision != "fp32":
+        if options.precision not in PRECISIONS:
             raise UnsupportedPrecision(
-                f"precision {options.precision!r} is not supported; supported: ['fp32']", backend=self.name, device=device.id
+                f"precision {options.precision!r} is not supported; supported: {list(PRECISIONS)}", backend=self.name, device=device.id
             )
+        source_model = self._converted(model, device, options) if options.precision != "fp32" else model
         provider = device.properties["provider"]
         providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
         so = ort.SessionOptions()
@@ -124,10 +128,10 @@ class OnnxRuntimeBackend(Backend):
         if options.hint == "throughput":
             so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
 
-        source: bytes | str = model.serialized()
+        source: bytes | str = source_model.serialized()
         cache_hit = False
         if options.cache_dir:
-            cached = self._cache_path(model, device, options)
+            cached = self._cache_path(source_model, device, options)
             if cached.exists():
                 source = str(cached)
                 cache_hit = True
@@ -143,8 +147,11 @@ class OnnxRuntimeBackend(Backend):
         if options.cache_dir and not cache_hit and so.optimized_model_filepath:
             tmp = Path(so.optimized_model_filepath)
             if tmp.exists():
-                os.replace(tmp, self._cache_path(model, device, options))
+                os.replace(tmp, self._cache_path(source_model, device, options))
         compiled = CompiledModel(self, model, device, options, native=session)
+        if source_model is not model:
+            compiled.info["compressed_model"] = source_model
+            compiled.info["compression"] = source_model.metadata.get("compression", {"precision": options.precision, "source": "model"})
         compiled.cache_hit = cache_hit if options.cache_dir else None
         compiled.info["providers"] = session.get_providers()
         compiled.info["output_names"] = [o.name for o in session.get_outputs()]
@@ -155,6 +162,48 @@ class OnnxRuntimeBackend(Backend):
         inner = getattr(session, "_sess", None)
         compiled.info["_native_run"] = inner.run if hasattr(inner, "run") else None
         return compiled
+
+    def _converted(self, model: Model, device: Device, options: CompileOptions) -> Model:
+        """The fp16 / int8 ONNX model to run for ``options.precision`` (cached in ``cache_dir``).
+
+        int8 is static QDQ quantization calibrated on ``options.calibration``,
+        or dynamic quantization with ``extra={"int8_method": "dynamic"}``; fp16
+        converts the graph keeping fp32 inputs and outputs.  A model already
+        at the requested precision runs as it is.  The converted model is
+        cached by source hash, precision, method and a digest of the
+        calibration samples, so a second compile skips calibration.
+        """
+        from nnport import compress
+        from nnport.calibration import calibration_feeds, fingerprint
+        from nnport.model import load
+
+        if compress.compressed_precision(model) == options.precision:
+            return model
+        method = str(options.extra.get("int8_method", "static"))
+        feeds = None
+        key_parts = [model.hash, options.precision, ort_version()]
+        if options.precision == "int8":
+            if method not in compress.METHODS:
+                raise CompileError(f"int8_method must be one of {list(compress.METHODS)}, got {method!r}", backend=self.name, device=device.id)
+            key_parts.append(method)
+            if method == "static":
+                feeds = calibration_feeds(options.calibration, model.inputs)
+                key_parts.append(fingerprint(feeds))
+        cached = None
+        if options.cache_dir:
+            digest = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:24]
+            cached = Path(options.cache_dir) / "onnxruntime" / "converted" / f"{model.name}-{options.precision}-{digest}.onnx"
+            if cached.exists():
+                converted = load(cached)
+                converted.metadata["compression"] = {"precision": options.precision, "method": method, "cached": True}
+                return converted
+        converted = compress.quantize(model, options.precision, feeds, method)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_bytes(converted.serialized())
+            os.replace(tmp, cached)
+        return converted
 
     def _cache_path(self, model: Model, device: Device, options: CompileOptions) -> Path:
         import onnxruntime as ort
@@ -204,6 +253,12 @@ def _run_error(exc: Exception, compiled: CompiledModel, feeds: Mapping[str, Any]
     if "INVALID_ARGUMENT" in text or "invalid" in text.lower() and "input" in text.lower():
         return InputError(feed_problems(compiled.inputs, feeds) + f" (ONNX Runtime: {text})")
     return ExecutionError(f"ONNX Runtime failed on device {compiled.device.id}: {text}")
+
+
+def ort_version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
 
 
 def _max_opset() -> int | None:

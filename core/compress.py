@@ -1,0 +1,628 @@
+"""Compression: fp16 and int8 ONNX models, and what they cost and buy on each device.
+
+``quantize`` turns an fp32 ONNX model into a *portable* compressed ONNX model:
+
+* ``int8``, ``method="static"``: ONNX Runtime's pre-processing (shape inference
+  and graph clean-up) then ``quantize_static`` in QDQ format, calibrated on the
+  given samples: weights symmetric int8 (per channel where the opset allows),
+  activations uint8.  QDQ is the format every runtime reads as int8: ONNX Runtime
+  fuses it into integer kernels, OpenVINO turns it into FakeQuantize and runs
+  int8, TensorRT builds a strongly typed int8 engine from it.
+* ``int8``, ``method="dynamic"``: ``quantize_dynamic`` for MatMul-heavy models
+  (transformers): weights int8, activation scales computed at run time, so no
+  calibration data; it yields integer operators (``MatMulInteger``) rather than
+  QDQ, which ONNX Runtime and OpenVINO read but TensorRT does not.
+* ``fp16``: ONNX Runtime's float16 converter with fp32 inputs and outputs kept
+  at the boundary, so callers feed the same arrays.
+
+``report`` then compiles the fp32 and the compressed model side by side on each
+requested device and gives size before/after, the accuracy delta against the
+fp32 reference on held-out inputs (never the calibration inputs), and the
+latency ratio fp32/compressed measured interleaved in one run, so that a busy
+machine slows both alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .calibration import RANDOM_SEED_BASE, calibration_feeds, missing_calibration_message
+from .errors import CompileError, InputError, NnportError, UnsupportedModel
+from .model import Model, load
+
+METHODS = ("static", "dynamic")
+COMPRESSED_PRECISIONS = ("fp16", "int8")
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
+DYNAMIC_OP_TYPES = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
+PER_CHANNEL_MIN_OPSET = 13
+PRECISION_KEY = "nnport.precision"
+"""Metadata key written into compressed ONNX files: ``int8`` or ``fp16``."""
+
+
+# -- detection ---------------------------------------------------------------------------
+
+
+def compressed_precision(model: Any) -> str | None:
+    """``"int8"`` if the model already holds quantization nodes, ``"fp16"`` if fp16 tensors, else None.
+
+    Quantizing a quantized model would quantize its dequantized values again
+    (double rounding, scales of scales), so ``quantize`` refuses such a model.
+    """
+    proto = load(model).proto
+    if proto is None:
+        return None
+    marked = {p.key: p.value for p in proto.metadata_props}.get(PRECISION_KEY)
+    if marked in COMPRESSED_PRECISIONS:
+        return marked
+    ops = {n.op_type for n in proto.graph.node}
+    if ops & (QDQ_OPS | INTEGER_OPS) or any(op.startswith("QLinear") for op in ops):
+        return "int8"
+    from onnx import TensorProto
+
+    if any(t.data_type == TensorProto.FLOAT16 for t in proto.graph.initializer):
+        return "fp16"
+    return None
+
+
+def _quantized_ops(proto: Any) -> list[str]:
+    ops = sorted({n.op_type for n in proto.graph.node})
+    return [op for op in ops if op in QDQ_OPS | INTEGER_OPS or op.startswith("QLinear")]
+
+
+# -- quantize ----------------------------------------------------------------------------
+
+
+def quantize(
+    model: Any,
+    precision: str = "int8",
+    calibration: Any = None,
+    method: str = "static",
+    *,
+    per_channel: bool | None = None,
+    samples: int | None = None,
+    reduce_range: bool | None = None,
+    exclude_nodes: Sequence[str] = (),
+) -> Model:
+    """Return ``model`` compressed to ``precision`` as a new ``nnport.Model`` (portable ONNX).
+
+    ``calibration`` (int8 static only): a directory of ``.npy``/``.npz``, an
+    iterable of feed dicts, or ``"random"`` (with a warning); see
+    ``nnport.calibration``.  ``per_channel`` defaults to True when the model has
+    Conv/Gemm/MatMul weights.  ``reduce_range`` (7-bit weights) defaults to True
+    on x86 CPUs without VNNI, where the u8*s8 instruction can saturate.
+
+    Raises ``InputError`` (no or mismatched calibration data, unknown precision
+    or method), ``UnsupportedModel`` (already quantized, not ONNX, nothing to
+    quantize) or ``CompileError`` (the quantizer itself failed).
+    """
+    original = load(model)
+    if precision not in COMPRESSED_PRECISIONS:
+        raise InputError(f"precision must be one of {list(COMPRESSED_PRECISIONS)} for compression, got {precision!r}")
+    if method not in METHODS:
+        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if original.format != "onnx":
+        raise UnsupportedModel(f"compression works on ONNX models; {original.name!r} is {original.format}")
+    already = compressed_precision(original)
+    if already is not None:
+        detail = f" (operators {_quantized_ops(original.proto)})" if already == "int8" and _quantized_ops(original.proto) else ""
+        raise UnsupportedModel(
+            f"model {original.name!r} is already {already}{detail}; compress the fp32 original instead "
+            "(quantizing twice rounds twice and stacks scales)"
+        )
+    if precision == "fp16":
+        proto = _to_fp16(original)
+        info: dict[str, Any] = {"precision": "fp16"}
+    elif method == "dynamic":
+        proto = _dynamic_int8(original, per_channel=bool(per_channel), reduce_range=bool(reduce_range))
+        info = {"precision": "int8", "method": "dynamic"}
+    else:
+        feeds = calibration_feeds(calibration, original.inputs, samples=samples)
+        if per_channel is None:
+            per_channel = bool(original.operators() & {"Conv", "Gemm", "MatMul", "ConvTranspose"})
+        if reduce_range is None:
+            reduce_range = _needs_reduce_range()
+        proto = _static_int8(original, feeds, per_channel=per_channel, reduce_range=reduce_range, exclude_nodes=exclude_nodes)
+        info = {"precision": "int8", "method": "static", "per_channel": per_channel, "reduce_range": reduce_range, "calibration_samples": len(feeds)}
+    _mark(proto, info)
+    result = load(proto)
+    object.__setattr__(result, "name", f"{original.name}-{precision}")
+    result.metadata["compression"] = {**info, "source_hash": original.hash, "source_name": original.name}
+    return result
+
+
+def _mark(proto: Any, info: Mapping[str, Any]) -> None:
+    props = {p.key: p for p in proto.metadata_props}
+    for key, value in ((PRECISION_KEY, info["precision"]), ("nnport.compression", repr(dict(info)))):
+        if key in props:
+            props[key].value = str(value)
+        else:
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, str(value)
+
+
+def _needs_reduce_range() -> bool:
+    """x86 without VNNI: ONNX Runtime advises 7-bit weights against u8*s8 saturation."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    flags = cpu_int8_features()
+    return not (flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8"))
+
+
+def cpu_int8_features() -> dict[str, bool]:
+    """Which int8/bf16 instruction sets this CPU has (from /proc/cpuinfo; empty where unreadable).
+
+    int8 speedups depend on them: VNNI (``avx512_vnni``, ``avx_vnni``) does a
+    u8*s8 dot product in one instruction, AMX (``amx_int8``) in tiles; without
+    them int8 kernels gain little over fp32.
+    """
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {}
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.split(":", 1)[-1].split())
+    return {f: f in flags for f in wanted}
+
+
+def _prepared_proto(original: Model, opset: int | None = None) -> Any:
+    """A copy of the proto, with opset raised to ``opset`` where lower, and IR-3 inputs tidied."""
+    import onnx
+    from onnx import version_converter
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(original.proto)
+    initializers = {i.name for i in proto.graph.initializer}
+    if any(i.name in initializers for i in proto.graph.input):
+        # IR < 4 lists weights as graph inputs; that makes them overridable inputs to quantizers.
+        keep = [i for i in proto.graph.input if i.name not in initializers]
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        proto.ir_version = max(proto.ir_version, 4)
+    current = original.opset or 0
+    if opset and current < opset:
+        try:
+            proto = version_converter.convert_version(proto, opset)
+        except Exception as exc:
+            raise UnsupportedModel(f"cannot raise the model's opset {current} to {opset} for quantization: {exc}") from exc
+        proto.ir_version = max(proto.ir_version, 7)
+    return proto
+
+
+def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, per_channel: bool, reduce_range: bool, exclude_nodes: Sequence[str]) -> Any:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self, data: Sequence[Mapping[str, np.ndarray]]) -> None:
+            self._data = list(data)
+            self._it = iter(self._data)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = iter(self._data)
+
+    proto = _prepared_proto(original, PER_CHANNEL_MIN_OPSET if per_channel else 11)
+    with tempfile.TemporaryDirectory(prefix="nnport-quant-") as tmp:
+        src, pre, out = (os.path.join(tmp, n) for n in ("model.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(proto, src)
+        try:
+            quant_pre_process(src, pre, skip_symbolic_shape=not _have("sympy"))
+        except Exception as exc:  # pre-processing is an optimisation: quantize the original if it fails
+            warnings.warn(f"ONNX Runtime quantization pre-processing failed ({exc}); quantizing without it", RuntimeWarning, stacklevel=3)
+            pre = src
+        try:
+            quantize_static(
+                pre,
+                out,
+                _Reader(feeds),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=list(exclude_nodes) or None,
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            )
+        except NnportError:
+            raise
+        except Exception as exc:
+            raise CompileError(f"ONNX Runtime static quantization failed: {type(exc).__name__}: {exc}") from exc
+        result = onnx.load(out)
+    if not _quantized_ops(result):
+        raise UnsupportedModel(f"static quantization found no operator to quantize in {original.name!r} (operators: {sorted(original.operators())})")
+    return result
+
+
+def _dynamic_int8(original: Model, *, per_channel: bool, reduce_range: bool) -> Any:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = _prepared_proto(original, PER_CHANNEL_MIN_OPSET if per_channel else 11)
+    with tempfile.TemporaryDirectory(prefix="nnport-quant-") as tmp:
+        src, out = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(proto, src)
+        try:
+            quantize_dynamic(src, out, op_types_to_quantize=DYNAMIC_OP_TYPES, per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8)
+        except Exception as exc:
+            raise CompileError(f"ONNX Runtime dynamic quantization failed: {type(exc).__name__}: {exc}") from exc
+        result = onnx.load(out)
+    if not _quantized_ops(result):
+        raise UnsupportedModel(
+            f"dynamic quantization found nothing to quantize in {original.name!r}: it handles {DYNAMIC_OP_TYPES}, "
+            f"the model has {sorted(original.operators())}; use method='static' with calibration data"
+        )
+    return result
+
+
+def _to_fp16(original: Model) -> Any:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = _prepared_proto(original)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            converted = convert_float_to_float16(proto, keep_io_types=True)
+    except Exception as exc:
+        raise CompileError(f"fp16 conversion failed: {type(exc).__name__}: {exc}") from exc
+    _topological_sort(converted.graph)
+    return converted
+
+
+def _topological_sort(graph: Any) -> None:
+    """Order nodes so each comes after its producers (the fp16 converter appends boundary Casts last)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        remaining = []
+        for node in pending:
+            if all(name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                remaining.append(node)
+        if len(remaining) == len(pending):  # a cycle or a missing input: keep the rest as they were
+            ordered += remaining
+            break
+        pending = remaining
+    nodes = [type(n)() for n in ordered]
+    for new, old in zip(nodes, ordered):
+        new.CopyFrom(old)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def save(model: Model, path: str | os.PathLike) -> Path:
+    """Write a (compressed) model to ``path`` as one ONNX file; returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(model.serialized())
+    return out
+
+
+# -- accuracy ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccuracyDelta:
+    """How far one output of the compressed model is from the fp32 reference, over all samples.
+
+    ``top1``/``top5`` are agreement rates (fraction of samples whose reference
+    top-1 class is the compressed model's top-1 / in its top-5); None when the
+    output is not a classifier's ``[N, classes]``.  ``reference_classes`` counts
+    distinct reference top-1 classes: agreement on inputs that all map to one
+    class says little.
+    """
+
+    output: str
+    samples: int
+    max_abs_error: float
+    mse: float
+    cosine: float
+    top1: float | None = None
+    top5: float | None = None
+    reference_classes: int | None = None
+
+
+def accuracy_delta(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]]) -> list[AccuracyDelta]:
+    """Per-output error metrics of ``got`` against ``reference`` (lists of output dicts, one per sample)."""
+    if len(reference) != len(got) or not reference:
+        raise ValueError(f"need the same non-zero number of reference and compressed results, got {len(reference)} and {len(got)}")
+    results = []
+    for name in reference[0]:
+        ref = [np.asarray(r[name], dtype=np.float64) for r in reference]
+        out = [np.asarray(g[name], dtype=np.float64) for g in got]
+        flat_r = np.concatenate([r.ravel() for r in ref])
+        flat_o = np.concatenate([o.ravel() for o in out])
+        diff = flat_o - flat_r
+        denom = float(np.linalg.norm(flat_r) * np.linalg.norm(flat_o))
+        cosine = float(flat_r @ flat_o / denom) if denom > 0 else (1.0 if not np.any(diff) else 0.0)
+        top1 = top5 = None
+        classes = None
+        rows_r = [_class_rows(r) for r in ref]
+        if all(r is not None for r in rows_r):
+            rows_o = [_class_rows(o) for o in out]
+            rr = np.concatenate(rows_r)
+            oo = np.concatenate(rows_o)
+            ref_top = rr.argmax(axis=1)
+            top1 = float(np.mean(oo.argmax(axis=1) == ref_top))
+            if rr.shape[1] > 5:
+                top5_sets = np.argsort(-oo, axis=1)[:, :5]
+                top5 = float(np.mean([t in s for t, s in zip(ref_top, top5_sets)]))
+            classes = int(len(set(ref_top.tolist())))
+        results.append(
+            AccuracyDelta(
+                output=name,
+                samples=len(ref),
+                max_abs_error=float(np.max(np.abs(diff))) if diff.size else 0.0,
+                mse=float(np.mean(diff**2)) if diff.size else 0.0,
+                cosine=cosine,
+                top1=top1,
+                top5=top5,
+                reference_classes=classes,
+            )
+        )
+    return results
+
+
+def _class_rows(array: np.ndarray) -> np.ndarray | None:
+    """``[N, C]`` scores when ``array`` looks like a classifier output (trailing 1-dims dropped), else None."""
+    shape = list(array.shape)
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) != 2 or shape[1] < 2:
+        return None
+    return array.reshape(shape)
+
+
+# -- latency -----------------------------------------------------------------------------
+
+
+def interleaved_latency(
+    first: Any,
+    second: Any,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    warmup: int = 3,
+    min_rounds: int = 20,
+    min_duration_s: float = 2.0,
+    max_duration_s: float = 60.0,
+) -> tuple[list[float], list[float]]:
+    """Per-run latencies (ms) of two compiled models timed alternately on the same feeds.
+
+    Each round runs both, swapping which goes first, so load from other
+    processes and thermal drift hit both alike; a ratio of medians from such
+    runs is far steadier than two separate measurements on a shared machine.
+    """
+    for _ in range(warmup):
+        first.run(feeds)
+        second.run(feeds)
+    times_a: list[float] = []
+    times_b: list[float] = []
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        order = ((first, times_a), (second, times_b)) if rounds % 2 == 0 else ((second, times_b), (first, times_a))
+        for compiled, sink in order:
+            t0 = time.perf_counter_ns()
+            compiled.run(feeds)
+            sink.append((time.perf_counter_ns() - t0) / 1e6)
+        rounds += 1
+        elapsed = time.perf_counter() - start
+        if (rounds >= min_rounds and elapsed >= min_duration_s) or elapsed >= max_duration_s:
+            return times_a, times_b
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+@dataclass
+class DeviceResult:
+    """One device's verdict: accuracy delta and fp32/compressed latency, or why it could not be measured.
+
+    ``path`` is ``"onnx"`` when the device compiled the portable compressed ONNX
+    file, ``"native"`` when it compiled the fp32 model with ``precision=...``
+    (the backend's own conversion: NNCF on OpenVINO, ncnn fp16 options...).
+    """
+
+    device: str
+    path: str = "onnx"
+    status: str = "ok"
+    error: str | None = None
+    accuracy: list[AccuracyDelta] = field(default_factory=list)
+    fp32_ms: float | None = None
+    compressed_ms: float | None = None
+    speedup: float | None = None
+    rounds: int = 0
+
+
+@dataclass
+class CompressionReport:
+    """What compression cost (accuracy) and bought (size, speed), per device."""
+
+    model: str
+    precision: str
+    method: str | None
+    size_before: int
+    size_after: int
+    eval_samples: int
+    eval_seeds: str
+    reference_device: str
+    devices: list[DeviceResult] = field(default_factory=list)
+    cpu: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        return self.size_before / self.size_after if self.size_after else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["size_ratio"] = self.size_ratio
+        return data
+
+    def format(self) -> str:
+        """The printed report: sizes, then one row per device and output."""
+        lines = [
+            f"compression report: {self.model} -> {self.precision}" + (f" ({self.method})" if self.method else ""),
+            f"  size: {_mb(self.size_before)} -> {_mb(self.size_after)} ({self.size_ratio:.2f}x smaller)",
+            f"  accuracy: against fp32 on {self.reference_device}, {self.eval_samples} held-out inputs (seeds {self.eval_seeds}), "
+            "none used for calibration",
+            f"  latency: fp32 and {self.precision} runs interleaved in one run; ratio = fp32 p50 / {self.precision} p50",
+        ]
+        cpu = ", ".join(k for k, v in self.cpu.items() if v and k != "model") or "none of the int8 extensions"
+        lines.append(f"  cpu: {self.cpu.get('model', '?')}; int8/bf16 features: {cpu}")
+        header = ["device", "path", "output", "max|err|", "mse", "cosine", "top1", "top5", "fp32 ms", f"{self.precision} ms", "speedup"]
+        rows = []
+        for d in self.devices:
+            if d.status != "ok":
+                rows.append([d.device, d.path, "-", "-", "-", "-", "-", "-", "-", "-", f"{d.status}: {(d.error or '')[:90]}"])
+                continue
+            for i, acc in enumerate(d.accuracy):
+                timing = [_num(d.fp32_ms, ".3g"), _num(d.compressed_ms, ".3g"), _num(d.speedup, ".2f") + "x"] if i == 0 else ["", "", ""]
+                top1 = _pct(acc.top1) + (f" ({acc.reference_classes} cls)" if acc.reference_classes is not None else "")
+                rows.append([d.device, d.path, acc.output, f"{acc.max_abs_error:.3g}", f"{acc.mse:.3g}", f"{acc.cosine:.5f}", top1, _pct(acc.top5), *timing])
+        from .cli import table
+
+        lines.append("")
+        lines.append(table(rows, header))
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def report(
+    original: Any,
+    compressed: Any = None,
+    devices: Sequence[str] = ("onnxruntime:cpu",),
+    *,
+    precision: str | None = None,
+    calibration: Any = None,
+    method: str = "static",
+    native: bool = False,
+    eval_feeds: Sequence[Mapping[str, np.ndarray]] | None = None,
+    samples: int = 16,
+    seed: int = 0,
+    reference_device: str = "onnxruntime:cpu",
+    min_duration_s: float = 2.0,
+    min_rounds: int = 20,
+    threads: int | None = None,
+) -> CompressionReport:
+    """Compare ``compressed`` with ``original`` on each of ``devices``; returns a ``CompressionReport``.
+
+    ``compressed`` defaults to ``quantize(original, precision, calibration, method)``.
+    Held-out inputs are ``eval_feeds`` or ``samples`` seeded inputs (seeds
+    ``seed``...), never the random calibration seeds (from 1,000,000).  With
+    ``native=True`` each device also compiles the fp32 model with
+    ``precision=...`` (its own conversion) and gets a second row.  A device that
+    fails gets a row with the error instead of stopping the report.
+    """
+    from . import compile as nn_compile
+
+    source = load(original)
+    if compressed is None:
+        if precision is None:
+            raise InputError("report needs a compressed model or precision='int8'/'fp16'")
+        compressed = quantize(source, precision, calibration, method)
+    packed = load(compressed)
+    info = packed.metadata.get("compression") or {}
+    precision = precision or compressed_precision(packed) or "fp32"
+    if eval_feeds is None:
+        if seed + samples > RANDOM_SEED_BASE:
+            raise InputError(f"evaluation seeds {seed}..{seed + samples - 1} would overlap the random calibration seeds (from {RANDOM_SEED_BASE})")
+        from .data import random_feeds
+
+        eval_feeds = [random_feeds(source.inputs, seed=seed + i) for i in range(samples)]
+        seeds = f"{seed}..{seed + samples - 1}"
+    else:
+        eval_feeds = list(eval_feeds)
+        seeds = "given"
+    reference = nn_compile(source, reference_device, fallback=False, threads=threads)
+    expected = [reference.run(f) for f in eval_feeds]
+    result = CompressionReport(
+        model=source.name,
+        precision=precision,
+        method=info.get("method") if precision == "int8" else None,
+        size_before=len(source.serialized()),
+        size_after=len(packed.serialized()),
+        eval_samples=len(eval_feeds),
+        eval_seeds=seeds,
+        reference_device=reference.device.id,
+        cpu={"model": _cpu_model(), **cpu_int8_features()},
+    )
+    for device in devices:
+        paths = [("onnx", packed, "fp32")] + ([("native", source, precision)] if native else [])
+        for path, target, compile_precision in paths:
+            result.devices.append(
+                _device_result(device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method)
+            )
+    return result
+
+
+def _device_result(device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method) -> DeviceResult:
+    from . import compile as nn_compile
+
+    row = DeviceResult(device=device, path=path)
+    try:
+        fp32 = nn_compile(source, device, fallback=False, threads=threads)
+        row.device = fp32.device.id
+        extra = {"int8_method": method} if compile_precision == "int8" else {}
+        small = nn_compile(target, fp32.device.id, fallback=False, threads=threads, precision=compile_precision, calibration=calibration, extra=extra)
+        got = [small.run(f) for f in eval_feeds]
+        row.accuracy = accuracy_delta(expected, got)
+        t32, tsmall = interleaved_latency(fp32, small, eval_feeds[0], min_rounds=min_rounds, min_duration_s=min_duration_s)
+        row.fp32_ms = float(np.median(t32))
+        row.compressed_ms = float(np.median(tsmall))
+        row.speedup = row.fp32_ms / row.compressed_ms if row.compressed_ms else None
+        row.rounds = len(t32)
+    except NnportError as exc:
+        row.status = "unsupported" if "precision" in type(exc).__name__.lower() else "error"
+        row.error = str(exc)
+    return row
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def missing_calibration(what: str = "int8 static quantization") -> InputError:
+    """The error raised when int8 is asked for without calibration data."""
+    return InputError(missing_calibration_message(what))
