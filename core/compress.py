@@ -202,7 +202,6 @@ def _prepared_proto(original: Model, opset: int | None = None) -> Any:
 def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, per_channel: bool, reduce_range: bool, exclude_nodes: Sequence[str]) -> Any:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class _Reader(CalibrationDataReader):
         def __init__(self, data: Sequence[Mapping[str, np.ndarray]]) -> None:
@@ -219,11 +218,7 @@ def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, 
     with tempfile.TemporaryDirectory(prefix="nnport-quant-") as tmp:
         src, pre, out = (os.path.join(tmp, n) for n in ("model.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, src)
-        try:
-            quant_pre_process(src, pre, skip_symbolic_shape=not _have("sympy"))
-        except Exception as exc:  # pre-processing is an optimisation: quantize the original if it fails
-            warnings.warn(f"ONNX Runtime quantization pre-processing failed ({exc}); quantizing without it", RuntimeWarning, stacklevel=3)
-            pre = src
+        pre = _preprocess(src, pre)
         try:
             quantize_static(
                 pre,
@@ -248,6 +243,18 @@ def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, 
     return result
 
 
+def _preprocess(src: str, dst: str) -> str:
+    """ONNX Runtime's quantization pre-processing (shape inference, constant folding); ``src`` if it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(src, dst, skip_symbolic_shape=not _have("sympy"))
+        return dst
+    except Exception as exc:  # an optimisation only: quantize the unprocessed model
+        warnings.warn(f"ONNX Runtime quantization pre-processing failed ({exc}); quantizing without it", RuntimeWarning, stacklevel=3)
+        return src
+
+
 def _dynamic_int8(original: Model, *, per_channel: bool, reduce_range: bool) -> Any:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -256,6 +263,7 @@ def _dynamic_int8(original: Model, *, per_channel: bool, reduce_range: bool) -> 
     with tempfile.TemporaryDirectory(prefix="nnport-quant-") as tmp:
         src, out = os.path.join(tmp, "model.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(proto, src)
+        src = _preprocess(src, os.path.join(tmp, "pre.onnx"))
         try:
             quantize_dynamic(src, out, op_types_to_quantize=DYNAMIC_OP_TYPES, per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8)
         except Exception as exc:

@@ -195,6 +195,7 @@ class OnnxRuntimeBackend(Backend):
             cached = Path(options.cache_dir) / "onnxruntime" / "converted" / f"{model.name}-{options.precision}-{digest}.onnx"
             if cached.exists():
                 converted = load(cached)
+                object.__setattr__(converted, "name", f"{model.name}-{options.precision}")
                 converted.metadata["compression"] = {"precision": options.precision, "method": method, "cached": True}
                 return converted
         converted = compress.quantize(model, options.precision, feeds, method)

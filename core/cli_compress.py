@@ -1,0 +1,75 @@
+"""``nnport compress``: write a portable fp16 / int8 ONNX model, and optionally report its cost.
+
+    nnport compress MODEL --precision int8 --calibration DIR|random --out OUT.onnx
+                    [--method static|dynamic] [--report] [--device D ...] [--native] [--json F]
+
+The written file is plain ONNX (QDQ for int8 static), so every backend can
+compile it.  ``--report`` compares it with the fp32 model on each ``--device``
+(default: the reference, onnxruntime:cpu): size, accuracy delta on held-out
+inputs and the fp32/compressed latency ratio measured interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("compress", help="write an fp16 or int8 (QDQ) ONNX model; --report gives accuracy delta and speedup")
+    p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
+    p.add_argument("--precision", "-p", choices=["int8", "fp16"], required=True, help="target precision")
+    p.add_argument("--calibration", "-c", metavar="DIR|FILE|random", help="int8 static: a directory of .npy/.npz samples, one file, or 'random'")
+    p.add_argument("--method", choices=["static", "dynamic"], default="static", help="int8: static (QDQ, calibrated) or dynamic (MatMul models)")
+    p.add_argument("--samples", type=int, default=None, help="use at most this many calibration samples ('random': how many to make, default 16)")
+    p.add_argument("--out", "-o", required=True, help="where to write the compressed ONNX model")
+    p.add_argument("--report", action="store_true", help="compare with the fp32 model on each --device and print the report")
+    p.add_argument("--device", "-d", action="append", help="device for the report (repeat; default onnxruntime:cpu)")
+    p.add_argument("--native", action="store_true", help="report also each device's own conversion (compile the fp32 model with --precision)")
+    p.add_argument("--eval-samples", type=int, default=16, help="held-out inputs for the accuracy delta (seeds 0..N-1)")
+    p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of interleaved timing per device")
+    p.add_argument("--json", metavar="FILE", help="write the report (or a summary) as JSON to FILE ('-' for stdout)")
+    p.set_defaults(func=cmd_compress)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from . import compress
+    from .calibration import RandomCalibrationWarning
+    from .cli import resolve_model
+
+    model = resolve_model(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RandomCalibrationWarning)
+        compressed = compress.quantize(model, args.precision, args.calibration, args.method, samples=args.samples)
+    for w in caught:
+        if issubclass(w.category, RandomCalibrationWarning):
+            print(f"nnport: warning: {w.message}")
+    path = compress.save(compressed, args.out)
+    before, after = len(model.serialized()), len(compressed.serialized())
+    info = compressed.metadata.get("compression", {})
+    print(f"wrote {path} ({args.precision}{' ' + info['method'] if 'method' in info else ''}): {before:,} -> {after:,} bytes")
+    summary: dict[str, Any] = {"model": model.name, "out": str(path), "precision": args.precision, "size_before": before, "size_after": after, "compression": info}
+    if args.report:
+        result = compress.report(
+            model,
+            compressed,
+            args.device or ["onnxruntime:cpu"],
+            precision=args.precision,
+            calibration=args.calibration,
+            method=args.method,
+            native=args.native,
+            samples=args.eval_samples,
+            min_duration_s=args.duration,
+        )
+        print(result.format())
+        summary = {**summary, "report": result.to_dict()}
+    if args.json:
+        text = json.dumps(summary, indent=2, default=str)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as fh:
+                fh.write(text + "\n")
+    return 0
