@@ -98,8 +98,8 @@ def required_cuda_major(distributions: Mapping[str, str]) -> tuple[int | None, s
                 need.append((int(m.group(1)), f"{raw} {version}"))
     if not need:
         return None, ""
-    major, who = max(need)
-    return major, who
+    major = max(m for m, _ in need)
+    return major, next(who for m, who in need if m == major)
 
 
 @dataclass(frozen=True)
