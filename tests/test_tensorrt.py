@@ -176,6 +176,26 @@ def test_cuda_result_unpacks_and_translates_errors():
         util.cuda_result(None, "cudaFree")
 
 
+def test_real_cuda_python_api_surface_and_error_translation():
+    """Against NVIDIA's real cuda-python (where installed): the calls the backend makes exist, and a
+    failing call (no driver / no GPU here) becomes an ExecutionError naming the call and the CUDA error."""
+    pytest.importorskip("cuda.bindings.runtime", reason="cuda-python >= 12.6 is not installed")
+    from nnport.plugins.tensorrt import _cudart
+
+    rt = _cudart()
+    for name in ("cudaSetDevice", "cudaMalloc", "cudaFree", "cudaMemcpyAsync", "cudaStreamCreate", "cudaStreamSynchronize",
+                 "cudaStreamDestroy", "cudaEventCreate", "cudaEventRecord", "cudaEventElapsedTime", "cudaEventDestroy"):
+        assert callable(getattr(rt, name)), name
+    assert int(rt.cudaMemcpyKind.cudaMemcpyHostToDevice.value) == 1 and int(rt.cudaMemcpyKind.cudaMemcpyDeviceToHost.value) == 2
+    assert int(rt.cudaStream_t()) == 0  # execute_async_v3 gets int(stream)
+    result = rt.cudaGetDeviceCount()
+    if int(result[0].value) == 0:
+        assert util.cuda_result(result, "cudaGetDeviceCount") >= 1
+    else:
+        with pytest.raises(ExecutionError, match=rf"CUDA cudaGetDeviceCount failed: {result[0].name} \({int(result[0].value)}\)"):
+            util.cuda_result(result, "cudaGetDeviceCount")
+
+
 # -- options -----------------------------------------------------------------------------------
 
 
