@@ -1,0 +1,421 @@
+"""ONNX -> ncnn ``.param``/``.bin`` through the ``pnnx`` executable, with a cache.
+
+Helpers of ``plugins/ncnn.py``; kept apart so that the backend file reads as
+the contract (devices, compile, run) and this one as the conversion recipe.
+
+What pnnx needs and what it gets wrong, and what this module does about it:
+
+* pnnx writes its outputs next to its input, so it runs on a copy of the model
+  in a temporary directory; the finished files move into the cache atomically.
+* pnnx renames blobs ``in0``/``out0``...: in the order of the ONNX graph's
+  inputs and outputs.  The mapping back is checked against the shapes pnnx
+  records in its own ``model.pnnx.param`` (``#0=(1,3,224,224)f32``) and the
+  layout (batch axis dropped or not) is read from the ``model_ncnn.py`` script
+  pnnx writes (``ncnn.Mat(in0.numpy(), batch_index=0)``).
+* Old models (IR < 4) list initializers as graph inputs; pnnx then takes a
+  weight for the first input ("input_shapes[0] expect [64]f32"), so those
+  entries are dropped from the copy.
+* Before opset 13, ONNX ``Softmax`` flattens everything from ``axis`` on; pnnx
+  applies it to one axis, a silent wrong answer (light_squeezenet).  Models
+  below opset 13 are upgraded with ``onnx.version_converter`` first.
+* pnnx may leave an ONNX operator unconverted (``AveragePool`` with
+  asymmetric pads); ncnn then fails to load the graph.  Such layers are found
+  by name (``ncnn.layer_to_index``) and reported as ``UnsupportedModel``.
+* Whatever else goes wrong silently is caught by a one-time check: the
+  converted graph is run on seeded inputs beside ONNX Runtime (when it is
+  installed), at batch 1 and, for a per-sample graph, at batch 2.  A mismatch
+  is ``UnsupportedModel``, so device selection falls back.
+
+Conversions (and their failures, which can take pnnx 30 s to reach) are cached
+under ``<cache>/<model name>-<key>/`` keyed by the model hash, the conversion
+options, the pnnx version and ``CONVERTER_VERSION``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nnport.errors import CompileError, UnsupportedModel
+from nnport.model import Model
+from nnport.types import TensorSpec
+
+CONVERTER_VERSION = "1"
+"""Bump when this module changes what it writes, so old cache entries are ignored."""
+
+NO_BATCH = 233
+"""pnnx's ``batch_index`` for a blob without a batch axis (ncnn's Python binding default)."""
+
+UPGRADE_OPSET = 13
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# -- locating things without importing them ------------------------------------------------
+
+
+def pnnx_executable() -> Path | None:
+    """The ``pnnx`` binary inside the pnnx wheel, found without importing pnnx.
+
+    ``import pnnx`` pulls torch in (its ``utils`` import it), and the console
+    script does the same, so the binary in the package directory is used.
+    """
+    try:
+        spec = importlib.util.find_spec("pnnx")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        for name in ("pnnx", "pnnx.exe"):
+            candidate = Path(folder) / name
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return candidate
+    return None
+
+
+def pnnx_version() -> str:
+    try:
+        return importlib.metadata.version("pnnx")
+    except importlib.metadata.PackageNotFoundError:
+        exe = pnnx_executable()
+        return f"unknown-{exe.stat().st_size}" if exe else "missing"
+
+
+def default_cache_root() -> Path:
+    """``$NNPORT_CACHE_DIR/ncnn``, else ``$XDG_CACHE_HOME/nnport/ncnn``, else ``~/.cache/nnport/ncnn``."""
+    env = os.environ.get("NNPORT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser() / "ncnn"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "nnport" / "ncnn"
+
+
+# -- what a conversion produces ---------------------------------------------------------------
+
+
+@dataclass
+class BlobPlan:
+    """How one ONNX tensor maps onto an ncnn blob.
+
+    ``batch_index`` is 0 when ncnn's Mat drops the tensor's leading (batch)
+    axis, ``NO_BATCH`` when the whole array is the Mat; ``shape`` is the
+    shape of one inference (batch 1), as pnnx recorded it.
+    """
+
+    name: str
+    blob: str
+    shape: list[int]
+    batch_index: int = NO_BATCH
+
+
+@dataclass
+class Conversion:
+    """A converted model in the cache: files, blob plans and how it was checked."""
+
+    param: str
+    bin: str
+    inputs: list[BlobPlan]
+    outputs: list[BlobPlan]
+    pnnx_version: str
+    seconds: float
+    upgraded_opset: str | None = None
+    verified: str = "not verified"
+    per_sample: bool = False
+    error: str | None = None
+    log_tail: str = ""
+    cache_hit: bool = field(default=False, compare=False)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("cache_hit")
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Conversion:
+        data = json.loads(text)
+        data["inputs"] = [BlobPlan(**b) for b in data["inputs"]]
+        data["outputs"] = [BlobPlan(**b) for b in data["outputs"]]
+        return cls(**data)
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+
+def cache_key(model: Model, precision: str, shapes: Mapping[str, Sequence[int]], verify: bool) -> str:
+    text = "|".join(
+        [model.hash, precision, json.dumps({k: list(v) for k, v in sorted(shapes.items())}), str(verify), pnnx_version(), CONVERTER_VERSION]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def convert(
+    model: Model,
+    *,
+    precision: str,
+    shapes: Mapping[str, Sequence[int]],
+    per_sample: bool,
+    cache_root: Path,
+    verify: bool = True,
+    timeout_s: float = 900.0,
+) -> Conversion:
+    """The cached conversion of ``model``, running pnnx only on a cache miss.
+
+    ``shapes`` gives every input's conversion shape (batch 1).  Raises
+    ``UnsupportedModel`` with pnnx's or ncnn's message when the model cannot
+    be converted, loaded or verified (also when that verdict is cached).
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:40] or "model"
+    entry = cache_root / f"{safe}-{cache_key(model, precision, shapes, verify)}"
+    meta = entry / "meta.json"
+    if meta.is_file():
+        try:
+            conv = Conversion.from_json(meta.read_text())
+        except (ValueError, TypeError, KeyError):
+            conv = None  # a damaged entry: convert again
+        if conv is not None and (conv.error or (entry / conv.param).is_file() and (entry / conv.bin).is_file()):
+            conv.cache_hit = True
+            conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
+            if conv.error:
+                raise UnsupportedModel(conv.error + " (cached verdict; clear the cache entry to retry)", backend="ncnn")
+            return conv
+    cache_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
+    try:
+        conv = _convert_in(work, model, precision, shapes, per_sample, verify, timeout_s)
+        (work / "meta.json").write_text(conv.to_json())
+        for junk in work.iterdir():  # keep only what ncnn loads
+            if junk.name not in ("model.ncnn.param", "model.ncnn.bin", "meta.json"):
+                junk.unlink() if junk.is_file() else shutil.rmtree(junk, ignore_errors=True)
+        try:
+            os.replace(work, entry)
+        except OSError:  # another process filled the entry first: use theirs
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
+    if conv.error:
+        raise UnsupportedModel(conv.error, backend="ncnn")
+    return conv
+
+
+def _convert_in(
+    work: Path, model: Model, precision: str, shapes: Mapping[str, Sequence[int]], per_sample: bool, verify: bool, timeout_s: float
+) -> Conversion:
+    exe = pnnx_executable()
+    if exe is None:
+        raise CompileError("the pnnx converter is missing: pip install --no-deps pnnx", backend="ncnn")
+    proto, upgraded = _prepared_proto(model)
+    (work / "model.onnx").write_bytes(proto.SerializeToString())
+    inputshape = ",".join("[" + ",".join(str(int(d)) for d in shapes[s.name]) + "]f32" for s in model.inputs)
+    args = [str(exe), "model.onnx", f"inputshape={inputshape}", f"fp16={1 if precision == 'fp16' else 0}"]
+    conv = Conversion("model.ncnn.param", "model.ncnn.bin", [], [], pnnx_version(), 0.0, upgraded_opset=upgraded)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        conv.error = f"pnnx did not finish converting {model.name!r} within {timeout_s:.0f} s"
+        return conv
+    conv.seconds = time.perf_counter() - start
+    log = _ANSI.sub("", (proc.stdout or "") + (proc.stderr or ""))
+    conv.log_tail = _tail(log)
+    param = work / "model.ncnn.param"
+    if proc.returncode != 0 or not param.is_file() or not (work / "model.ncnn.bin").is_file():
+        conv.error = f"pnnx cannot convert {model.name!r} (exit status {proc.returncode}): {_reason(log)}"
+        return conv
+    try:
+        conv.inputs, conv.outputs = _blob_plans(work, model, shapes)
+        _check_layers(param)
+    except UnsupportedModel as exc:
+        conv.error = str(exc)
+        return conv
+    conv.per_sample = per_sample
+    if verify:
+        conv.verified, conv.per_sample, error = _verify(work, model, conv, precision, shapes, per_sample)
+        if error:
+            conv.error = error
+    return conv
+
+
+def _prepared_proto(model: Model) -> tuple[Any, str | None]:
+    """A copy of the ONNX graph pnnx reads correctly: no initializer inputs, opset >= 13."""
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    inits = {i.name for i in proto.graph.initializer}
+    if any(v.name in inits for v in proto.graph.input):
+        keep = [v for v in proto.graph.input if v.name not in inits]
+        del proto.graph.input[:]
+        proto.graph.input.extend(keep)
+        proto.ir_version = max(proto.ir_version, 4)
+    upgraded = None
+    if model.opset is not None and model.opset < UPGRADE_OPSET:
+        try:
+            from onnx import version_converter
+
+            proto = version_converter.convert_version(proto, UPGRADE_OPSET)
+            upgraded = f"{model.opset} -> {UPGRADE_OPSET}"
+        except Exception as exc:  # keep the original graph; verification judges the result
+            upgraded = f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
+    return proto, upgraded
+
+
+_IO_LINE = re.compile(r"^pnnx\.(Input|Output)\s+(\S+)\s.*#\d+=\(([^)]*)\)(\w+)")
+
+
+def _blob_plans(work: Path, model: Model, shapes: Mapping[str, Sequence[int]]) -> tuple[list[BlobPlan], list[BlobPlan]]:
+    """Map pnnx's ``inN``/``outN`` back to ONNX names, checking order, shapes and layout."""
+    records: dict[str, list[tuple[str, list[int], str]]] = {"Input": [], "Output": []}
+    pnnx_param = work / "model.pnnx.param"
+    if not pnnx_param.is_file():
+        raise UnsupportedModel("pnnx wrote no model.pnnx.param, so its blob names cannot be mapped back to ONNX names", backend="ncnn")
+    for line in pnnx_param.read_text(errors="replace").splitlines():
+        m = _IO_LINE.match(line)
+        if m:
+            dims = [int(d) for d in m.group(3).split(",") if d.strip()]
+            records[m.group(1)].append((m.group(2), dims, m.group(4)))
+    layouts = _layouts(work / "model_ncnn.py")
+    plans: list[list[BlobPlan]] = []
+    for kind, specs, prefix in (("Input", model.inputs, "in"), ("Output", model.outputs, "out")):
+        found = records[kind]
+        if [r[0] for r in found] != [f"{prefix}{i}" for i in range(len(specs))]:
+            raise UnsupportedModel(
+                f"pnnx produced {kind.lower()}s {[r[0] for r in found]} for the ONNX {kind.lower()}s {[s.name for s in specs]}: "
+                "cannot map them back by order",
+                backend="ncnn",
+            )
+        plan = []
+        for spec, (blob, dims, dtype) in zip(specs, found):
+            if dtype != "f32":
+                raise UnsupportedModel(f"{kind.lower()} {spec.name!r} is {dtype} after conversion; ncnn runs float32 tensors only", backend="ncnn")
+            want = list(shapes[spec.name]) if kind == "Input" else None
+            if (want is not None and dims != want) or not spec.accepts_shape(dims):
+                raise UnsupportedModel(
+                    f"pnnx's {blob} has shape {dims}, which does not fit ONNX {kind.lower()} {spec}: the name mapping is unsafe",
+                    backend="ncnn",
+                )
+            plan.append(BlobPlan(spec.name, blob, dims, layouts.get(blob, NO_BATCH)))
+        plans.append(plan)
+    return plans[0], plans[1]
+
+
+def _layouts(script: Path) -> dict[str, int]:
+    """``batch_index`` per blob from pnnx's generated ``model_ncnn.py`` (absent: no batch axis)."""
+    found: dict[str, int] = {}
+    if not script.is_file():
+        return found
+    text = script.read_text(errors="replace")
+    for line in text.splitlines():
+        m = re.search(r'ex\.input\("([^"]+)".*?batch_index=(\d+)', line)
+        if m:
+            found[m.group(1)] = int(m.group(2))
+            continue
+        m = re.search(r'(\w+)\.numpy\(.*?batch_index=(\d+)', line)
+        if m:
+            found[m.group(1)] = int(m.group(2))
+    return found
+
+
+def _check_layers(param: Path) -> None:
+    """Raise ``UnsupportedModel`` for layer types this ncnn does not have (ops pnnx left as-is)."""
+    import ncnn
+
+    unknown: list[str] = []
+    lines = param.read_text(errors="replace").splitlines()
+    for line in lines[2:]:
+        parts = line.split()
+        if parts and ncnn.layer_to_index(parts[0]) < 0 and parts[0] not in unknown:
+            unknown.append(parts[0])
+    if unknown:
+        raise UnsupportedModel(
+            f"pnnx left ONNX operator(s) {unknown} unconverted and ncnn has no such layer(s); "
+            "ncnn cannot load this graph (\"layer ... not exists or registered\")",
+            backend="ncnn",
+        )
+
+
+# -- one-time check against ONNX Runtime -------------------------------------------------------
+
+VERIFY_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2}
+"""Max abs error relative to the reference's max abs value: loose on purpose, it
+catches conversions that are wrong (errors near 1), not rounding (near 1e-7)."""
+
+
+def _verify(
+    work: Path, model: Model, conv: Conversion, precision: str, shapes: Mapping[str, Sequence[int]], per_sample: bool
+) -> tuple[str, bool, str | None]:
+    """Compare the converted graph with ONNX Runtime on seeded inputs.
+
+    Returns (what was checked, whether batch > 1 may loop per sample, error or None).
+    """
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "not verified: onnxruntime is not installed", per_sample, None
+    import onnxruntime as ort
+
+    from nnport.data import random_feeds
+
+    from .ncnn import NcnnProgram, load_net
+
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        session = ort.InferenceSession(model.serialized(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        return f"not verified: ONNX Runtime cannot run the model ({str(exc)[:200]})", per_sample, None
+    net = load_net(str(work / conv.param), str(work / conv.bin), precision=precision, threads=None, vulkan_index=None)
+    program = NcnnProgram(net, conv.inputs, conv.outputs, loop=per_sample, model_name=model.name, specs=(model.inputs, model.outputs))
+    tol = VERIFY_TOLERANCE[precision]
+    batches = (1, 2) if per_sample else (1,)
+    for batch in batches:
+        feeds = random_feeds(model.inputs, seed=0, shapes={s.name: (batch, *shapes[s.name][1:]) if batch > 1 else shapes[s.name] for s in model.inputs})
+        try:
+            ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        except Exception as exc:
+            if batch > 1:
+                return f"verified at batch 1 only (ONNX Runtime failed at batch {batch})", False, None
+            return f"not verified: ONNX Runtime failed ({str(exc)[:200]})", per_sample, None
+        got = program.infer(feeds)
+        for name, want in ref.items():
+            have = got[name]
+            scale = float(np.max(np.abs(want))) if want.size else 0.0
+            err = float(np.max(np.abs(have.astype(np.float64) - want))) if have.shape == want.shape else float("inf")
+            if have.shape != want.shape or not err <= tol * max(scale, 1e-12):
+                what = f"shape {list(have.shape)} vs {list(want.shape)}" if have.shape != want.shape else f"max abs error {err:.3g} at output scale {scale:.3g}"
+                if batch > 1:
+                    return f"verified at batch 1; batch {batch} differs ({what}): the graph is not per-sample", False, None
+                return (
+                    "verification failed",
+                    False,
+                    f"pnnx converted {model.name!r} but the ncnn graph disagrees with ONNX Runtime on output {name!r} "
+                    f"({what}, tolerance {tol:g} x scale): a conversion error, refusing to give wrong answers",
+                )
+    return f"verified against ONNX Runtime {ort.__version__} at batch {', '.join(map(str, batches))}", per_sample, None
+
+
+# -- pnnx's output ----------------------------------------------------------------------------
+
+
+def _tail(log: str, lines: int = 12) -> str:
+    return "\n".join([l for l in log.splitlines() if l.strip()][-lines:])
+
+
+def _reason(log: str) -> str:
+    """The informative lines of pnnx's log (it echoes its options first)."""
+    lines = [l.strip() for l in log.splitlines() if l.strip()]
+    keys = ("error", "fail", "expect", "not support", "unsupported", "abort", "exception", "terminate", "what()")
+    picked = [l for l in lines if any(k in l.lower() for k in keys)]
+    text = "; ".join(dict.fromkeys(picked or lines[-3:]))
+    return text[:800] or "no message"

@@ -1,0 +1,463 @@
+"""Tencent ncnn: ONNX through pnnx, guarded inputs, fp32 parity, Vulkan GPUs.
+
+ncnn is what Arm boards run (the Raspberry Pi deployments); its Python binding
+is thin and unforgiving, so this plugin puts guards between the user and it.
+Each guard below was observed with ncnn 1.0.20261020 before it was written:
+
+* **float64** input: ``ncnn.Mat(float64 array)`` segfaults.  Feeds are checked
+  against the float32 specs before any ncnn call (``CompiledModel.run`` does it,
+  and ``execute``/``measure`` check ``binding.inputs`` again).
+* **non-contiguous** input: ``ncnn.Mat(a.T)`` reads the raw buffer and ignores
+  strides (garbage).  Arrays are made C-contiguous first.
+* **lifetime**: ``ncnn.Mat(array)`` wraps the numpy buffer without a reference
+  count; a first layer that works in place (ReLU) then segfaults in light mode
+  or would write into the caller's array.  Every input Mat is ``clone()``d into
+  ncnn-owned memory while the array is still referenced.
+* **outputs** are copied out (``np.array(mat)`` owns its data) before the
+  extractor, and the memory it owns, goes away.
+* **batch**: a Mat has no batch axis (a 4-D array becomes a 4-D Mat: wrong
+  output).  pnnx converts at batch 1; the batch axis is dropped where pnnx's own
+  script drops it, and restored on outputs, so shapes equal the reference's.
+  Batch > 1 loops over samples when the graph is per-sample (every input and
+  output leads with the same symbolic dim, and the conversion check at batch 2
+  agreed with ONNX Runtime); otherwise it is an ``InputError``: a graph with a
+  fixed batch takes only that batch, and a graph that mixes samples cannot be
+  run one sample at a time.
+* **extractor**: one per inference, created from and dying before its ``Net``.
+* **fp32 parity**: ncnn turns fp16 storage/arithmetic on by default where the
+  CPU or GPU has it (errors near 2e-4); fp32 turns all three fp16 switches off,
+  ``precision="fp16"`` turns them on (and converts with pnnx ``fp16=1``).
+* **int8** is refused: ncnn quantizes with its ``ncnn2table`` (calibration) and
+  ``ncnn2int8`` (rewrite) command-line tools, which neither the ncnn wheel (the
+  Python binding and its ``libgomp``) nor the pnnx wheel (the converter) ships.
+
+Devices: ``ncnn:cpu`` and ``ncnn:vulkan:N`` per ``ncnn.get_gpu_count()``.  A
+Vulkan device that is a CPU rasterizer (Mesa's lavapipe/llvmpipe: ncnn's gpu
+type 3) is listed with kind ``cpu`` and ``software_rasterizer=True``; without
+Vulkan, ``ncnn:vulkan`` is listed unavailable with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import platform
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from nnport import hookimpl
+from nnport.backend import Backend
+from nnport.compiled import CompiledModel, feed_problems
+from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
+from nnport.model import Model
+from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
+
+from ._ncnn_convert import NO_BATCH, BlobPlan, convert, default_cache_root, pnnx_executable, pnnx_version
+
+GPU_TYPES = {0: "discrete", 1: "integrated", 2: "virtual", 3: "cpu"}
+SOFTWARE_RASTERIZERS = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
+INT8_REASON = (
+    "ncnn int8 needs a calibration table from ncnn2table and weights rewritten by ncnn2int8, "
+    "command-line tools that the ncnn and pnnx wheels do not ship"
+)
+_F32 = np.dtype(np.float32)
+_stderr_lock = threading.Lock()
+
+
+class NcnnBackend(Backend):
+    name = "ncnn"
+    vendor = "Tencent"
+    priority = 50
+    description = "Tencent ncnn (Arm/mobile runtime) with pnnx conversion; Vulkan GPUs"
+
+    @classmethod
+    def probe(cls) -> str | None:
+        if importlib.util.find_spec("ncnn") is None:
+            return "the ncnn package is not installed (pip install 'nnport[ncnn]')"
+        if pnnx_executable() is None:
+            return "the pnnx converter executable is missing: pip install --no-deps pnnx"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata
+
+        return {"ncnn": importlib.metadata.version("ncnn"), "pnnx": pnnx_version()}
+
+    def devices(self) -> list[Device]:
+        import ncnn
+
+        found = [
+            Device(
+                id="ncnn:cpu",
+                backend=self.name,
+                kind="cpu",
+                name=platform.processor() or platform.machine() or "CPU",
+                properties={"threads_default": ncnn.get_physical_big_cpu_count(), "cpu_count": ncnn.get_cpu_count()},
+            )
+        ]
+        try:
+            with quiet_stderr():  # ncnn prints every GPU's details when it creates its Vulkan instance
+                count = ncnn.get_gpu_count()
+        except Exception as exc:  # a wheel without Vulkan, a broken loader
+            count, why = 0, f"Vulkan could not be initialised: {type(exc).__name__}: {exc}"
+        else:
+            why = "no Vulkan device found (ncnn.get_gpu_count() is 0): install a Vulkan driver (on a machine without a GPU, Mesa's lavapipe: apt-get install libvulkan1 mesa-vulkan-drivers)"
+        if count == 0:
+            found.append(Device(id="ncnn:vulkan", backend=self.name, kind="gpu", name="Vulkan", available=False, reason=why))
+        for index in range(count):
+            found.append(_vulkan_device(ncnn, index))
+        return found
+
+    def capabilities(self, device: Device) -> Capabilities:
+        return Capabilities(
+            precisions=("fp32", "fp16"),
+            dtypes=("float32",),
+            opset_min=None,
+            opset_max=None,
+            dynamic_shapes=False,
+            model_formats=("onnx", "ncnn"),
+            notes=(
+                "ONNX is converted by pnnx at batch 1 with static shapes (extra ncnn_input_shapes fixes symbolic dims)",
+                "batch > 1 loops over samples when the graph is per-sample",
+                f"int8 unsupported: {INT8_REASON}",
+            ),
+        )
+
+    # -- compile -------------------------------------------------------------------
+
+    def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
+        where = {"backend": self.name, "device": device.id}
+        if options.precision == "int8":
+            raise UnsupportedPrecision(f"precision 'int8' is not supported: {INT8_REASON}; supported: ['fp32', 'fp16']", **where)
+        if options.precision not in ("fp32", "fp16"):
+            raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16']", **where)
+        vulkan_index = device.properties.get("index") if device.id.startswith("ncnn:vulkan:") else None
+        if model.format == "onnx":
+            program, conversion = self._from_onnx(model, options, vulkan_index, where)
+        elif model.format == "ncnn":
+            program, conversion = self._from_native(model, options, vulkan_index, where), None
+        else:
+            raise UnsupportedModel(f"ncnn reads ONNX models (converted by pnnx) or ncnn .param/.bin pairs, not {model.format}", **where)
+        compiled = CompiledModel(self, model, device, options, native=program, inputs=program.input_specs, outputs=program.output_specs)
+        if conversion is not None:
+            compiled.cache_hit = conversion.cache_hit
+            compiled.info.update(
+                {
+                    "ncnn_param": conversion.param,
+                    "pnnx_version": conversion.pnnx_version,
+                    "pnnx_seconds": conversion.seconds,
+                    "verified": conversion.verified,
+                    "upgraded_opset": conversion.upgraded_opset,
+                }
+            )
+        compiled.info["per_sample_batch"] = program.loop
+        compiled.info["blobs"] = {p.name: p.blob for p in (*program.in_plans, *program.out_plans)}
+        return compiled
+
+    def _from_onnx(self, model: Model, options: CompileOptions, vulkan_index: int | None, where: dict) -> tuple[NcnnProgram, Any]:
+        symbol = batch_symbol(model.inputs, model.outputs)
+        shapes = conversion_shapes(model.inputs, options.extra.get("ncnn_input_shapes") or {}, where)
+        for spec in (*model.inputs, *model.outputs):
+            if spec.dtype != _F32:
+                raise UnsupportedModel(f"ncnn runs float32 tensors only; {spec} is {spec.dtype}", **where)
+        cache_root = Path(options.cache_dir) / "ncnn" if options.cache_dir else default_cache_root()
+        try:
+            conversion = convert(
+                model,
+                precision=options.precision,
+                shapes=shapes,
+                per_sample=symbol is not None,
+                cache_root=cache_root,
+                verify=bool(options.extra.get("ncnn_verify", True)),
+                timeout_s=float(options.extra.get("ncnn_pnnx_timeout_s", 900)),
+            )
+        except CompileError as exc:
+            raise type(exc)(str(exc).split(": ", 1)[-1], **where) from exc
+        net = load_net(conversion.param, conversion.bin, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+        program = NcnnProgram(
+            net, conversion.inputs, conversion.outputs, loop=conversion.per_sample, model_name=model.name, specs=(model.inputs, model.outputs)
+        )
+        return program, conversion
+
+    def _from_native(self, model: Model, options: CompileOptions, vulkan_index: int | None, where: dict) -> NcnnProgram:
+        if model.path is None:
+            raise UnsupportedModel("an ncnn model needs its .param path", **where)
+        param, weights = str(model.path), str(model.path.with_suffix(".bin"))
+        net = load_net(param, weights, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+        blobs_in, blobs_out = list(net.input_names()), list(net.output_names())
+        missing = [s.name for s in model.inputs if s.name not in blobs_in] + [s.name for s in model.outputs if s.name not in blobs_out]
+        if missing:
+            raise UnsupportedModel(
+                f"the specs name blob(s) {missing} that {model.path.name} does not have; its inputs are {blobs_in} and its outputs {blobs_out}",
+                **where,
+            )
+        for spec in (*model.inputs, *model.outputs):
+            if spec.dtype != _F32:
+                raise UnsupportedModel(f"ncnn runs float32 tensors only; {spec} is {spec.dtype}", **where)
+        ins = [_native_plan(s) for s in model.inputs]
+        outs = [_native_plan(s) for s in model.outputs]
+        symbol = batch_symbol(model.inputs, model.outputs)
+        return NcnnProgram(net, ins, outs, loop=symbol is not None, model_name=model.name, specs=(model.inputs, model.outputs))
+
+    # -- run -------------------------------------------------------------------------
+
+    def execute(self, compiled: CompiledModel, binding: Binding) -> None:
+        # binding.inputs may have been edited by hand: validate again (never hand ncnn a float64)
+        compiled.check_feeds(binding.inputs)
+        binding.outputs = compiled.native.infer(binding.inputs)
+
+    def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return compiled.native.infer(feeds)
+
+
+# -- the loaded network and one inference --------------------------------------------------------
+
+
+class NcnnProgram:
+    """An ncnn ``Net`` plus the plan that maps ONNX tensors onto its blobs.
+
+    ``infer`` is thread-safe: ncnn allows concurrent extractors on one net,
+    and each call makes its own.
+    """
+
+    def __init__(
+        self,
+        net: Any,
+        in_plans: Sequence[BlobPlan],
+        out_plans: Sequence[BlobPlan],
+        *,
+        loop: bool,
+        model_name: str = "model",
+        specs: tuple[Sequence[TensorSpec], Sequence[TensorSpec]] | None = None,
+    ) -> None:
+        import ncnn
+
+        self.net = net
+        self.in_plans = list(in_plans)
+        self.out_plans = list(out_plans)
+        self.loop = loop
+        self.model_name = model_name
+        self._Mat = ncnn.Mat
+        known = lambda p: tuple(p.shape) if all(d >= 0 for d in p.shape) else None  # noqa: E731
+        self._ins = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.in_plans]
+        self._outs = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.out_plans]
+        given_in, given_out = specs if specs is not None else ((), ())
+        self.input_specs = tuple(_spec_of(p, given_in) for p in self.in_plans)
+        self.output_specs = tuple(_spec_of(p, given_out) for p in self.out_plans)
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference of already validated feeds; loops over a per-sample batch."""
+        if self.loop and self._ins:
+            first = feeds[self._ins[0][0]]
+            n = first.shape[0] if first.ndim else 1
+            if n != 1:
+                if n == 0:
+                    raise InputError(f"model {self.model_name!r}: a batch of 0 samples has nothing to run")
+                parts = [self._one({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
+                return {name: np.concatenate([p[name] for p in parts]) for name, *_ in self._outs}
+        return self._one(feeds)
+
+    def _one(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        Mat = self._Mat
+        ex = self.net.create_extractor()
+        try:
+            for name, blob, drop, shape in self._ins:
+                a = feeds[name]
+                if a.dtype != _F32:
+                    raise InputError(f"input {name!r} has dtype {a.dtype}, expected float32 (ncnn runs float32 only)")
+                if shape is not None and a.shape != shape:
+                    raise InputError(self._shape_problem(name, a.shape, shape))
+                if drop:
+                    a = a[0]
+                if not a.flags.c_contiguous:
+                    a = np.ascontiguousarray(a)  # ncnn ignores strides
+                # clone(): ncnn-owned memory, so in-place layers neither crash nor write into `a`
+                if ex.input(blob, Mat(a).clone()) != 0:
+                    raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
+            out: dict[str, np.ndarray] = {}
+            for name, blob, drop, shape in self._outs:
+                rc, mat = ex.extract(blob)
+                if rc != 0:
+                    raise ExecutionError(f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model {self.model_name!r}")
+                arr = np.array(mat)  # a copy: the Mat's memory belongs to ncnn
+                del mat
+                out[name] = self._shaped(name, arr, drop, shape)
+            return out
+        finally:
+            ex.clear()
+
+    def _shaped(self, name: str, arr: np.ndarray, drop: bool, shape: tuple[int, ...] | None) -> np.ndarray:
+        if shape is not None:
+            if arr.size != int(np.prod(shape)):
+                raise ExecutionError(
+                    f"ncnn output {name!r} of model {self.model_name!r} has {arr.size} elements (shape {list(arr.shape)}), expected shape {list(shape)}"
+                )
+            return arr.reshape(shape)
+        return arr[None] if drop else arr
+
+    def _shape_problem(self, name: str, got: tuple[int, ...], want: tuple[int, ...]) -> str:
+        why = (
+            "the graph is per-sample, so only the leading (batch) dimension may change"
+            if self.loop
+            else "the ncnn graph was converted for this shape (batch > 1 is looped only when every input and output "
+            "leads with the same symbolic batch dimension and the graph checked per-sample)"
+        )
+        return f"input {name!r} of model {self.model_name!r} has shape {list(got)}, expected {list(want)}: {why}"
+
+
+def load_net(param: str, weights: str, *, precision: str, threads: int | None, vulkan_index: int | None) -> Any:
+    """A loaded ``ncnn.Net`` with options set before loading (ncnn reads them at load time).
+
+    Raises ``UnsupportedModel`` carrying what ncnn printed when it cannot load the files.
+    """
+    import ncnn
+
+    net = ncnn.Net()
+    opt = net.opt
+    fp16 = precision == "fp16"
+    opt.use_fp16_storage = fp16
+    opt.use_fp16_arithmetic = fp16
+    opt.use_fp16_packed = fp16
+    opt.use_bf16_storage = False
+    if threads:
+        opt.num_threads = threads
+    if vulkan_index is not None:
+        opt.use_vulkan_compute = True
+        net.set_vulkan_device(vulkan_index)
+    else:
+        opt.use_vulkan_compute = False
+    with quiet_stderr() as said:
+        rc_param = net.load_param(param)
+        rc_model = net.load_model(weights) if rc_param == 0 else -1
+    if rc_param != 0 or rc_model != 0:
+        what = "graph" if rc_param != 0 else "weights"
+        message = " ".join(said.text().split())[:600] or "no message"
+        raise UnsupportedModel(f"ncnn cannot load the {what} of {Path(param).name}: {message}", backend="ncnn")
+    return net
+
+
+class _Said:
+    def __init__(self) -> None:
+        self.value = ""
+
+    def text(self) -> str:
+        return self.value
+
+
+@contextlib.contextmanager
+def quiet_stderr() -> Iterator[_Said]:
+    """Capture what native code writes to file descriptor 2 (ncnn's messages).
+
+    Used only outside the hot path (device listing, loading), where ncnn prints
+    GPU details and load errors with ``fprintf(stderr, ...)``.
+    """
+    said = _Said()
+    with _stderr_lock, tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            import sys
+
+            sys.stderr.flush()
+        except Exception:
+            pass
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            said.value = sink.read().decode(errors="replace")
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _vulkan_device(ncnn: Any, index: int) -> Device:
+    info = ncnn.get_gpu_info(index)
+    name = str(info.device_name())
+    gpu_type = int(info.type())
+    software = gpu_type == 3 or any(s in name.lower() for s in SOFTWARE_RASTERIZERS)
+    return Device(
+        id=f"ncnn:vulkan:{index}",
+        backend="ncnn",
+        kind="cpu" if software else "gpu",
+        name=name,
+        properties={
+            "index": index,
+            "gpu_type": GPU_TYPES.get(gpu_type, str(gpu_type)),
+            "software_rasterizer": software,
+            "vendor_id": int(info.vendor_id()),
+            "device_id": int(info.device_id()),
+            "api_version": int(info.api_version()),
+            "driver_version": int(info.driver_version()),
+        },
+    )
+
+
+def batch_symbol(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str | None:
+    """The symbolic batch dim when every input and output leads with it (and only there)."""
+    specs = (*inputs, *outputs)
+    if not inputs or not outputs or any(len(s.shape) < 1 for s in specs):
+        return None
+    lead = specs[0].shape[0]
+    if not isinstance(lead, str) or any(s.shape[0] != lead or lead in s.shape[1:] for s in specs):
+        return None
+    return lead
+
+
+def conversion_shapes(inputs: Sequence[TensorSpec], given: Mapping[str, Sequence[int]], where: dict) -> dict[str, list[int]]:
+    """Each input's static shape for pnnx: batch 1, other symbolic dims from ``given``."""
+    unknown = [k for k in given if k not in {s.name for s in inputs}]
+    if unknown:
+        raise CompileError(f"extra ncnn_input_shapes names unknown input(s) {unknown}; inputs: {[s.name for s in inputs]}", **where)
+    shapes: dict[str, list[int]] = {}
+    for spec in inputs:
+        if spec.name in given:
+            shape = [int(d) for d in given[spec.name]]
+            if not spec.accepts_shape(shape):
+                raise CompileError(f"ncnn_input_shapes[{spec.name!r}] = {shape} does not fit {spec}", **where)
+        else:
+            rest = [d for d in spec.shape[1:] if not isinstance(d, int)]
+            if rest:
+                raise UnsupportedModel(
+                    f"pnnx converts static shapes only; input {spec} has symbolic dims {rest}: "
+                    f"pass extra={{'ncnn_input_shapes': {{{spec.name!r}: [1, ...]}}}}",
+                    **where,
+                )
+            shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+        if len(shape) > 5 or (len(shape) == 5 and shape[0] != 1):
+            raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(shape)}", **where)
+        shapes[spec.name] = shape
+    return shapes
+
+
+def _spec_of(plan: BlobPlan, given: Sequence[TensorSpec]) -> TensorSpec:
+    """The compiled spec: the model's, with the dims the conversion fixed made static.
+
+    A symbolic leading (batch) dim stays symbolic, so that a wrong batch reaches
+    ``NcnnProgram`` and gets its explanation instead of a bare shape mismatch.
+    """
+    spec = next((s for s in given if s.name == plan.name), None)
+    shape: list[Any] = [d if d >= 0 else None for d in plan.shape]
+    if spec is not None and len(spec.shape) == len(shape):
+        shape = [d if isinstance(d, int) or (i == 0 and d is not None) else shape[i] for i, d in enumerate(spec.shape)]
+    return TensorSpec(plan.name, tuple(shape), _F32)
+
+
+def _native_plan(spec: TensorSpec) -> BlobPlan:
+    """A native ``.param`` follows ncnn's convention: the specs' leading batch dim is not in the Mat."""
+    lead = spec.shape[0] if spec.shape else None
+    drop = len(spec.shape) >= 2 and (lead == 1 or not isinstance(lead, int))
+    dims = [d if isinstance(d, int) else (1 if i == 0 and drop else -1) for i, d in enumerate(spec.shape)]
+    return BlobPlan(spec.name, spec.name, dims, 0 if drop else NO_BATCH)
+
+
+@hookimpl
+def nnport_register_backends(register):
+    register(NcnnBackend)
