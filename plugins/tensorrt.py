@@ -481,6 +481,7 @@ class _Session:
         self.capacity: dict[str, int] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.host: dict[str, np.ndarray] = {}
+        self.outputs_stale = True
         self.timing = False
         self.last_stage_ms: tuple[float, float, float] | None = None
         self.h2d = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
@@ -501,7 +502,6 @@ class _Session:
 
     def prepare(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Set input shapes (when they changed), size buffers, bind addresses."""
-        changed = False
         for name, dtype in self.native.inputs:
             shape = tuple(feeds[name].shape)
             if self.shapes.get(name) == shape:
@@ -510,12 +510,13 @@ class _Session:
                 problem = util.profile_violation(name, shape, self.profile[name])
                 if problem:
                     raise InputError(problem)
+            self.outputs_stale = True  # set before the call: a failure half-way must not leave old output shapes
+            self.shapes.pop(name, None)
             if not self.context.set_input_shape(name, shape):
                 raise InputError(f"TensorRT rejected shape {list(shape)} for input {name!r}")
             self.shapes[name] = shape
             self._buffer(name, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-            changed = True
-        if not changed:
+        if not self.outputs_stale:
             return
         for name, dtype in self.native.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
@@ -529,6 +530,7 @@ class _Session:
             if name not in self.host or self.host[name].shape != shape:
                 self.host[name] = np.empty(shape, dtype=dtype)
             self._buffer(name, self.host[name].nbytes)
+        self.outputs_stale = False
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> None:
         rt, stream = self.rt, self.stream
