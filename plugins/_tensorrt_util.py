@@ -427,7 +427,7 @@ def precision_problem(requested: str, found: frozenset[str] | set[str]) -> str |
             "Convert the model first with `nnport compress` (fp16), then compile the converted model"
         )
     if requested == "int8":
-        if "int8" in found:
+        if "int8" in found and "qoperator" not in found:
             return None
         if "qoperator" in found:
             return (

@@ -346,7 +346,25 @@ def test_precision_policy_is_strongly_typed():
     int8 = util.precision_problem("int8", {"fp16"})
     assert "Q/DQ" in int8 and "nnport compress" in int8 and "calibrators" in int8
     assert "QOperator" in util.precision_problem("int8", {"qoperator"})
+    assert "QOperator" in util.precision_problem("int8", {"qoperator", "int8"})  # MatMulInteger would fail the parser
     assert "unknown precision" in util.precision_problem("int4", frozenset())
+
+
+def test_what_nnport_compress_writes_is_what_a_strongly_typed_build_takes():
+    """fp16 and static (Q/DQ) int8 from nnport.compress pass the precision policy; dynamic int8
+    (MatMulInteger, which TensorRT's parser lacks) is refused with the reason."""
+    compress = pytest.importorskip("nnport.compress")
+    pytest.importorskip("onnxruntime.quantization")
+    mlp = zoo.load("mlp")
+    fp16 = compress.quantize(mlp, "fp16")
+    assert util.precision_problem("fp16", util.model_precisions(fp16.proto)) is None
+    with pytest.warns(Warning):
+        qdq = compress.quantize(mlp, "int8", calibration="random")
+    assert util.precision_problem("int8", util.model_precisions(qdq.proto)) is None
+    dynamic = compress.quantize(mlp, "int8", method="dynamic")
+    assert "QOperator" in util.precision_problem("int8", util.model_precisions(dynamic.proto))
+    with pytest.raises(UnsupportedPrecision, match="QOperator"):
+        TensorRTBackend().compile(dynamic, _device(), CompileOptions(precision="int8"))
 
 
 def test_compile_refuses_reduced_precision_on_an_fp32_model_before_touching_tensorrt():
@@ -579,3 +597,14 @@ def test_measure_reports_h2d_compute_d2h(trt_ready):
     for key in ("h2d_ms", "compute_ms", "d2h_ms"):
         assert d[key] > 0
     assert d["stage_samples"] >= 10
+
+
+def test_qdq_int8_model_from_compress_builds_and_stays_close(trt_ready):
+    compress = pytest.importorskip("nnport.compress")
+    mlp = zoo.load("mlp")
+    with pytest.warns(Warning):
+        qdq = compress.quantize(mlp, "int8", calibration="random")
+    compiled = nnport.compile(qdq, "tensorrt", precision="int8")
+    feeds = random_feeds(mlp.inputs, seed=3)
+    got, ref = compiled.run(feeds)["probs"], _reference(qdq, feeds)["probs"]
+    assert np.argmax(got) == np.argmax(ref) and np.max(np.abs(got - ref)) < 0.05
