@@ -298,10 +298,11 @@ class TensorRTBackend(Backend):
 
         cache_path: Path | None = None
         engine = None
-        if options.cache_dir:
-            key = util.engine_cache_key(
-                model.hash, options.key(), trt.__version__, str(device.properties.get("compute_capability", "")), device.name
-            )
+        capability = str(device.properties.get("compute_capability") or "")
+        if options.cache_dir and not capability:
+            log.info("nnport: device %s has no compute capability; the TensorRT engine is not cached", device.id)
+        if options.cache_dir and capability:
+            key = util.engine_cache_key(model.hash, options.key(), trt.__version__, capability, device.name)
             cache_path = util.engine_cache_path(options.cache_dir, model.name, key)
             if cache_path.is_file():
                 engine = self._deserialize(trt, trt_logger, cache_path.read_bytes())
