@@ -1,0 +1,238 @@
+"""Reports of a conformance run: terminal matrix, JSON, JUnit XML, HTML, baseline check.
+
+The JSON report is the source of truth (``SCHEMA`` names its version); JUnit
+XML (one ``testsuite`` per device, one ``testcase`` per case) is what CI
+systems display; the HTML page is the cases x devices matrix with every
+reason one hover away.  ``new_failures(report, baseline)`` lists the
+(case, device) pairs failing now that did not fail in an earlier JSON report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+from .runner import FAILING, STATUSES, Report, Result
+
+SCHEMA = "nnport.conformance/1"
+
+SYMBOLS = {"pass": "pass", "fail": "FAIL", "xfail": "xfail", "xpass": "XPASS", "skip": "skip", "crash": "CRASH", "timeout": "TIMEOUT"}
+COLORS = {"pass": "32", "fail": "31;1", "xfail": "33", "xpass": "35;1", "skip": "2", "crash": "31;1", "timeout": "31;1"}
+HTML_COLORS = {"pass": "#c8f0c8", "fail": "#f4a6a6", "xfail": "#f5e2a8", "xpass": "#e0b8f0", "skip": "#e8e8e8", "crash": "#e06666", "timeout": "#f08c5a"}
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def to_json(report: Report) -> dict[str, Any]:
+    """The JSON document (``SCHEMA``): summary per device, then every result."""
+    return {
+        "schema": SCHEMA,
+        "started": report.started,
+        "wall_s": round(report.wall_s, 3),
+        "jobs": report.jobs,
+        "precision": report.precision,
+        "ok": report.ok,
+        "environment": report.environment,
+        "devices": report.devices,
+        "cases": report.cases,
+        "summary": report.counts(),
+        "results": [r.to_dict() for r in report.results],
+    }
+
+
+def write_json(report: Report, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_json(report), indent=1, default=str) + "\n")
+
+
+def validate_json(doc: Mapping[str, Any]) -> list[str]:
+    """Problems with a report document (empty when it matches ``SCHEMA``)."""
+    problems = []
+    if doc.get("schema") != SCHEMA:
+        problems.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
+    for key, kind in (("devices", list), ("cases", list), ("results", list), ("summary", dict), ("wall_s", (int, float)), ("ok", bool)):
+        if not isinstance(doc.get(key), kind):
+            problems.append(f"{key!r} missing or not a {kind}")
+    for i, r in enumerate(doc.get("results") or []):
+        for key in ("case", "device", "backend", "status", "reason", "duration_s", "outputs"):
+            if key not in r:
+                problems.append(f"results[{i}] lacks {key!r}")
+        if r.get("status") not in STATUSES:
+            problems.append(f"results[{i}] has unknown status {r.get('status')!r}")
+    return problems
+
+
+def load_json(path: str | Path) -> dict[str, Any]:
+    from nnport.errors import NnportError
+
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise NnportError(f"cannot read conformance report {str(path)!r}: {exc}") from exc
+    problems = validate_json(doc)
+    if problems:
+        raise NnportError(f"{str(path)!r} is not a conformance report: {'; '.join(problems[:5])}")
+    return doc
+
+
+def new_failures(report: Report, baseline: Mapping[str, Any]) -> list[Result]:
+    """Results failing now whose (case, device) did not fail in ``baseline`` (absent counts as not failing)."""
+    before = {(r["case"], r["device"]): r["status"] for r in baseline.get("results", [])}
+    return [r for r in report.results if r.failing and before.get((r.case, r.device)) not in FAILING]
+
+
+# -- JUnit -----------------------------------------------------------------------------------
+
+
+def to_junit(report: Report) -> ET.Element:
+    suites = ET.Element("testsuites", name="nnport conformance", tests=str(len(report.results)), time=f"{report.wall_s:.3f}")
+    for device in report.devices:
+        rows = [r for r in report.results if r.device == device]
+        counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=device,
+            tests=str(len(rows)),
+            failures=str(counts["fail"]),
+            errors=str(counts["crash"] + counts["timeout"]),
+            skipped=str(counts["skip"] + counts["xfail"]),
+            time=f"{sum(r.duration_s for r in rows):.3f}",
+            timestamp=report.started,
+        )
+        for r in rows:
+            case = ET.SubElement(suite, "testcase", classname=f"{device}.{r.case.rsplit('/', 1)[0].replace('/', '.')}", name=r.case, time=f"{r.duration_s:.3f}")
+            if r.status == "fail":
+                ET.SubElement(case, "failure", message=r.reason[:500], type="mismatch").text = r.reason
+            elif r.status in ("crash", "timeout"):
+                ET.SubElement(case, "error", message=r.reason[:500], type=r.status).text = r.reason
+            elif r.status in ("skip", "xfail"):
+                ET.SubElement(case, "skipped", message=f"{r.status}: {r.reason}"[:500])
+            elif r.status == "xpass":
+                ET.SubElement(case, "system-out").text = f"XPASS: {r.reason}"
+    return suites
+
+
+def write_junit(report: Report, path: str | Path) -> None:
+    tree = ET.ElementTree(to_junit(report))
+    ET.indent(tree)
+    tree.write(str(path), encoding="utf-8", xml_declaration=True)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+
+def to_html(report: Report) -> str:
+    counts = report.counts()
+    head = "".join(f"<th>{html.escape(d)}</th>" for d in report.devices)
+    summary_rows = "".join(
+        f"<tr><th>{s}</th>" + "".join(f"<td>{counts[d][s]}</td>" for d in report.devices) + "</tr>" for s in STATUSES
+    )
+    by_key = {(r.case, r.device): r for r in report.results}
+    rows = []
+    for case in report.cases:
+        cells = []
+        for d in report.devices:
+            r = by_key.get((case, d))
+            if r is None:
+                cells.append("<td></td>")
+                continue
+            tip = html.escape(r.reason or r.status, quote=True)
+            cells.append(f'<td class="{r.status}" title="{tip}">{r.status}</td>')
+        rows.append(f"<tr><th>{html.escape(case)}</th>{''.join(cells)}</tr>")
+    details = []
+    for r in report.results:
+        if r.status in ("pass",):
+            continue
+        details.append(f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td><td class=\"{r.status}\">{r.status}</td><td>{html.escape(r.reason)}</td></tr>")
+    style = "".join(f".{s}{{background:{c}}}" for s, c in HTML_COLORS.items())
+    env = html.escape(json.dumps(report.environment, default=str))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>nnport conformance</title>
+<style>body{{font-family:sans-serif;font-size:13px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #999;padding:2px 6px;text-align:left}} {style}</style></head>
+<body><h1>nnport conformance</h1>
+<p>{html.escape(report.started)}, {report.wall_s:.1f} s wall, {report.jobs} job(s), precision {html.escape(report.precision)}; result: <b>{"OK" if report.ok else "FAILED"}</b></p>
+<h2>Summary</h2><table id="summary"><tr><th>status</th>{head}</tr>{summary_rows}</table>
+<h2>Matrix</h2><table id="matrix"><tr><th>case</th>{head}</tr>{''.join(rows)}</table>
+<h2>Not passing</h2><table id="details"><tr><th>case</th><th>device</th><th>status</th><th>reason</th></tr>{''.join(details)}</table>
+<h2>Environment</h2><pre>{env}</pre>
+</body></html>
+"""
+
+
+def write_html(report: Report, path: str | Path) -> None:
+    Path(path).write_text(to_html(report))
+
+
+# -- terminal ------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A one-line progress bar on a terminal, periodic lines elsewhere."""
+
+    def __init__(self, stream: IO[str] | None = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = width
+        self.start = time.monotonic()
+        self.last_line = -1.0
+        self.bad = 0
+
+    def __call__(self, done: int, total: int, result: Result) -> None:
+        if result.failing:
+            self.bad += 1
+        frac = done / total if total else 1.0
+        elapsed = time.monotonic() - self.start
+        filled = int(self.width * frac)
+        bar = "#" * filled + "-" * (self.width - filled)
+        text = f"[{bar}] {done}/{total} {elapsed:5.0f}s failing={self.bad}  {result.status:7} {result.case} @ {result.device}"
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text[:160])
+            if done == total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif done == total or elapsed - self.last_line >= 10 or result.failing:
+            self.last_line = elapsed
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+def matrix_text(report: Report, *, color: bool = False, only_problems: bool = False) -> str:
+    """The cases x devices matrix, then a per-device summary and every reason."""
+    by_key = {(r.case, r.device): r for r in report.results}
+    cases = report.cases
+    if only_problems:
+        cases = [c for c in cases if any((r := by_key.get((c, d))) and r.status != "pass" for d in report.devices)]
+    labels = report.devices
+    cw = max([len("case")] + [len(c) for c in cases])
+    widths = [max(len(label), 7) for label in labels]
+    lines = ["case".ljust(cw) + "  " + "  ".join(label.ljust(w) for label, w in zip(labels, widths))]
+    lines.append("-" * cw + "  " + "  ".join("-" * w for w in widths))
+    for case in cases:
+        cells = []
+        for d, w in zip(labels, widths):
+            r = by_key.get((case, d))
+            word = SYMBOLS[r.status] if r else ""
+            cell = word.ljust(w)
+            if color and r:
+                cell = f"\x1b[{COLORS[r.status]}m{cell}\x1b[0m"
+            cells.append(cell)
+        lines.append(case.ljust(cw) + "  " + "  ".join(cells).rstrip())
+    lines.append("")
+    counts = report.counts()
+    for d in labels:
+        c = counts[d]
+        lines.append(f"{d}: " + ", ".join(f"{c[s]} {s}" for s in STATUSES if c[s]) + f" (of {sum(c.values())})")
+    problems = [r for r in report.results if r.status not in ("pass", "skip")]
+    skips = [r for r in report.results if r.status == "skip"]
+    if problems or skips:
+        lines.append("")
+    for r in problems + skips:
+        lines.append(f"{SYMBOLS[r.status]:7} {r.case} @ {r.device}: {r.reason[:400]}")
+    lines.append(f"\n{len(report.results)} result(s) in {report.wall_s:.1f} s with {report.jobs} job(s): {'OK' if report.ok else 'FAILED'}")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""The worker process: runs one case on one device at a time, isolated from the runner.
+
+Started by ``nnport.conformance.runner`` as ``python -m nnport.conformance.worker``.
+It reads one JSON task per line on stdin and answers one JSON result per line
+on the *original* stdout, which it keeps for itself: fd 1 is pointed at stderr
+first, so that whatever a runtime or converter prints (pnnx is talkative)
+cannot corrupt the protocol.  A segfault, ``abort()`` or hang here costs only
+the case in flight: the runner sees the process die or time out, records
+``crash``/``timeout`` and starts a fresh worker.
+
+A task: ``{"case": id, "device": device id, "precision": "fp32",
+"threads": n, "ref_cache": dir or null, "tolerances": {...}}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REFERENCE_DEVICE = "onnxruntime:cpu"
+ORACLE = "onnx.reference"
+
+
+def reference_for(device_id: str) -> str:
+    """Which reference judges ``device_id``: ONNX Runtime CPU, or the ONNX oracle for ORT CPU itself."""
+    return ORACLE if device_id.lower() == REFERENCE_DEVICE else REFERENCE_DEVICE
+
+
+def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], which: str, threads: int | None, cache: str | None) -> dict[str, np.ndarray]:
+    if case.expected is not None:
+        return case.expected()
+    path = None
+    if cache:
+        safe = case.id.replace("/", "__")
+        path = Path(cache) / f"{safe}-{which.replace(':', '_')}-{model.hash[:16]}-{case.seed}.npz"
+        if path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    return {name: data[name] for name in model.output_names}
+            except Exception:
+                pass  # a torn or foreign file: recompute
+    if which == ORACLE:
+        from onnx.reference import ReferenceEvaluator
+
+        values = ReferenceEvaluator(model.proto).run(None, feeds)
+        outputs = dict(zip(model.output_names, (np.asarray(v) for v in values)))
+    else:
+        import nnport
+
+        compiled = nnport.compile(model, which, fallback=False, threads=threads)
+        outputs = compiled.run(feeds)
+        del compiled
+    if path is not None:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **outputs)
+        os.replace(tmp, path)
+    return outputs
+
+
+def run_task(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one case on one device and judge it; never raises."""
+    from nnport.errors import BackendUnavailable, NnportError, UnsupportedModel, UnsupportedPrecision
+
+    from . import cases
+    from .compare import Comparator
+
+    timings: dict[str, float] = {}
+    device = task["device"]
+    which = reference_for(device)
+    result: dict[str, Any] = {"reference": which, "timings": timings, "outputs": []}
+    try:
+        case = cases.get(task["case"])
+        t = time.perf_counter()
+        model = case.model()
+        feeds = case.inputs(model)
+        timings["build_s"] = time.perf_counter() - t
+    except Exception as exc:
+        return {**result, "status": "fail", "reason": f"case could not be built: {type(exc).__name__}: {exc}"}
+    if case.expected is not None:
+        result["reference"] = "stored outputs"
+    threads = task.get("threads")
+    try:
+        t = time.perf_counter()
+        reference = _reference_outputs(case, model, feeds, which, threads, task.get("ref_cache"))
+        timings["reference_s"] = time.perf_counter() - t
+    except Exception as exc:
+        return {**result, "status": "skip", "reason": f"the reference ({which}) could not run this case: {type(exc).__name__}: {_short(exc)}"}
+
+    import nnport
+
+    try:
+        t = time.perf_counter()
+        compiled = nnport.compile(model, device, fallback=False, precision=task.get("precision", "fp32"), threads=threads)
+        timings["compile_s"] = time.perf_counter() - t
+    except (UnsupportedModel, UnsupportedPrecision, BackendUnavailable) as exc:
+        return {**result, "status": "skip", "reason": f"unsupported: {_short(exc)}"}
+    except NnportError as exc:
+        return {**result, "status": "fail", "reason": f"compile failed: {type(exc).__name__}: {_short(exc)}"}
+    except Exception as exc:
+        return {**result, "status": "fail", "reason": f"compile raised a non-nnport error {type(exc).__name__}: {_short(exc)}"}
+    try:
+        t = time.perf_counter()
+        outputs = compiled.run(feeds)
+        timings["run_s"] = time.perf_counter() - t
+    except NnportError as exc:
+        return {**result, "status": "fail", "reason": f"run failed: {type(exc).__name__}: {_short(exc)}"}
+    except Exception as exc:
+        return {**result, "status": "fail", "reason": f"run raised a non-nnport error {type(exc).__name__}: {_short(exc)}"}
+    finally:
+        del compiled
+    tolerances = {**case.tolerances, **(task.get("tolerances") or {})}
+    try:
+        comparison = Comparator(precision=task.get("precision", "fp32"), **tolerances)(outputs, reference)
+    except NnportError as exc:
+        return {**result, "status": "fail", "reason": f"comparison: {exc}"}
+    result["outputs"] = [o.to_dict() for o in comparison.outputs]
+    if comparison:
+        return {**result, "status": "pass", "reason": ""}
+    return {**result, "status": "fail", "reason": "; ".join(comparison.reasons())[:2000]}
+
+
+def _short(exc: BaseException, limit: int = 600) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def main() -> int:
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        task = json.loads(line)
+        print(f"[worker {os.getpid()}] {task['case']} on {task['device']}", file=sys.stderr, flush=True)
+        try:
+            result = run_task(task)
+        except BaseException as exc:  # the protocol must answer even for a bug here
+            result = {"status": "fail", "reason": f"worker error {type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        proto.write(json.dumps(result, default=str) + "\n")
+        proto.flush()
+        gc.collect()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
