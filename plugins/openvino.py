@@ -325,10 +325,13 @@ class OpenVinoNative:
         self.local = _ThreadRequest(compiled_model, len(feed_index))
 
     def bind(self, slot: _Request, feeds: Mapping[str, np.ndarray]) -> None:
-        """Point ``slot``'s input tensors at ``feeds`` zero-copy; an array already bound is not rewrapped.
+        """Point ``slot``'s input tensors at ``feeds``; an array already bound zero-copy is not rewrapped.
 
-        The bound arrays are held, so the identity test is safe; the shape is
-        compared too, because ``array.shape = ...`` reshapes an array in place.
+        ``slot.held`` keeps each wrapped array alive (an ``openvino.Tensor`` made
+        with ``shared_memory=True`` does not), which also makes the identity test
+        safe; the shape is compared too, because ``array.shape = ...`` reshapes an
+        array in place.  An array OpenVINO cannot share (not C-contiguous,
+        read-only) is copied on every call, so in-place edits are never missed.
         """
         held = slot.held
         request = slot.request
@@ -337,12 +340,14 @@ class OpenVinoNative:
             prev = held[pos]
             if prev is not None and prev[0] is array and prev[1] == array.shape:
                 continue
-            try:
-                tensor = self.Tensor(array, shared_memory=True)
-            except (RuntimeError, ValueError):  # not C-contiguous or read-only: one copy
-                tensor = self.Tensor(np.array(array, order="C", copy=True), shared_memory=True)
-            request.set_input_tensor(index, tensor)
-            held[pos] = (array, array.shape)
+            flags = array.flags
+            if flags.c_contiguous and flags.writeable:
+                request.set_input_tensor(index, self.Tensor(array, shared_memory=True))
+                held[pos] = (array, array.shape)
+            else:
+                copy = np.array(array, order="C", copy=True)
+                request.set_input_tensor(index, self.Tensor(copy, shared_memory=True))
+                held[pos] = (None, copy)
 
     def collect(self, request: Any) -> dict[str, np.ndarray]:
         """Outputs of ``request`` as caller-owned arrays in ONNX order and dtypes."""
@@ -355,7 +360,7 @@ class _Request:
 
     def __init__(self, compiled_model: Any, inputs: int) -> None:
         self.request = compiled_model.create_infer_request()
-        self.held: list[tuple[np.ndarray, tuple[int, ...]] | None] = [None] * inputs
+        self.held: list[tuple[Any, Any] | None] = [None] * inputs
 
 
 class _ThreadRequest(_Request, threading.local):
