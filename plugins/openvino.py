@@ -31,8 +31,10 @@ and cast to the ONNX dtypes.  ``compiled.native`` is an ``OpenVinoNative`` whose
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import re
 import threading
 from pathlib import Path
@@ -171,8 +173,9 @@ class OpenVinoBackend(Backend):
         config = self._config(ov_name, device, options)
         ov_model = self._read(model, device)
         _check_ranks(ov_model, device, self.name)
+        quantization: dict[str, Any] | None = None
         if options.precision == "int8":
-            ov_model = self._quantize(ov_model, model, device, options)
+            ov_model, quantization = self._quantize(ov_model, model, device, options)
         try:
             compiled_model = self.core().compile_model(ov_model, ov_name, config)
         except Exception as exc:
@@ -182,6 +185,8 @@ class OpenVinoBackend(Backend):
         compiled = CompiledModel(self, model, device, options, native=native, inputs=inputs, outputs=outputs)
         compiled.cache_hit = _property(compiled_model, "LOADED_FROM_CACHE") if options.cache_dir else None
         compiled.info["openvino_config"] = {k: str(v) for k, v in config.items()}
+        if quantization is not None:
+            compiled.info["int8"] = quantization
         precision = _property(compiled_model, "INFERENCE_PRECISION_HINT")
         if precision is not None:
             compiled.info["inference_precision"] = str(precision).replace("<Type: '", "").rstrip("'>")
@@ -239,8 +244,11 @@ class OpenVinoBackend(Backend):
             f"OpenVINO reads ONNX and OpenVINO IR (.xml + .bin) models, not {model.format}", backend=self.name, device=device.id
         )
 
-    def _quantize(self, ov_model: Any, model: Model, device: Device, options: CompileOptions) -> Any:
-        """NNCF post-training int8 quantization; the result is kept as IR under ``cache_dir``."""
+    def _quantize(self, ov_model: Any, model: Model, device: Device, options: CompileOptions) -> tuple[Any, dict[str, Any]]:
+        """NNCF post-training int8 quantization; the result is kept as IR under ``cache_dir``.
+
+        Returns the quantized OpenVINO model and what to report about it.
+        """
         from nnport.calibration import calibration_feeds, fingerprint
 
         specs = model.inputs or tuple(_spec(p) for p in ov_model.inputs)
@@ -259,20 +267,27 @@ class OpenVinoBackend(Backend):
                 "|".join([model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), ov.get_version(), nncf.__version__]).encode()
             ).hexdigest()[:24]
             stored = Path(options.cache_dir) / "openvino" / "int8" / f"{model.name}-{key}.xml"
-            if stored.exists() and stored.with_suffix(".bin").exists():
-                return self.core().read_model(str(stored))
-        nncf.set_log_level(40)  # errors only: no progress chatter on the caller's terminal
+        report = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None}
+        if stored is not None and stored.exists() and stored.with_suffix(".bin").exists():
+            return self.core().read_model(str(stored)), {**report, "from_cache": True}
+        nncf.set_log_level(40)  # errors only
+        chatter = io.StringIO()  # NNCF draws rich progress bars on stdout: keep them off the caller's terminal
         try:
-            quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds), **nncf_options)
+            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+                quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds), **nncf_options)
         except Exception as exc:
-            raise CompileError(f"NNCF int8 quantization failed: {type(exc).__name__}: {exc}", backend=self.name, device=device.id) from exc
+            raise CompileError(
+                f"NNCF int8 quantization failed: {type(exc).__name__}: {exc} {chatter.getvalue()[-500:]}".strip(),
+                backend=self.name,
+                device=device.id,
+            ) from exc
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
             tmp = stored.with_name(stored.stem + f".tmp{threading.get_ident()}.xml")
             ov.save_model(quantized, str(tmp), compress_to_fp16=False)
             tmp.with_suffix(".bin").replace(stored.with_suffix(".bin"))
             tmp.replace(stored)
-        return quantized
+        return quantized, {**report, "from_cache": False}
 
     # -- run ---------------------------------------------------------------------------------
 

@@ -367,6 +367,8 @@ def test_int8_nncf_keeps_top1_on_the_cnn(tmp_path):
     # the quantized IR is kept: a second compile skips NNCF and gives the same answers
     assert list((tmp_path / "openvino" / "int8").glob("cnn-*.xml"))
     again = nnport.compile(model, "openvino:CPU", precision="int8", calibration=calibration, cache_dir=tmp_path, fallback=False)
+    assert compiled.info["int8"]["from_cache"] is False and again.info["int8"]["from_cache"] is True
+    assert again.info["int8"]["calibration_samples"] == 32
     np.testing.assert_array_equal(again.run(evaluation[0])["probs"], compiled.run(evaluation[0])["probs"])
 
 
