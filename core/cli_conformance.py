@@ -1,0 +1,252 @@
+"""``nnport conformance`` and ``nnport compare``: the release engineer's commands.
+
+``nnport conformance`` runs the suite (``nnport.conformance``) on backends in
+isolated worker processes and prints the cases x devices matrix; it exits 0
+only when nothing failed, crashed or timed out (with ``--baseline``: when
+nothing *newly* did).
+
+``nnport compare MODEL --device D ...`` runs a user's own model on each device
+with the same inputs and prints per-output error statistics against the
+reference, as Polygraphy's ``run --onnxrt --trt`` does; it exits 0 only when
+every device agrees within tolerance, 1 when one does not (or cannot run the
+model), 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, NnportError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("conformance", help="run the conformance suite: every case on every backend against the reference")
+    p.add_argument("--backend", "-b", action="append", metavar="B", help="backend name or device id (repeat); default: every available backend")
+    p.add_argument("--cases", "-k", action="append", metavar="PATTERN", help="case id glob or substring (repeat); 'node/*' adds the ONNX node tests")
+    p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile at; tolerances follow it")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per case (default: each case's own)")
+    p.add_argument("--xfail", action="append", default=[], metavar="FILE.toml", help="extra expected-failures file (repeat)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="load this plugin module (also in workers)")
+    p.add_argument("--json", metavar="FILE", help="write the JSON report")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
+    p.add_argument("--html", metavar="FILE", help="write the HTML matrix")
+    p.add_argument("--baseline", metavar="OLD.json", help="exit non-zero only on cases failing now that did not fail in OLD.json")
+    p.add_argument("--list", action="store_true", help="list the selected cases and exit")
+    p.add_argument("--problems-only", action="store_true", help="print only matrix rows that are not all pass")
+    p.set_defaults(func=cmd_conformance)
+
+    p = sub.add_parser("compare", help="run a model on several devices with the same inputs and compare each with the reference")
+    p.add_argument("model", help="an ONNX file, or zoo:NAME")
+    p.add_argument("--device", "-d", action="append", required=True, help="device id or backend to check (repeat)")
+    p.add_argument("--reference", default="onnxruntime:cpu", help="reference device, or 'onnx.reference' for onnx's ReferenceEvaluator (default: onnxruntime:cpu)")
+    p.add_argument("--atol", action="append", default=[], metavar="[NAME:]VALUE", help="absolute tolerance, for all outputs or one (repeat)")
+    p.add_argument("--rtol", action="append", default=[], metavar="[NAME:]VALUE", help="relative tolerance, for all outputs or one (repeat)")
+    p.add_argument("--scale-tol", action="append", default=[], metavar="[NAME:]VALUE", help="absolute tolerance as a fraction of the reference's max |value|")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile the devices at (defaults follow it)")
+    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used")
+    p.add_argument("--load-inputs", metavar="FILE.npz", help="load inputs saved by --save-inputs")
+    p.add_argument("--save-outputs", metavar="FILE.npz", help="save every device's outputs (keys DEVICE/OUTPUT)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_compare)
+
+
+# -- conformance ----------------------------------------------------------------------------
+
+
+def _load_plugins(modules: Sequence[str]) -> None:
+    if not modules:
+        return
+    from .manager import set_plugin_manager
+
+    current = [m for m in os.environ.get("NNPORT_PLUGINS", "").split(",") if m]
+    os.environ["NNPORT_PLUGINS"] = ",".join(dict.fromkeys(current + list(modules)))
+    set_plugin_manager(None)
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from nnport.conformance import cases as case_mod, reports, runner
+
+    _load_plugins(args.plugin)
+    selected = case_mod.select(args.cases)
+    if args.list:
+        for case in selected:
+            print(f"{case.id}  {case.description}")
+        return 0
+    if not selected:
+        raise NnportError(f"no conformance case matches {args.cases}; try --list")
+    if args.jobs < 1:
+        raise NnportError(f"--jobs must be at least 1, got {args.jobs}")
+    baseline = reports.load_json(args.baseline) if args.baseline else None
+    targets = runner.resolve_targets(args.backend)
+    if not targets:
+        raise NnportError("no backend to test: none is available; see `nnport backends`")
+    print(f"nnport conformance: {len(selected)} case(s) x {len(targets)} device(s) {[t.device for t in targets]}, {args.jobs} job(s)", file=sys.stderr)
+    report = runner.run(
+        selected,
+        targets,
+        jobs=args.jobs,
+        precision=args.precision,
+        expectations=args.xfail,
+        timeout_s=args.timeout,
+        plugins=args.plugin,
+        pythonpath=[os.getcwd()] if args.plugin else (),
+        progress=reports.Progress(),
+    )
+    print(reports.matrix_text(report, color=sys.stdout.isatty(), only_problems=args.problems_only))
+    if args.json:
+        reports.write_json(report, args.json)
+    if args.junit:
+        reports.write_junit(report, args.junit)
+    if args.html:
+        reports.write_html(report, args.html)
+    if baseline is not None:
+        new = reports.new_failures(report, baseline)
+        if new:
+            print(f"\n{len(new)} new failure(s) against the baseline {args.baseline}:")
+            for r in new:
+                print(f"  {r.status} {r.case} @ {r.device}: {r.reason[:300]}")
+            return 1
+        print(f"\nno new failures against the baseline {args.baseline}")
+        return 0
+    return 0 if report.ok else 1
+
+
+# -- compare ----------------------------------------------------------------------------------
+
+
+def parse_tolerances(items: Sequence[str], flag: str) -> float | dict[str, float] | None:
+    """``["1e-4", "logits:1e-2"]`` -> ``{"": 1e-4, "logits": 1e-2}``; a lone default stays a float."""
+    if not items:
+        return None
+    found: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.rpartition(":")
+        if not sep:
+            name, value = "", item
+        try:
+            number = float(value)
+        except ValueError:
+            raise NnportError(f"{flag} expects VALUE or NAME:VALUE with a number, got {item!r}") from None
+        if number < 0:
+            raise NnportError(f"{flag} must not be negative, got {item!r}")
+        found[name] = number
+    if list(found) == [""]:
+        return found[""]
+    return found
+
+
+def _reference_outputs(model: Any, reference: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if reference in ("onnx.reference", "oracle"):
+        from onnx.reference import ReferenceEvaluator
+
+        values = ReferenceEvaluator(model.proto).run(None, feeds)
+        return dict(zip(model.output_names, (np.asarray(v) for v in values)))
+    from . import compile as nn_compile
+
+    return nn_compile(model, reference, fallback=False).run(feeds)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nnport.conformance.compare import Comparator
+
+    from . import compile as nn_compile
+    from .cli import parse_inputs, print_json, resolve_model, table
+    from .data import random_feeds
+
+    model = resolve_model(args.model)
+    comparator = Comparator(
+        parse_tolerances(args.atol, "--atol"),
+        parse_tolerances(args.rtol, "--rtol"),
+        precision=args.precision,
+        scale_tol=parse_tolerances(args.scale_tol, "--scale-tol"),
+    )
+    comparator.check_names(model.output_names)
+    feeds: dict[str, np.ndarray] = {}
+    if args.load_inputs:
+        if not Path(args.load_inputs).exists():
+            raise InputError(f"--load-inputs file not found: {args.load_inputs!r}")
+        with np.load(args.load_inputs, allow_pickle=False) as data:
+            feeds.update({k: data[k] for k in data.files})
+    feeds.update(parse_inputs(args.input))
+    missing = [s for s in model.inputs if s.name not in feeds]
+    if missing:
+        feeds.update(random_feeds(missing, seed=args.seed))
+    if args.save_inputs:
+        np.savez(args.save_inputs, **feeds)
+    reference = _reference_outputs(model, args.reference, feeds)
+    saved: dict[str, np.ndarray] = {f"reference/{k}": v for k, v in reference.items()}
+    rows: list[dict[str, Any]] = []
+    for device in args.device:
+        entry: dict[str, Any] = {"device": device, "passed": False, "error": None, "outputs": []}
+        try:
+            compiled = nn_compile(model, device, fallback=False, precision=args.precision)
+            entry["device"] = compiled.device.id
+            outputs = compiled.run(feeds)
+        except NnportError as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(entry)
+            continue
+        saved.update({f"{entry['device']}/{k}": v for k, v in outputs.items()})
+        result = comparator(outputs, reference)
+        entry["passed"] = result.passed
+        entry["outputs"] = [o.to_dict() for o in result.outputs]
+        entry["missing"] = list(result.missing)
+        entry["reasons"] = result.reasons()
+        rows.append(entry)
+    if args.save_outputs:
+        np.savez(args.save_outputs, **saved)
+    passed = all(r["passed"] for r in rows)
+    if args.json:
+        print_json(
+            {
+                "model": model.name,
+                "reference": args.reference,
+                "precision": args.precision,
+                "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+                "devices": rows,
+                "passed": passed,
+            }
+        )
+        return 0 if passed else 1
+    print(f"{model.name}: {len(rows)} device(s) against {args.reference} ({args.precision})")
+    lines = []
+    for r in rows:
+        if r["error"]:
+            lines.append([r["device"], "-", "ERROR", "-", "-", "-", "-", "-", r["error"][:100]])
+            continue
+        for o in r["outputs"]:
+            lines.append(
+                [
+                    r["device"],
+                    o["name"],
+                    "ok" if o["passed"] else "FAIL",
+                    _fmt(o["max_abs_error"]),
+                    _fmt(o["max_rel_error"]),
+                    _fmt(o["mse"]),
+                    f"{o['cosine']:.6f}" if isinstance(o["cosine"], float) else str(o["cosine"]),
+                    "" if o["top1_agreement"] is None else f"{o['top1_agreement']:.3g}/{o['topk_overlap']:.3g}",
+                    f"atol>={_fmt(o['min_atol'])} or rtol>={_fmt(o['min_rtol'])}",
+                ]
+            )
+    print(table(lines, ["device", "output", "status", "max abs", "max rel", "mse", "cosine", "top1/top5", "needs"]))
+    for r in rows:
+        for reason in r.get("reasons", []):
+            print(f"  {r['device']}: {reason}")
+    print("all devices agree" if passed else "devices disagree with the reference")
+    return 0 if passed else 1
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        return f"{value:.3g}"
+    return str(value)
