@@ -189,7 +189,7 @@ def convert(
             conv.cache_hit = True
             conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
             if conv.error:
-                raise UnsupportedModel(conv.error + " (cached verdict; clear the cache entry to retry)", backend="ncnn")
+                raise UnsupportedModel(conv.error + " (cached verdict; clear the cache entry to retry)")
             return conv
     cache_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
@@ -207,7 +207,7 @@ def convert(
         shutil.rmtree(work, ignore_errors=True)
     conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
     if conv.error:
-        raise UnsupportedModel(conv.error, backend="ncnn")
+        raise UnsupportedModel(conv.error)
     return conv
 
 
@@ -216,7 +216,7 @@ def _convert_in(
 ) -> Conversion:
     exe = pnnx_executable()
     if exe is None:
-        raise CompileError("the pnnx converter is missing: pip install --no-deps pnnx", backend="ncnn")
+        raise CompileError("the pnnx converter is missing: pip install --no-deps pnnx")
     proto, upgraded = _prepared_proto(model)
     (work / "model.onnx").write_bytes(proto.SerializeToString())
     inputshape = ",".join("[" + ",".join(str(int(d)) for d in shapes[s.name]) + "]f32" for s in model.inputs)
@@ -281,7 +281,7 @@ def _blob_plans(work: Path, model: Model, shapes: Mapping[str, Sequence[int]]) -
     records: dict[str, list[tuple[str, list[int], str]]] = {"Input": [], "Output": []}
     pnnx_param = work / "model.pnnx.param"
     if not pnnx_param.is_file():
-        raise UnsupportedModel("pnnx wrote no model.pnnx.param, so its blob names cannot be mapped back to ONNX names", backend="ncnn")
+        raise UnsupportedModel("pnnx wrote no model.pnnx.param, so its blob names cannot be mapped back to ONNX names")
     for line in pnnx_param.read_text(errors="replace").splitlines():
         m = _IO_LINE.match(line)
         if m:
@@ -294,18 +294,17 @@ def _blob_plans(work: Path, model: Model, shapes: Mapping[str, Sequence[int]]) -
         if [r[0] for r in found] != [f"{prefix}{i}" for i in range(len(specs))]:
             raise UnsupportedModel(
                 f"pnnx produced {kind.lower()}s {[r[0] for r in found]} for the ONNX {kind.lower()}s {[s.name for s in specs]}: "
-                "cannot map them back by order",
-                backend="ncnn",
+                "cannot map them back by order"
             )
         plan = []
         for spec, (blob, dims, dtype) in zip(specs, found):
             if dtype != "f32":
-                raise UnsupportedModel(f"{kind.lower()} {spec.name!r} is {dtype} after conversion; ncnn runs float32 tensors only", backend="ncnn")
+                raise UnsupportedModel(f"{kind.lower()} {spec.name!r} is {dtype} after conversion; ncnn runs float32 tensors only")
             want = list(shapes[spec.name]) if kind == "Input" else None
-            if (want is not None and dims != want) or not spec.accepts_shape(dims):
+            rank_known = bool(spec.shape) or not dims  # ONNX leaves some output shapes out: shape ()
+            if (want is not None and dims != want) or (rank_known and not spec.accepts_shape(dims)):
                 raise UnsupportedModel(
-                    f"pnnx's {blob} has shape {dims}, which does not fit ONNX {kind.lower()} {spec}: the name mapping is unsafe",
-                    backend="ncnn",
+                    f"pnnx's {blob} has shape {dims}, which does not fit ONNX {kind.lower()} {spec}: the name mapping is unsafe"
                 )
             plan.append(BlobPlan(spec.name, blob, dims, layouts.get(blob, NO_BATCH)))
         plans.append(plan)
@@ -342,8 +341,7 @@ def _check_layers(param: Path) -> None:
     if unknown:
         raise UnsupportedModel(
             f"pnnx left ONNX operator(s) {unknown} unconverted and ncnn has no such layer(s); "
-            "ncnn cannot load this graph (\"layer ... not exists or registered\")",
-            backend="ncnn",
+            "ncnn cannot load this graph (\"layer ... not exists or registered\")"
         )
 
 

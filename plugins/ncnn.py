@@ -176,9 +176,12 @@ class NcnnBackend(Backend):
                 verify=bool(options.extra.get("ncnn_verify", True)),
                 timeout_s=float(options.extra.get("ncnn_pnnx_timeout_s", 900)),
             )
-        except CompileError as exc:
-            raise type(exc)(str(exc).split(": ", 1)[-1], **where) from exc
-        net = load_net(conversion.param, conversion.bin, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+        except CompileError as exc:  # raised without a location: add it
+            raise type(exc)(str(exc), **where) from exc
+        try:
+            net = load_net(conversion.param, conversion.bin, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+        except UnsupportedModel as exc:
+            raise UnsupportedModel(str(exc), **where) from exc
         program = NcnnProgram(
             net, conversion.inputs, conversion.outputs, loop=conversion.per_sample, model_name=model.name, specs=(model.inputs, model.outputs)
         )
@@ -188,7 +191,10 @@ class NcnnBackend(Backend):
         if model.path is None:
             raise UnsupportedModel("an ncnn model needs its .param path", **where)
         param, weights = str(model.path), str(model.path.with_suffix(".bin"))
-        net = load_net(param, weights, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+        try:
+            net = load_net(param, weights, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+        except UnsupportedModel as exc:
+            raise UnsupportedModel(str(exc), **where) from exc
         blobs_in, blobs_out = list(net.input_names()), list(net.output_names())
         missing = [s.name for s in model.inputs if s.name not in blobs_in] + [s.name for s in model.outputs if s.name not in blobs_out]
         if missing:
@@ -337,7 +343,7 @@ def load_net(param: str, weights: str, *, precision: str, threads: int | None, v
     if rc_param != 0 or rc_model != 0:
         what = "graph" if rc_param != 0 else "weights"
         message = " ".join(said.text().split())[:600] or "no message"
-        raise UnsupportedModel(f"ncnn cannot load the {what} of {Path(param).name}: {message}", backend="ncnn")
+        raise UnsupportedModel(f"ncnn cannot load the {what} of {Path(param).name}: {message}")
     return net
 
 
