@@ -181,10 +181,12 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise _compile_error(exc, self.name, device.id) from exc
         inputs, outputs, feed_index, out_index = _io(model, compiled_model, device, self.name)
-        native = OpenVinoNative(compiled_model, ov_model, feed_index, out_index)
+        native = OpenVinoNative(compiled_model, feed_index, out_index)
         compiled = CompiledModel(self, model, device, options, native=native, inputs=inputs, outputs=outputs)
         compiled.cache_hit = _property(compiled_model, "LOADED_FROM_CACHE") if options.cache_dir else None
         compiled.info["openvino_config"] = {k: str(v) for k, v in config.items()}
+        if options.threads and "INFERENCE_NUM_THREADS" not in config:
+            compiled.info["ignored"] = [f"threads={options.threads}: {ov_name} has no INFERENCE_NUM_THREADS property"]
         if quantization is not None:
             compiled.info["int8"] = quantization
         precision = _property(compiled_model, "INFERENCE_PRECISION_HINT")
@@ -328,11 +330,10 @@ class OpenVinoNative:
     ``InferRequest`` (an ``InferRequest`` is not thread safe; the compiled model is).
     """
 
-    def __init__(self, compiled_model: Any, ov_model: Any, feed_index: tuple[tuple[int, str], ...], out_index: tuple[tuple[str, int, np.dtype | None], ...]) -> None:
+    def __init__(self, compiled_model: Any, feed_index: tuple[tuple[int, str], ...], out_index: tuple[tuple[str, int, np.dtype | None], ...]) -> None:
         import openvino as ov
 
-        self.compiled_model = compiled_model
-        self.ov_model = ov_model
+        self.compiled_model = compiled_model  # the read ov.Model is not kept: it would double the weights in memory
         self.feed_index = feed_index
         self.out_index = out_index
         self.Tensor = ov.Tensor
