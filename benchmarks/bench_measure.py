@@ -76,15 +76,16 @@ def bare_p50(call: Callable[[], Any], seconds: float, warmup: int = 10) -> tuple
     return float(np.percentile(samples, 50)) / 1e6, len(samples)
 
 
-def interleave(rounds: int, a: Callable[[], tuple[float, int]], b: Callable[[], tuple[float, int]]) -> tuple[list[float], list[float], list[int], list[int]]:
-    av, bv, an, bn = [], [], [], []
+def interleave(rounds: int, *fns: Callable[[], tuple[float, int]]) -> list[tuple[list[float], list[int]]]:
+    """Run each function once per round, rotating the order; (values, counts) per function."""
+    out: list[tuple[list[float], list[int]]] = [([], []) for _ in fns]
     for r in range(rounds):
-        order = [(a, av, an), (b, bv, bn)] if r % 2 == 0 else [(b, bv, bn), (a, av, an)]
-        for fn, out, counts in order:
-            value, n = fn()
-            out.append(value)
-            counts.append(n)
-    return av, bv, an, bn
+        k = r % len(fns)
+        for i in list(range(k, len(fns))) + list(range(k)):
+            value, n = fns[i]()
+            out[i][0].append(value)
+            out[i][1].append(n)
+    return out
 
 
 def row(label: str, nn: list[float], other: list[float], nn_n: list[int], other_n: list[int]) -> list[str]:
@@ -150,7 +151,7 @@ def fidelity(args: argparse.Namespace, tmp: Path) -> None:
             path = str(tmp / f"{name}.onnx")
             Path(path).write_bytes(model.serialized())
         compiled = nnport.compile(model, "openvino:CPU", fallback=False, threads=args.threads, hint="latency")
-        nn, app, nn_n, app_n = interleave(
+        (nn, nn_n), (app, app_n) = interleave(
             args.rounds,
             lambda: nnport_p50(compiled, args.seconds),
             lambda: benchmark_app_p50(path, args.threads, args.seconds),
@@ -183,15 +184,25 @@ def bare_call(compiled: Any) -> Callable[[], Any]:
 
 def bare(args: argparse.Namespace) -> None:
     say(f"\n## 2. nnport p50 vs a bare loop around the runtime's own call (threads {args.threads}, {args.rounds} rounds x {args.seconds:g} s, load {load()})")
+    say("   'loop/execute' times the plugin's execute in a hand-written loop: it isolates the loop from the plugin's own work")
     rows = []
     for device in args.devices:
         for name in args.bare_models:
             compiled = nnport.compile(zoo.load_any(name), device, fallback=False, threads=args.threads)
             call = bare_call(compiled)
-            nn, raw, nn_n, raw_n = interleave(args.rounds, lambda: nnport_p50(compiled, args.seconds), lambda: bare_p50(call, args.seconds))
-            rows.append(row(f"{device} {name}", nn, raw, nn_n, raw_n))
-            say(f"  {device} {name}: bare {raw} ms, nnport {nn} ms")
-    say(table(rows, ["device model", "bare p50 (ms)", "nnport p50 (ms)", "nnport/bare", "per-round ratios", "iterations bare/nnport"]))
+            backend = compiled.backend
+            binding = backend.allocate(compiled)
+            (nn, nn_n), (raw, raw_n), (ex, ex_n) = interleave(
+                args.rounds,
+                lambda: nnport_p50(compiled, args.seconds),
+                lambda: bare_p50(call, args.seconds),
+                lambda: bare_p50(lambda: backend.execute(compiled, binding), args.seconds),
+            )
+            r = row(f"{device} {name}", nn, raw, nn_n, raw_n)
+            r.insert(4, f"{statistics.median(nn) / statistics.median(ex):.3f}")
+            rows.append(r)
+            say(f"  {device} {name}: bare {raw} ms, nnport {nn} ms, hand loop around execute {ex} ms")
+    say(table(rows, ["device model", "bare p50 (ms)", "nnport p50 (ms)", "nnport/bare", "nnport/loop-execute", "per-round nnport/bare", "iterations bare/nnport"]))
     say(f"(load after: {load()})")
 
 
@@ -212,7 +223,7 @@ def scaling(args: argparse.Namespace) -> None:
                 m = nnport.measure(compiled, settings=s)
                 return m.throughput_ips, m.iterations
 
-            two, one, two_n, one_n = interleave(args.rounds, lambda: tput(2), lambda: tput(1))
+            (two, two_n), (one, one_n) = interleave(args.rounds, lambda: tput(2), lambda: tput(1))
             label = f"{device} {name} (hint {hint}, threads {threads or 'runtime default'})"
             r = row(label, two, one, two_n, one_n)
             rows.append(r)

@@ -551,6 +551,8 @@ def _multi_stream(
         try:
             barrier.wait()
         except threading.BrokenBarrierError:
+            if not errors:  # the release action itself failed
+                errors.append(MeasurementError(f"the {n} streams on {compiled.device.id} could not be started together"))
             return
         mine = samples[k]
         append = mine.append
