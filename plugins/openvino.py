@@ -402,6 +402,7 @@ def _infer_function() -> Any:
 
     return infer
 
+
 # -- model inspection --------------------------------------------------------------------------
 
 
