@@ -282,6 +282,7 @@ def _register_pool() -> None:
         ("AveragePool", "k3_s1_p1_include_pad", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1), (1, 8, 16, 16), 11),
         ("GlobalAveragePool", "8x7x7", {}, (1, 8, 7, 7), 13),
         ("GlobalMaxPool", "8x7x7", {}, (1, 8, 7, 7), 13),
+        ("LRN", "size5_alexnet", dict(size=5, alpha=1e-4, beta=0.75, bias=1.0), (1, 16, 8, 8), 13),
     ]
     for op, cid, attrs, shape, opset in pools:
 

@@ -1,0 +1,437 @@
+"""The conformance suite: cases, the isolated runner (crash, timeout), expectations, reports, baseline, CLI, pytest plugin.
+
+Misbehaving backends come from ``tests/test_conformance_plugins.py`` (each
+wraps the real ONNX Runtime backend): ``wrong`` perturbs outputs, ``crashing``
+aborts on Conv models, ``hanging`` sleeps on Relu models.  Worker processes
+load them through ``NNPORT_PLUGINS`` with tests/ on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnport import manager
+from nnport.conformance import cases as case_mod, reports, runner
+
+TESTS_DIR = str(Path(__file__).parent)
+PLUGIN = "test_conformance_plugins"
+CASES = ["op/Relu/1x8x12x12_opset13", "op/Conv/k3_s1_p1", "zoo/mlp"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["NNPORT_PLUGINS"] = PLUGIN
+    env["PYTHONPATH"] = os.pathsep.join([TESTS_DIR] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["NNPORT_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    env.update(extra)
+    return env
+
+
+def _with_plugins(fn):
+    """Run ``fn`` with a plugin manager that has the test backends, then restore the old one."""
+    old = manager.set_plugin_manager(manager.create_plugin_manager(modules=[PLUGIN], entrypoints=False))
+    try:
+        return fn()
+    finally:
+        manager.set_plugin_manager(old)
+
+
+# -- cases ------------------------------------------------------------------------------------
+
+
+REQUIRED_OPS = {
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool",
+    "Relu", "Sigmoid", "Tanh", "LeakyRelu", "GELU", "SiLU", "HardSwish", "Softmax", "LayerNormalization", "Resize",
+    "Concat", "Split", "Slice", "Transpose", "Reshape", "ReduceMean", "ReduceSum", "ReduceMax", "LSTM", "GRU",
+}
+
+
+def test_default_suite_covers_the_op_set_zoo_and_real_architectures():
+    from nnport import zoo
+
+    cases = case_mod.default_cases()
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids))
+    ops = {c.id.split("/")[1] for c in cases if c.group == "op"}
+    assert REQUIRED_OPS <= ops, REQUIRED_OPS - ops
+    assert {f"zoo/{n}" for n in zoo.names()} <= set(ids)
+    assert {f"model/{n}" for n in zoo.light_names()} <= set(ids)
+    assert len(zoo.light_names()) >= 6
+    for c in cases:
+        assert c.group in case_mod.GROUPS and c.id.count("/") >= 1, c.id
+    # several opsets per operator family where semantics changed
+    assert {"op/Softmax/axis-1_2x16x32_opset13", "op/Softmax/axis1_2x4x8_opset11"} <= set(ids)
+    assert any("opset18" in i for i in ids if "Reduce" in i) and any("opset13" in i for i in ids if "Reduce" in i)
+
+
+def test_op_cases_build_valid_models_with_seeded_inputs():
+    import onnx
+
+    for case in case_mod.select("op/"):
+        model = case.model()  # runs onnx.checker
+        onnx.checker.check_model(model.proto, full_check=True)
+        a, b = case.inputs(model), case.inputs(model)
+        assert a.keys() == {s.name for s in model.inputs}
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        assert all(s.dtype.kind in "fiub" for s in model.outputs), case.id
+
+
+def test_light_models_get_distinct_seeded_weights_and_logits():
+    case = case_mod.get("model/light_squeezenet")
+    model = case.model()
+    names = model.output_names
+    assert len(names) == 2  # softmax output + the logits feeding it
+    assert "ConstantOfShape" not in model.operators()
+    import nnport
+
+    out = nnport.compile(model, "onnxruntime:cpu").run(case.inputs(model))
+    logits = out[names[1]].ravel()
+    assert np.std(logits) > 0.1  # classes differ (the wheel's constant weights make them equal)
+    assert case.build().SerializeToString() == case.build().SerializeToString()  # deterministic
+
+
+def test_select_by_glob_substring_and_get():
+    assert [c.id for c in case_mod.select("op/Conv/k3_s1_p1")] == ["op/Conv/k3_s1_p1"]
+    assert all(c.id.startswith("op/LSTM/") for c in case_mod.select("op/LSTM/*"))
+    assert len(case_mod.select(["LSTM", "GRU"])) == 4
+    assert case_mod.get("zoo/cnn").id == "zoo/cnn"
+    with pytest.raises(KeyError):
+        case_mod.get("op/Nope/x")
+
+
+# -- the runner: statuses with misbehaving backends -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def xfail_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("xfail")
+    wrong = d / "wrong.toml"
+    wrong.write_text('backend = "wrong"\n[xfail]\n"op/Conv/*" = "perturbs everything; listed to test xfail"\n')
+    ort = d / "ort.toml"
+    ort.write_text('backend = "onnxruntime"\n[xfail]\n"zoo/mlp" = "listed although it passes, to test xpass"\n')
+    crash = d / "crashing.toml"
+    crash.write_text('backend = "crashing"\n[skip]\n"op/Relu/*" = "skipped by the expectations file"\n')
+    return [str(wrong), str(ort), str(crash)]
+
+
+@pytest.fixture(scope="module")
+def report(xfail_files):
+    """One run of 3 cases x 4 devices (2 jobs): the statuses the tests below check."""
+    cases = case_mod.select(CASES)
+
+    def go():
+        targets = runner.resolve_targets(["onnxruntime", "wrong", "crashing", "hanging"])
+        return runner.run(cases, targets, jobs=2, timeout_s=20, expectations=xfail_files, plugins=[PLUGIN], pythonpath=[TESTS_DIR])
+
+    return _with_plugins(go)
+
+
+def _status(report, case, device):
+    r = report.get(case, device)
+    assert r is not None, (case, device)
+    return r
+
+
+def test_reference_backend_passes_against_the_onnx_oracle(report):
+    relu = _status(report, CASES[0], "onnxruntime:cpu")
+    assert relu.status == "pass" and relu.reference == "onnx.reference"
+    assert _status(report, CASES[1], "onnxruntime:cpu").status == "pass"
+    assert _status(report, CASES[0], "wrong:cpu").reference == "onnxruntime:cpu"
+
+
+def test_wrong_backend_fails_conformance(report):
+    r = _status(report, CASES[0], "wrong:cpu")
+    assert r.status == "fail"
+    assert "exceed atol" in r.reason and r.outputs and r.outputs[0]["passed"] is False
+    assert _status(report, "zoo/mlp", "wrong:cpu").status == "fail"
+    assert not report.ok
+
+
+def test_expected_failure_becomes_xfail_and_a_passing_one_xpass(report):
+    r = _status(report, CASES[1], "wrong:cpu")
+    assert r.status == "xfail" and r.observed == "fail" and "listed to test xfail" in r.reason
+    x = _status(report, "zoo/mlp", "onnxruntime:cpu")
+    assert x.status == "xpass" and x.observed == "pass"
+
+
+def test_crash_is_a_result_and_the_run_goes_on(report):
+    crash = _status(report, CASES[1], "crashing:cpu")
+    assert crash.status == "crash"
+    assert "SIGABRT" in crash.reason
+    # the same backend's next case ran in a fresh worker and passed
+    assert _status(report, "zoo/mlp", "crashing:cpu").status == "pass"
+
+
+def test_skip_table_skips_without_running(report):
+    r = _status(report, CASES[0], "crashing:cpu")
+    assert r.status == "skip" and "skipped by the expectations file" in r.reason and r.duration_s == 0
+
+
+def test_hang_becomes_timeout(report):
+    r = _status(report, CASES[0], "hanging:cpu")
+    assert r.status == "timeout" and "20" in r.reason
+    assert 19 < r.duration_s < 60
+    assert _status(report, CASES[1], "hanging:cpu").status == "pass"  # Conv model, no Relu: runs
+
+
+def test_counts_and_matrix_text(report):
+    counts = report.counts()
+    assert sum(sum(c.values()) for c in counts.values()) == len(CASES) * 4 == len(report.results)
+    text = reports.matrix_text(report)
+    for word in ("CRASH", "TIMEOUT", "FAIL", "xfail", "XPASS", "skip", "pass"):
+        assert word in text
+    first = text.splitlines()[0]
+    assert "onnxruntime:cpu" in first and "hanging:cpu" in first
+    assert "FAILED" in text.splitlines()[-1]
+
+
+def test_unavailable_backend_is_a_column_of_skips():
+    targets = runner.resolve_targets(["nosuchbackend"])
+    assert targets[0].unavailable and "no backend named" in targets[0].unavailable
+    rep = runner.run(case_mod.select("op/Relu/"), targets)
+    assert [r.status for r in rep.results] == ["skip"] and rep.ok
+
+
+# -- reports ----------------------------------------------------------------------------------------
+
+
+def test_json_report_validates_and_round_trips(report, tmp_path):
+    path = tmp_path / "r.json"
+    reports.write_json(report, path)
+    doc = reports.load_json(path)
+    assert reports.validate_json(doc) == []
+    assert doc["schema"] == reports.SCHEMA and doc["ok"] is False
+    assert doc["summary"]["crashing:cpu"]["crash"] == 1
+    assert {r["status"] for r in doc["results"]} >= {"pass", "fail", "xfail", "xpass", "skip", "crash", "timeout"}
+    assert "onnxruntime" in doc["environment"]["versions"]
+    bad = dict(doc, schema="other")
+    assert reports.validate_json(bad)
+
+
+def test_junit_xml_parses_with_one_suite_per_device(report, tmp_path):
+    path = tmp_path / "r.xml"
+    reports.write_junit(report, path)
+    root = ET.parse(path).getroot()
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == report.devices
+    wrong = next(s for s in suites if s.get("name") == "wrong:cpu")
+    assert wrong.get("failures") == "2" and len(wrong.findall("testcase")) == 3
+    crashing = next(s for s in suites if s.get("name") == "crashing:cpu")
+    assert crashing.get("errors") == "1" and crashing.find("testcase/error").get("type") == "crash"
+    assert next(s for s in suites if s.get("name") == "hanging:cpu").find("testcase/error").get("type") == "timeout"
+
+
+def test_html_report_renders_the_matrix(report, tmp_path):
+    path = tmp_path / "r.html"
+    reports.write_html(report, path)
+    text = path.read_text()
+
+    class Cells(html.parser.HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.classes, self.open = {}, [], []
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag == "table":
+                self.open.append(a.get("id"))
+                self.tables[a.get("id")] = 0
+            if tag == "tr" and self.open:
+                self.tables[self.open[-1]] += 1
+            if tag == "td" and a.get("class") and self.open and self.open[-1] == "matrix":
+                self.classes.append(a["class"])
+
+        def handle_endtag(self, tag):
+            if tag == "table":
+                self.open.pop()
+
+    p = Cells()
+    p.feed(text)
+    assert p.tables["matrix"] == 1 + len(CASES)  # header + one row per case
+    assert len(p.classes) == len(CASES) * 4
+    assert {"crash", "timeout", "fail", "pass"} <= set(p.classes)
+    for case in CASES:
+        assert case in text
+
+
+def test_new_failures_against_a_baseline(report):
+    doc = reports.to_json(report)
+    assert reports.new_failures(report, doc) == []  # same run: nothing new
+    passing = json.loads(json.dumps(doc))
+    for r in passing["results"]:
+        r["status"] = "pass"
+    new = {(r.case, r.device, r.status) for r in reports.new_failures(report, passing)}
+    assert (CASES[1], "crashing:cpu", "crash") in new and (CASES[0], "hanging:cpu", "timeout") in new
+    assert ("zoo/mlp", "wrong:cpu", "fail") in new
+    assert all(s in runner.FAILING for _, _, s in new)
+
+
+def test_expectation_files_need_reasons(tmp_path):
+    from nnport.errors import NnportError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[xfail]\n"op/*" = ""\n')
+    with pytest.raises(NnportError, match="non-empty reason"):
+        runner.load_expectations_file(bad)
+    typo = tmp_path / "typo.toml"
+    typo.write_text('[xfails]\n"op/*" = "x"\n')
+    with pytest.raises(NnportError, match="unknown key"):
+        runner.load_expectations_file(typo)
+
+
+def test_shipped_expectation_files_parse_with_reasons():
+    files = sorted(runner.XFAIL_DIR.glob("*.toml"))
+    assert files, "conformance/xfail/*.toml missing"
+    known = {c.id for c in case_mod.default_cases()}
+    for path in files:
+        _, exp = runner.load_expectations_file(path)
+        for pattern in list(exp.xfail) + list(exp.skip):
+            import fnmatch
+
+            assert any(fnmatch.fnmatchcase(k, pattern) for k in known) or pattern.startswith("node/"), (path.name, pattern)
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def _nnport(*args: str, env=None, timeout=240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout)
+
+
+def test_cli_conformance_exit_codes_reports_and_baseline(tmp_path):
+    j, x, h = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.html"
+    ok = _nnport("conformance", "-b", "onnxruntime", "-k", "zoo/mlp", "-j", "1", "--json", str(j))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = _nnport("conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "-j", "2", "--json", str(j), "--junit", str(x), "--html", str(h))
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "wrong:cpu" in bad.stdout and "FAIL" in bad.stdout
+    assert reports.load_json(j)["ok"] is False and ET.parse(x).getroot().tag == "testsuites" and "matrix" in h.read_text()
+    # the same failures against a baseline that already had them: exit 0
+    same = _nnport("conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "--baseline", str(j))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "no new failures" in same.stdout
+    # a baseline in which they passed: they are new failures, exit 1
+    doc = json.loads(j.read_text())
+    for r in doc["results"]:
+        r["status"] = "pass"
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(doc))
+    regressed = _nnport("conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "--baseline", str(old))
+    assert regressed.returncode == 1 and "2 new failure(s)" in regressed.stdout, regressed.stdout
+    usage = _nnport("conformance", "-k", "nothing-matches-this")
+    assert usage.returncode == 2 and "no conformance case matches" in usage.stderr
+
+
+def test_cli_conformance_list():
+    out = _nnport("conformance", "--list", "-k", "op/LSTM/*")
+    assert out.returncode == 0
+    assert out.stdout.split()[0] == "op/LSTM/forward_h16"
+
+
+def test_cli_compare_exit_codes_and_files(tmp_path):
+    ok = _nnport("compare", "zoo:mlp", "-d", "onnxruntime", "--save-inputs", str(tmp_path / "in.npz"), "--save-outputs", str(tmp_path / "out.npz"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all devices agree" in ok.stdout
+    with np.load(tmp_path / "out.npz") as data:
+        assert {"reference/probs", "onnxruntime:cpu/probs"} <= set(data.files)
+    bad = _nnport("compare", "zoo:mlp", "-d", "onnxruntime", "-d", "wrong", "--load-inputs", str(tmp_path / "in.npz"), "--json")
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    doc = json.loads(bad.stdout)
+    assert [d["passed"] for d in doc["devices"]] == [True, False] and doc["passed"] is False
+    assert doc["devices"][1]["outputs"][0]["max_abs_error"] > 0
+    # a loose enough per-output tolerance makes the wrong backend agree
+    loose = _nnport("compare", "zoo:mlp", "-d", "wrong", "--atol", "probs:0.1", "--load-inputs", str(tmp_path / "in.npz"))
+    assert loose.returncode == 0, loose.stdout
+    x = np.load(tmp_path / "in.npz")["x"]
+    np.save(tmp_path / "x.npy", x)
+    named = _nnport("compare", "zoo:mlp", "-d", "onnxruntime", "--input", f"x={tmp_path / 'x.npy'}", "--json")
+    assert named.returncode == 0 and json.loads(named.stdout)["inputs"]["x"]["shape"] == [1, 64]
+    typo = _nnport("compare", "zoo:mlp", "-d", "onnxruntime", "--atol", "prob:1")
+    assert typo.returncode == 2 and "unknown output" in typo.stderr
+    missing = _nnport("compare", "zoo:mlp", "-d", "nosuchdevice")
+    assert missing.returncode == 1 and "ERROR" in missing.stdout
+
+
+def test_parse_tolerances():
+    from nnport.cli_conformance import parse_tolerances
+    from nnport.errors import NnportError
+
+    assert parse_tolerances([], "--atol") is None
+    assert parse_tolerances(["1e-3"], "--atol") == 1e-3
+    assert parse_tolerances(["1e-3", "gpu_0/softmax_1:0.5"], "--atol") == {"": 1e-3, "gpu_0/softmax_1": 0.5}
+    assert parse_tolerances(["a:b:2"], "--atol") == {"a:b": 2.0}
+    with pytest.raises(NnportError):
+        parse_tolerances(["x:abc"], "--atol")
+
+
+# -- the pytest plugin ----------------------------------------------------------------------------------
+
+
+def test_pytest_plugin_runs_the_suite_with_readable_ids(tmp_path):
+    args = [sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "-rA",
+            "--nnport-backend", "onnxruntime", "--nnport-backend", "wrong", "--nnport-backend", "crashing",
+            "--nnport-cases", "op/Conv/k3_s1_p1", "--nnport-cases", "zoo/mlp"]
+    out = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text
+    assert "PASSED test_suite.py::test_case[op/Conv/k3_s1_p1@onnxruntime:cpu]" in text
+    assert "FAILED test_suite.py::test_case[zoo/mlp@wrong:cpu]" in text
+    assert "FAILED test_suite.py::test_case[op/Conv/k3_s1_p1@crashing:cpu] - crash:" in text
+    assert "PASSED test_suite.py::test_case[zoo/mlp@crashing:cpu]" in text
+    assert "3 failed, 3 passed" in text
+
+
+def test_pytest_plugin_without_a_backend_skips(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "-rs"],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0 and "pass --nnport-backend" in out.stdout, out.stdout
+
+
+# -- ONNX backend node tests -------------------------------------------------------------------------------
+
+
+def test_onnx_backend_adapter_passes_onnx_backend_test_smoke_subset():
+    import unittest
+
+    import onnx.backend.test
+
+    from nnport.conformance.onnx_backend import backend_for
+
+    backend = backend_for("onnxruntime:cpu")
+    bt = onnx.backend.test.BackendTest(backend, __name__)
+    for name in ("test_relu", "test_add_bcast", "test_conv_with_strides_padding", "test_softmax_axis_1", "test_gemm_default_no_bias"):
+        bt.include(f"^{name}_cpu$")
+    suite = unittest.TestSuite()
+    for case in bt.test_cases.values():
+        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(case))
+    result = unittest.TextTestRunner(stream=open(os.devnull, "w")).run(suite)
+    ran = result.testsRun - len(result.skipped)
+    assert ran == 5 and result.wasSuccessful(), (result.failures, result.errors)
+
+
+def test_node_cases_run_in_the_worker_against_stored_outputs():
+    from nnport.conformance import onnx_backend, worker
+
+    names = onnx_backend.node_names()
+    assert len(names) > 1000 and "test_relu" in names
+    assert len(onnx_backend.node_cases(every=100)) == len(names[::100])
+    res = worker.run_task({"case": "node/test_relu", "device": "onnxruntime:cpu"})
+    assert res["status"] == "pass" and res["reference"] == "stored outputs"
+    seq = worker.run_task({"case": "node/test_sequence_insert_at_back", "device": "onnxruntime:cpu"})
+    assert seq["status"] == "skip" and "could not be built" in seq["reason"]
+
+
+@pytest.mark.slow
+def test_full_default_suite_passes_on_onnxruntime(tmp_path):
+    out = _nnport("conformance", "-b", "onnxruntime", "--json", str(tmp_path / "r.json"), timeout=1200)
+    assert out.returncode == 0, out.stdout[-3000:]
