@@ -180,7 +180,8 @@ class RaplMeter(EnergyMeter):
         return None
 
     def describe(self) -> str:
-        return "RAPL " + " + ".join(f"{label} ({d.name})" for label, d, _ in self._zones or [(l, d, 0) for l, d in self.zones()])
+        zones = [(label, d) for label, d, _ in self._zones] or self.zones()
+        return "RAPL " + " + ".join(f"{label} ({d.name})" for label, d in zones)
 
     def start(self) -> None:
         if not self._zones:
@@ -251,24 +252,38 @@ class NvmlMeter(EnergyMeter):
             pynvml.nvmlInit()
         except Exception as exc:
             return f"NVML cannot be initialised: {exc} (no NVIDIA driver here)"
+        reason = None
         try:
             count = pynvml.nvmlDeviceGetCount()
             if count == 0:
-                return "NVML sees no NVIDIA GPU"
+                reason = "NVML sees no NVIDIA GPU"
             handles, names = [], []
             for i in range(count):
                 h = pynvml.nvmlDeviceGetHandleByIndex(i)
                 try:
                     pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
                 except Exception as exc:
-                    return f"GPU {i} has no total-energy counter ({exc}; it needs a Volta or newer GPU)"
+                    reason = f"GPU {i} has no total-energy counter ({exc}; it needs a Volta or newer GPU)"
+                    break
                 handles.append(h)
                 name = pynvml.nvmlDeviceGetName(h)
                 names.append(name.decode() if isinstance(name, bytes) else str(name))
         except Exception as exc:
-            return f"NVML query failed: {exc}"
+            reason = f"NVML query failed: {exc}"
+        if reason is not None:
+            self._shutdown()
+            return reason
         self._handles, self._names = handles, names
         return None
+
+    def _shutdown(self) -> None:
+        """Balance ``nvmlInit`` (NVML counts them)."""
+        try:
+            import pynvml
+
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
 
     def describe(self) -> str:
         return "NVML total energy of " + (", ".join(f"GPU {i} {n}" for i, n in enumerate(self._names)) or "NVIDIA GPUs")
@@ -289,7 +304,11 @@ class NvmlMeter(EnergyMeter):
         self._start = self._read()
 
     def stop(self) -> float:
-        end = self._read()
+        try:
+            end = self._read()
+        finally:
+            self._handles = []
+            self._shutdown()
         return sum(e - s for s, e in zip(self._start, end)) / 1e3
 
 
