@@ -268,6 +268,7 @@ def render_table(report: dict[str, Any]) -> str:
              f"{report['compile_options']['precision']}) on {report['context']['cpu_model']}, {report['context']['cpu_cores_usable']} usable cores", ""]
     lines.append(table(rows, header))
     notes = []
+    energy: dict[str, list[str]] = {}  # reasons -> devices, so that shared reasons print once
     for r in results:
         if "error" in r:
             notes.append(f"{r['device']}: error: {r['error']}")
@@ -276,9 +277,11 @@ def render_table(report: dict[str, Any]) -> str:
             notes.append(f"{r['device']}: warning: {w}")
         if r.get("energy") != "measured":
             reasons = "; ".join(f"{k}: {v}" for k, v in r.get("energy_unavailable_reasons", {}).items())
-            notes.append(f"{r['device']}: energy: unavailable ({reasons})")
+            energy.setdefault(reasons, []).append(r["device"])
         if r.get("memory_note"):
             notes.append(f"{r['device']}: memory: {r['memory_note']}")
+    for reasons, devs in energy.items():
+        notes.append(f"{', '.join(devs)}: energy: unavailable ({reasons})")
     if notes:
         lines += ["", *notes]
     return "\n".join(lines)
