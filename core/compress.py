@@ -189,6 +189,9 @@ def _prepared_proto(original: Model, opset: int | None = None) -> Any:
         del proto.graph.input[:]
         proto.graph.input.extend(keep)
         proto.ir_version = max(proto.ir_version, 4)
+    for i, node in enumerate(proto.graph.node):  # quantizers address nodes by name
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
     current = original.opset or 0
     if opset and current < opset:
         try:
@@ -219,6 +222,7 @@ def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, 
         src, pre, out = (os.path.join(tmp, n) for n in ("model.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, src)
         pre = _preprocess(src, pre)
+        exclude_nodes = list(exclude_nodes) + _output_activations(onnx.load(pre))
         try:
             quantize_static(
                 pre,
@@ -230,7 +234,7 @@ def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, 
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=list(exclude_nodes) or None,
+                nodes_to_exclude=exclude_nodes or None,
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
             )
         except NnportError:
@@ -241,6 +245,21 @@ def _static_int8(original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, 
     if not _quantized_ops(result):
         raise UnsupportedModel(f"static quantization found no operator to quantize in {original.name!r} (operators: {sorted(original.operators())})")
     return result
+
+
+OUTPUT_ACTIVATIONS = {"Softmax", "LogSoftmax", "Sigmoid"}
+
+
+def _output_activations(proto: Any) -> list[str]:
+    """Softmax-like nodes that produce a graph output: kept in float.
+
+    ONNX Runtime quantizes a Softmax output on a fixed [0, 1] grid of 1/255:
+    a 1000-class probability of 0.001 becomes 0, so every class ties and
+    top-1/top-5 become meaningless.  Inside a network (attention) that grid is
+    fine; at the output it destroys the result for nothing.
+    """
+    outputs = {o.name for o in proto.graph.output}
+    return [n.name for n in proto.graph.node if n.op_type in OUTPUT_ACTIVATIONS and n.name and set(n.output) & outputs]
 
 
 def _preprocess(src: str, dst: str) -> str:

@@ -122,6 +122,8 @@ def test_int8_static_is_portable_qdq_and_close_to_fp32(cnn, cnn_int8):
     ops = cnn_int8.operators()
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops and not any(op.startswith("QLinear") for op in ops)
     assert compress.compressed_precision(cnn_int8) == "int8" and compress.compressed_precision(cnn) is None
+    producer = {o: n.op_type for n in cnn_int8.proto.graph.node for o in n.output}
+    assert producer["probs"] == "Softmax"  # the output Softmax stays float: a 1/255 grid would zero small probabilities
     assert cnn_int8.input_names == cnn.input_names and cnn_int8.inputs[0].dtype == np.float32
     assert len(cnn_int8.serialized()) < len(cnn.serialized())
     held_out = _eval(cnn)
