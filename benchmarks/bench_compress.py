@@ -3,7 +3,8 @@
     /tmp/venv/bin/python benchmarks/bench_compress.py [--models light_resnet50 cnn] [--samples 32] [--duration 5]
 
 For each model: int8 static QDQ (calibrated on seeds 5000.., evaluated on
-held-out seeds 0..N-1) and fp16, each compiled on every device next to the
+held-out seeds 0..N-1; symmetric int8 activations, the portable form, and
+asymmetric uint8 activations, the CPU-only form) and fp16, each compiled on every device next to the
 fp32 model; the accuracy delta against the fp32 reference and the fp32/int8
 latency ratio, timed interleaved in one run (``nnport.compress.report``).
 OpenVINO runs the QDQ file nnport writes ("onnx" rows) and, where its plugin
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=32, help="calibration inputs (seeds 5000..)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of interleaved timing per device and path")
     parser.add_argument("--precisions", nargs="*", default=["int8", "fp16"])
+    parser.add_argument("--activations", nargs="*", default=["int8", "uint8"], help="int8 activation types to compare (int8 is TensorRT-portable)")
     parser.add_argument("--json", help="write all reports to this JSON file")
     args = parser.parse_args(argv)
 
@@ -191,20 +193,26 @@ def main(argv: list[str] | None = None) -> int:
         control = noise_control(model, held_out)
         print(f"== {name}: prepared in {time.perf_counter() - t0:.1f}s; fp32 top-1 agreement with itself under 1% input noise: "
               f"{'-' if control is None else f'{100 * control:.0f}%'}")
-        for precision in args.precisions:
+        variants = [(p, a) for p in args.precisions for a in (args.activations if p == "int8" else [None])]
+        for i, (precision, activations) in enumerate(variants):
             t0 = time.perf_counter()
+            native = precision != "int8" or activations == args.activations[0]  # a backend's own int8 is the same for every variant
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                packed = compress.quantize(model, precision, cal if precision == "int8" else None)
+                kwargs = {"activations": activations} if activations else {}
+                packed = compress.quantize(model, precision, cal if precision == "int8" else None, **kwargs)
                 quantize_s = time.perf_counter() - t0
                 result = compress.report(
-                    model, packed, args.devices, precision=precision, calibration=cal, native=True,
+                    model, packed, args.devices, precision=precision, calibration=cal, native=native,
                     eval_feeds=held_out, min_duration_s=args.duration,
                 )
-            print(f"-- {precision}: conversion {quantize_s:.1f}s")
+            label = f"{precision}" + (f", {activations} activations" if activations else "")
+            print(f"-- {label}: conversion {quantize_s:.1f}s")
             print(result.format())
             print()
-            results.append({"model": name, "precision": precision, "conversion_s": quantize_s, "fp32_noise_control_top1": control, **result.to_dict()})
+            results.append(
+                {"model": name, "precision": precision, "activations": activations, "conversion_s": quantize_s, "fp32_noise_control_top1": control, **result.to_dict()}
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -23,6 +23,8 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", "-p", choices=["int8", "fp16"], required=True, help="target precision")
     p.add_argument("--calibration", "-c", metavar="DIR|FILE|random", help="int8 static: a directory of .npy/.npz samples, one file, or 'random'")
     p.add_argument("--method", choices=["static", "dynamic"], default="static", help="int8: static (QDQ, calibrated) or dynamic (MatMul models)")
+    p.add_argument("--activations", choices=["int8", "uint8"], default="int8",
+                   help="int8 static: symmetric int8 activations (default; TensorRT accepts only these) or asymmetric uint8 (CPU runtimes only)")
     p.add_argument("--samples", type=int, default=None, help="use at most this many calibration samples ('random': how many to make, default 16)")
     p.add_argument("--out", "-o", required=True, help="where to write the compressed ONNX model")
     p.add_argument("--report", action="store_true", help="compare with the fp32 model on each --device and print the report")
@@ -42,7 +44,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)
-        compressed = compress.quantize(model, args.precision, args.calibration, args.method, samples=args.samples)
+        compressed = compress.quantize(model, args.precision, args.calibration, args.method, samples=args.samples, activations=args.activations)
     for w in caught:
         if issubclass(w.category, RandomCalibrationWarning):
             print(f"nnport: warning: {w.message}")

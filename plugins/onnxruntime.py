@@ -167,7 +167,8 @@ class OnnxRuntimeBackend(Backend):
         """The fp16 / int8 ONNX model to run for ``options.precision`` (cached in ``cache_dir``).
 
         int8 is static QDQ quantization calibrated on ``options.calibration``,
-        or dynamic quantization with ``extra={"int8_method": "dynamic"}``; fp16
+        or dynamic quantization with ``extra={"int8_method": "dynamic"}``
+        (``extra={"int8_activations": "uint8"}`` for asymmetric activations); fp16
         converts the graph keeping fp32 inputs and outputs.  A model already
         at the requested precision runs as it is.  The converted model is
         cached by source hash, precision, method and a digest of the
@@ -180,8 +181,9 @@ class OnnxRuntimeBackend(Backend):
         if compress.compressed_precision(model) == options.precision:
             return model
         method = str(options.extra.get("int8_method", "static"))
+        activations = str(options.extra.get("int8_activations", "int8"))
         feeds = None
-        key_parts = [model.hash, options.precision, ort_version()]
+        key_parts = [model.hash, options.precision, ort_version(), activations]
         if options.precision == "int8":
             if method not in compress.METHODS:
                 raise CompileError(f"int8_method must be one of {list(compress.METHODS)}, got {method!r}", backend=self.name, device=device.id)
@@ -198,7 +200,7 @@ class OnnxRuntimeBackend(Backend):
                 object.__setattr__(converted, "name", f"{model.name}-{options.precision}")
                 converted.metadata["compression"] = {"precision": options.precision, "method": method, "cached": True}
                 return converted
-        converted = compress.quantize(model, options.precision, feeds, method)
+        converted = compress.quantize(model, options.precision, feeds, method, activations=activations)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_suffix(".tmp")
