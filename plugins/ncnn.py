@@ -252,6 +252,7 @@ class NcnnProgram:
         known = lambda p: tuple(p.shape) if all(d >= 0 for d in p.shape) else None  # noqa: E731
         self._ins = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.in_plans]
         self._outs = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.out_plans]
+        self._sizes = {p.name: int(np.prod(p.shape)) for p in self.out_plans if known(p) is not None}
         given_in, given_out = specs if specs is not None else ((), ())
         self.input_specs = tuple(_spec_of(p, given_in) for p in self.in_plans)
         self.output_specs = tuple(_spec_of(p, given_out) for p in self.out_plans)
@@ -291,8 +292,10 @@ class NcnnProgram:
                 if rc != 0:
                     raise ExecutionError(f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model {self.model_name!r}")
                 arr = np.array(mat)  # a copy: the Mat's memory belongs to ncnn
-                del mat
-                out[name] = self._shaped(name, arr, drop, shape)
+                if shape is not None and arr.size == self._sizes[name]:
+                    out[name] = arr.reshape(shape)
+                else:
+                    out[name] = self._shaped(name, arr, drop, shape)
             return out
         finally:
             ex.clear()

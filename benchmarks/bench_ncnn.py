@@ -1,0 +1,192 @@
+"""ncnn plugin benchmark: run overhead against a direct extractor call; conversion cold vs cached.
+
+Run: ``/tmp/venv/bin/python benchmarks/bench_ncnn.py [--rounds N] [--calls K] [--models mlp cnn attention] [--skip-run] [--skip-cache]``
+
+1. ``run`` overhead, on the same ``ncnn.Net`` (``compiled.native.net``) and the
+   same feeds, in interleaved rounds (order alternating each round):
+
+   * ``nnport``: ``CompiledModel.run(feeds)``: feed validation, then the plugin's
+     extractor, guarded input (contiguous, batch dropped, ``clone()``), output
+     copy and batch restore;
+   * ``direct``: what pnnx's own generated script does, by hand:
+     ``ex = net.create_extractor(); ex.input("in0", ncnn.Mat(x[0]).clone());
+     _, out = ex.extract("out0"); np.array(out)`` (the copy keeps the result
+     valid after the extractor is gone, as nnport's is);
+   * ``unsafe``: the same without ``clone()`` (the numpy buffer wrapped as is),
+     only for models whose first layer does not work in place (there it would
+     crash): the floor a caller can reach by skipping the guard.
+
+   Each round times ``--calls`` calls per variant; the figure is the median over
+   rounds of the per-call mean, and the ratio is nnport's over ``direct``
+   (target <= 1.05); the best-round ratio (fastest round of each) is printed
+   too, as the least noisy figure on a shared machine.
+
+2. Conversion on ``cnn`` and ``light_resnet50``: cold (empty ``cache_dir``: pnnx,
+   the one-time check against ONNX Runtime, ncnn load) vs cached (same
+   ``cache_dir``: ncnn load only).  Every compile runs in a fresh Python
+   process, so nothing but the cache directory is reused; the figure is
+   ``compiled.compile_time_s`` measured inside that process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+import nnport
+from nnport import zoo
+from nnport.data import random_feeds
+
+IN_PLACE_FIRST = {"attention"}  # LayerNormalization first: ncnn runs it in place on the input blob
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def load() -> str:
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except OSError:
+        return "?"
+
+
+def direct_call(compiled: Any, feeds: dict[str, np.ndarray], clone: bool) -> Callable[[], Any]:
+    """A hand-written ncnn extractor call on the plugin's own net (pnnx's script, minus torch)."""
+    import ncnn
+
+    net = compiled.native.net
+    plans = compiled.native.in_plans
+    outs = [p.blob for p in compiled.native.out_plans]
+    arrays = [(p.blob, feeds[p.name][0] if p.batch_index == 0 else feeds[p.name]) for p in plans]
+    Mat = ncnn.Mat
+
+    if clone:
+
+        def call() -> list[np.ndarray]:
+            ex = net.create_extractor()
+            for blob, a in arrays:
+                ex.input(blob, Mat(a).clone())
+            result = [np.array(ex.extract(b)[1]) for b in outs]
+            ex.clear()
+            return result
+
+    else:
+
+        def call() -> list[np.ndarray]:
+            ex = net.create_extractor()
+            for blob, a in arrays:
+                ex.input(blob, Mat(a))
+            result = [np.array(ex.extract(b)[1]) for b in outs]
+            ex.clear()
+            return result
+
+    return call
+
+
+def time_block(fn: Callable[[], Any], calls: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter_ns() - start) / calls / 1e3  # us per call
+
+
+def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, threads: int) -> None:
+    say(f"== run overhead: nnport run vs direct ncnn extractor call (ncnn:cpu, threads={threads}, {rounds} rounds x {calls} calls, load {load()})")
+    for name in models:
+        model = zoo.load_any(name)
+        compiled = nnport.compile(model, "ncnn:cpu", cache_dir=cache_dir, threads=threads, fallback=False)
+        feeds = random_feeds(model.inputs, seed=0)
+        variants: dict[str, Callable[[], Any]] = {
+            "nnport": lambda c=compiled, f=feeds: c.run(f),
+            "direct": direct_call(compiled, feeds, clone=True),
+        }
+        if name not in IN_PLACE_FIRST:
+            variants["unsafe"] = direct_call(compiled, feeds, clone=False)
+        want = compiled.run(feeds)
+        for label, fn in variants.items():  # same answer from every variant, and warm-up
+            got = fn()
+            got = list(got.values()) if isinstance(got, dict) else got
+            for g, w in zip(got, want.values()):
+                assert np.array_equal(g.reshape(w.shape), w), f"{label} disagrees with nnport on {name}"
+            time_block(fn, max(3, calls // 10))
+        samples: dict[str, list[float]] = {k: [] for k in variants}
+        order = list(variants)
+        for r in range(rounds):
+            for label in order if r % 2 == 0 else order[::-1]:
+                samples[label].append(time_block(variants[label], calls))
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        ratios = [a / b for a, b in zip(samples["nnport"], samples["direct"])]
+        line = "  ".join(f"{k} {v:8.1f} us" for k, v in med.items())
+        best = {k: min(v) for k, v in samples.items()}
+        say(
+            f"{name:>12}: {line}  | nnport/direct median {med['nnport'] / med['direct']:.3f}, best-round {best['nnport'] / best['direct']:.3f}"
+            f" (per-round ratios median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f})"
+        )
+        if "unsafe" in med:
+            say(f"{'':>12}  direct/unsafe {med['direct'] / med['unsafe']:.3f} (the cost of clone(), the in-place-layer guard)")
+
+
+COMPILE_SNIPPET = """
+import json, sys, nnport, nnport.zoo
+c = nnport.compile(nnport.zoo.load_any(sys.argv[1]), "ncnn:cpu", cache_dir=sys.argv[2], fallback=False)
+print(json.dumps({"compile_s": c.compile_time_s, "cache_hit": c.cache_hit, "pnnx_s": c.info.get("pnnx_seconds")}))
+"""
+
+
+def compile_once(name: str, cache_dir: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", COMPILE_SNIPPET, name, cache_dir], capture_output=True, text=True, check=True, timeout=900)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_cache(models: list[str], rounds: int) -> None:
+    say(f"== conversion: cold (pnnx + check + load) vs cached (load only), fresh process each, {rounds} rounds, load {load()}")
+    for name in models:
+        cold, warm, pnnx = [], [], []
+        for _ in range(rounds):
+            with tempfile.TemporaryDirectory() as cache:
+                first = compile_once(name, cache)
+                second = compile_once(name, cache)
+            assert first["cache_hit"] is False and second["cache_hit"] is True, (first, second)
+            cold.append(first["compile_s"])
+            warm.append(second["compile_s"])
+            pnnx.append(first["pnnx_s"])
+        c, w = statistics.median(cold), statistics.median(warm)
+        say(
+            f"{name:>16}: cold {c * 1e3:9.1f} ms (of which pnnx {statistics.median(pnnx) * 1e3:.1f} ms)  cached {w * 1e3:8.1f} ms"
+            f"  | cold/cached {c / w:.1f}x  (cold {['%.0f' % (x * 1e3) for x in cold]}, cached {['%.0f' % (x * 1e3) for x in warm]} ms)"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1, help="ncnn threads (1: least noise on a shared machine)")
+    parser.add_argument("--models", nargs="+", default=["mlp", "cnn", "attention", "light_squeezenet"])
+    parser.add_argument("--cache-models", nargs="+", default=["cnn", "light_resnet50"])
+    parser.add_argument("--cache-rounds", type=int, default=3)
+    parser.add_argument("--skip-run", action="store_true")
+    parser.add_argument("--skip-cache", action="store_true")
+    args = parser.parse_args(argv)
+    versions = nnport.manager.get_plugin_manager().backend("ncnn").versions()
+    say(f"ncnn {versions['ncnn']}, pnnx {versions['pnnx']}, {os.cpu_count()} CPUs")
+    if not args.skip_run:
+        with tempfile.TemporaryDirectory() as cache:
+            bench_run(args.models, args.rounds, args.calls, cache, args.threads)
+    if not args.skip_cache:
+        bench_cache(args.cache_models, args.cache_rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
