@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import platform
 import time
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -54,8 +59,10 @@ def compile(
     raises is recorded in ``compiled.attempts`` and logged, and the next is
     tried, unless ``fallback=False``, which re-raises the first failure.
     ``policy="fastest"`` compiles every candidate, measures each briefly and
-    keeps the fastest.  Keyword arguments are ``CompileOptions`` fields
-    (``precision="fp16"``, ``threads=2``...).
+    keeps the fastest; the choice is remembered per (model hash, candidates,
+    options, host) in ``$NNPORT_CACHE_DIR/fastest.json`` (default
+    ``~/.cache/nnport``), so later compiles go straight to it.  Keyword
+    arguments are ``CompileOptions`` fields (``precision="fp16"``, ``threads=2``...).
     """
     if policy not in ("first", "fastest"):
         raise ValueError(f"policy must be 'first' or 'fastest', got {policy!r}")
@@ -67,7 +74,20 @@ def compile(
     pm = get_plugin_manager()
     attempts: list[tuple[str, BaseException]] = []
     successes: list[CompiledModel] = []
-    for dev in candidates(pm, device, skipped=attempts):  # unusable list entries are attempts too
+    devices_to_try = candidates(pm, device, skipped=attempts)  # unusable list entries are attempts too
+    choice_key = None
+    if policy == "fastest":
+        choice_key = _choice_key(loaded, devices_to_try, options)
+        remembered = _fastest_choices().get(choice_key)
+        preferred = [d for d in devices_to_try if d.id == remembered]
+        if preferred:
+            try:
+                compiled = _compile_on(pm, loaded, preferred[0], options)
+                compiled.info["fastest_policy_cached"] = True
+                return compiled
+            except NnportError as exc:  # the remembered device no longer works: measure again
+                log.info("nnport: remembered fastest device %s failed (%s); measuring again", remembered, exc)
+    for dev in devices_to_try:
         try:
             compiled = _compile_on(pm, loaded, dev, options)
         except NnportError as exc:
@@ -82,7 +102,42 @@ def compile(
         successes.append(compiled)
     if not successes:
         raise NoDeviceCouldCompile(attempts)
-    return _fastest(successes, attempts)
+    best = _fastest(successes, attempts)
+    if choice_key is not None:
+        _remember_fastest(choice_key, best.device.id)
+    return best
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("NNPORT_CACHE_DIR") or Path.home() / ".cache" / "nnport")
+
+
+def _choice_key(model: Model, devices: Sequence[Device], options: CompileOptions) -> str:
+    """The fastest-policy cache key: model hash, candidates, options and this host."""
+    host = f"{platform.node()}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
+    text = "|".join([model.hash, options.key(), host, *sorted(d.id for d in devices)])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _fastest_choices() -> dict[str, str]:
+    try:
+        return json.loads((_cache_root() / "fastest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember_fastest(key: str, device_id: str) -> None:
+    """Best effort: a read-only home must not make compile fail."""
+    try:
+        root = _cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        choices = _fastest_choices()
+        choices[key] = device_id
+        tmp = root / f"fastest.json.{os.getpid()}"
+        tmp.write_text(json.dumps(choices, indent=1, sort_keys=True))
+        os.replace(tmp, root / "fastest.json")
+    except OSError as exc:
+        log.info("nnport: could not record the fastest device: %s", exc)
 
 
 def _compile_on(pm: Any, model: Model, dev: Device, options: CompileOptions) -> CompiledModel:

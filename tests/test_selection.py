@@ -100,7 +100,8 @@ def test_every_candidate_failing_lists_all_attempts(mlp):
     assert "b1 cannot compile" in str(info.value) and "b2 cannot compile" in str(info.value)
 
 
-def test_fastest_policy_measures_and_keeps_the_fastest(mlp):
+def test_fastest_policy_measures_keeps_and_remembers_the_fastest(mlp, tmp_path, monkeypatch):
+    monkeypatch.setenv("NNPORT_CACHE_DIR", str(tmp_path))
     slow = make_backend("slowpoke", priority=99, delay_s=0.004)
     fast = make_backend("quick", priority=1)
     install(slow, fast)
@@ -108,6 +109,11 @@ def test_fastest_policy_measures_and_keeps_the_fastest(mlp):
     assert compiled.device.id == "quick:cpu"
     timings = compiled.info["fastest_policy"]
     assert timings["slowpoke:cpu"] > timings["quick:cpu"]
+    assert (tmp_path / "fastest.json").exists()
+    slow.calls.clear()
+    again = nnport.compile(mlp, ["slowpoke", "quick"], policy="fastest")
+    assert again.device.id == "quick:cpu" and again.info["fastest_policy_cached"] is True
+    assert slow.calls == []  # remembered: no re-measurement
 
 
 def test_options_as_keywords(mlp):
