@@ -672,7 +672,7 @@ def all_cases(include_node: bool = False) -> list[Case]:
 
 
 def select(patterns: Iterable[str] | str | None, cases: Sequence[Case] | None = None) -> list[Case]:
-    """Cases whose id matches any glob pattern (a bare word matches as a substring).
+    """Cases whose id matches any glob pattern (an exact id matches itself, another bare word is a substring).
 
     ``node/...`` patterns reach the ONNX node tests, which the default suite
     leaves out.
@@ -684,7 +684,9 @@ def select(patterns: Iterable[str] | str | None, cases: Sequence[Case] | None = 
         cases = all_cases(include_node=any(p.startswith("node") for p in pats))
     if not pats:
         return list(cases)
-    globs = [p if any(ch in p for ch in "*?[") else f"*{p}*" for p in pats]
+    ids = {c.id for c in cases}
+    # an exact case id means that case alone; other plain words match as substrings
+    globs = [p if any(ch in p for ch in "*?[") or p in ids else f"*{p}*" for p in pats]
     return [c for c in cases if any(fnmatch.fnmatchcase(c.id, g) for g in globs)]
 
 

@@ -285,7 +285,6 @@ class _Worker:
 
     def log_tail(self, start: int, limit: int = 1500) -> str:
         try:
-            self.log.flush()
             with open(self.log.name, "rb") as fh:
                 fh.seek(start)
                 text = fh.read().decode("utf-8", "replace")
@@ -393,8 +392,8 @@ class Pool:
             self._idle.put(worker)
             return Result(status=answer.get("status", "fail"), reason=answer.get("reason", ""), duration_s=duration, reference=answer.get("reference", ""), outputs=answer.get("outputs", []), timings=answer.get("timings", {}), **base)
         if answer == "timeout":
-            worker.kill()
             tail = worker.log_tail(log_start)
+            worker.kill()
             return Result(status="timeout", reason=f"no answer within {task.timeout_s:g} s; the worker was killed" + (f"; its last output: {tail[-300:]}" if tail else ""), duration_s=duration, **base)
         code = worker.proc.wait()
         tail = worker.log_tail(log_start)

@@ -15,11 +15,11 @@ model), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -156,11 +156,76 @@ def _reference_outputs(model: Any, reference: str, feeds: dict[str, np.ndarray])
     return nn_compile(model, reference, fallback=False).run(feeds)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """Send whatever runtimes print (Python or C level) to stderr, so ``--json`` stays parseable."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    old, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        sys.stdout = old
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    with _stdout_to_stderr(args.json):
+        rows, feeds, model, passed = _compare_devices(args)
+    from .cli import print_json, table
+
+    if args.json:
+        print_json(
+            {
+                "model": model.name,
+                "reference": args.reference,
+                "precision": args.precision,
+                "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+                "devices": rows,
+                "passed": passed,
+            }
+        )
+        return 0 if passed else 1
+    print(f"{model.name}: {len(rows)} device(s) against {args.reference} ({args.precision})")
+    lines = []
+    for r in rows:
+        if r["error"]:
+            lines.append([r["device"], "-", "ERROR", "-", "-", "-", "-", "-", r["error"][:100]])
+            continue
+        for o in r["outputs"]:
+            lines.append(
+                [
+                    r["device"],
+                    o["name"],
+                    "ok" if o["passed"] else "FAIL",
+                    _fmt(o["max_abs_error"]),
+                    _fmt(o["max_rel_error"]),
+                    _fmt(o["mse"]),
+                    f"{o['cosine']:.6f}" if isinstance(o["cosine"], float) else str(o["cosine"]),
+                    "" if o["top1_agreement"] is None else f"{o['top1_agreement']:.3g}/{o['topk_overlap']:.3g}",
+                    f"atol>={_fmt(o['min_atol'])} or rtol>={_fmt(o['min_rtol'])}",
+                ]
+            )
+    print(table(lines, ["device", "output", "status", "max abs", "max rel", "mse", "cosine", "top1/top5", "needs"]))
+    for r in rows:
+        for reason in r.get("reasons", []):
+            print(f"  {r['device']}: {reason}")
+    print("all devices agree" if passed else "devices disagree with the reference")
+    return 0 if passed else 1
+
+
+def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], Any, bool]:
+    """Run the model on every ``--device`` and compare; returns (rows, feeds, model, all passed)."""
     from nnport.conformance.compare import Comparator
 
     from . import compile as nn_compile
-    from .cli import parse_inputs, print_json, resolve_model, table
+    from .cli import parse_inputs, resolve_model
     from .data import random_feeds
 
     model = resolve_model(args.model)
@@ -206,44 +271,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.save_outputs:
         np.savez(args.save_outputs, **saved)
     passed = all(r["passed"] for r in rows)
-    if args.json:
-        print_json(
-            {
-                "model": model.name,
-                "reference": args.reference,
-                "precision": args.precision,
-                "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
-                "devices": rows,
-                "passed": passed,
-            }
-        )
-        return 0 if passed else 1
-    print(f"{model.name}: {len(rows)} device(s) against {args.reference} ({args.precision})")
-    lines = []
-    for r in rows:
-        if r["error"]:
-            lines.append([r["device"], "-", "ERROR", "-", "-", "-", "-", "-", r["error"][:100]])
-            continue
-        for o in r["outputs"]:
-            lines.append(
-                [
-                    r["device"],
-                    o["name"],
-                    "ok" if o["passed"] else "FAIL",
-                    _fmt(o["max_abs_error"]),
-                    _fmt(o["max_rel_error"]),
-                    _fmt(o["mse"]),
-                    f"{o['cosine']:.6f}" if isinstance(o["cosine"], float) else str(o["cosine"]),
-                    "" if o["top1_agreement"] is None else f"{o['top1_agreement']:.3g}/{o['topk_overlap']:.3g}",
-                    f"atol>={_fmt(o['min_atol'])} or rtol>={_fmt(o['min_rtol'])}",
-                ]
-            )
-    print(table(lines, ["device", "output", "status", "max abs", "max rel", "mse", "cosine", "top1/top5", "needs"]))
-    for r in rows:
-        for reason in r.get("reasons", []):
-            print(f"  {r['device']}: {reason}")
-    print("all devices agree" if passed else "devices disagree with the reference")
-    return 0 if passed else 1
+    return rows, feeds, model, passed
 
 
 def _fmt(value: Any) -> str:

@@ -386,7 +386,8 @@ def test_pytest_plugin_runs_the_suite_with_readable_ids(tmp_path):
     assert out.returncode == 1, text
     assert "PASSED test_suite.py::test_case[op/Conv/k3_s1_p1@onnxruntime:cpu]" in text
     assert "FAILED test_suite.py::test_case[zoo/mlp@wrong:cpu]" in text
-    assert "FAILED test_suite.py::test_case[op/Conv/k3_s1_p1@crashing:cpu] - crash:" in text
+    assert "FAILED test_suite.py::test_case[op/Conv/k3_s1_p1@crashing:cpu]" in text
+    assert "crash: the worker process died (signal SIGABRT)" in text
     assert "PASSED test_suite.py::test_case[zoo/mlp@crashing:cpu]" in text
     assert "3 failed, 3 passed" in text
 
@@ -400,6 +401,7 @@ def test_pytest_plugin_without_a_backend_skips(tmp_path):
 # -- ONNX backend node tests -------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # onnx's own case generators overflow on purpose
 def test_onnx_backend_adapter_passes_onnx_backend_test_smoke_subset():
     import unittest
 
