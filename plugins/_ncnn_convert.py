@@ -195,10 +195,14 @@ def convert(
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
     try:
         conv = _convert_in(work, model, precision, shapes, per_sample, verify, timeout_s)
+        if conv.error and conv.error.startswith("pnnx did not finish"):
+            raise UnsupportedModel(conv.error)  # a timeout may not recur on a quieter machine: not cached
         (work / "meta.json").write_text(conv.to_json())
         for junk in work.iterdir():  # keep only what ncnn loads
             if junk.name not in ("model.ncnn.param", "model.ncnn.bin", "meta.json"):
                 junk.unlink() if junk.is_file() else shutil.rmtree(junk, ignore_errors=True)
+        if entry.exists():  # a damaged entry (unreadable meta.json or missing files): replace it
+            shutil.rmtree(entry, ignore_errors=True)
         try:
             os.replace(work, entry)
         except OSError:  # another process filled the entry first: use theirs

@@ -289,6 +289,19 @@ def test_second_compile_skips_pnnx(tmp_path, monkeypatch):
         nnport.compile(model, "ncnn:cpu", cache_dir=str(tmp_path), precision="fp16", fallback=False)
 
 
+def test_damaged_cache_entry_is_converted_again(tmp_path):
+    model = nnport.zoo.load("mlp")
+    first = nnport.compile(model, "ncnn:cpu", cache_dir=str(tmp_path))
+    entry = Path(first.info["ncnn_param"]).parent
+    (entry / "meta.json").write_text("{not json")
+    (entry / "model.ncnn.bin").unlink()
+    again = nnport.compile(model, "ncnn:cpu", cache_dir=str(tmp_path))
+    assert again.cache_hit is False
+    feeds = random_feeds(model.inputs, seed=2)
+    np.testing.assert_array_equal(first.run(feeds)["probs"], again.run(feeds)["probs"])
+    assert nnport.compile(model, "ncnn:cpu", cache_dir=str(tmp_path)).cache_hit is True
+
+
 def test_cache_dir_defaults_to_nnport_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("NNPORT_CACHE_DIR", str(tmp_path))
     compiled = nnport.compile(nnport.zoo.load("mlp"), "ncnn:cpu")
