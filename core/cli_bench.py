@@ -68,6 +68,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="samples per call (needs a dynamic batch dimension when > 1)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads per compiled model (default: the runtime's)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--hint", default=None, choices=("latency", "throughput"), help="compile hint (default: throughput for multi-stream/offline, else latency)")
     p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded data)")
     p.add_argument("--no-energy", action="store_true", help="do not read energy meters")
     p.add_argument("--no-warm-compile", action="store_true", help="skip the cached (warm) compile")
@@ -151,7 +152,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .types import CompileOptions
 
     try:
-        options = CompileOptions(threads=args.threads, precision=args.precision)
+        hint = args.hint or ("latency" if settings.scenario == "single-stream" else "throughput")
+        options = CompileOptions(threads=args.threads, precision=args.precision, hint=hint)
     except ValueError as exc:
         raise MeasurementError(str(exc)) from exc
     model = resolve_model(args.model)
@@ -174,7 +176,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "nnport_bench": BENCH_FORMAT,
         "model": {"name": model.name, "hash": model.hash, "path": str(model.path) if model.path else None},
         "settings": settings.to_dict(),
-        "compile_options": {"threads": options.threads, "precision": options.precision},
+        "compile_options": {"threads": options.threads, "precision": options.precision, "hint": options.hint},
         "context": host_context(),
         "results": results,
     }
@@ -264,8 +266,9 @@ def render_table(report: dict[str, Any]) -> str:
             rows.append([label, *[_fmt(r.get(key), spec) if "error" not in r else "" for r in results]])
         rows.append(["energy", *[("measured: " + str(r.get("energy_meter"))) if r.get("energy") == "measured" else "unavailable" if "error" not in r else "" for r in results]])
         rows.append(["runtime", *[", ".join(f"{k} {v}" for k, v in r.get("context", {}).get("runtime_versions", {}).items()) if "error" not in r else "" for r in results]])
-    lines = [f"nnport bench: {report['model']['name']} ({report['settings']['scenario']}, threads {report['compile_options']['threads'] or 'runtime default'}, "
-             f"{report['compile_options']['precision']}) on {report['context']['cpu_model']}, {report['context']['cpu_cores_usable']} usable cores", ""]
+    opts = report["compile_options"]
+    lines = [f"nnport bench: {report['model']['name']} ({report['settings']['scenario']}, threads {opts['threads'] or 'runtime default'}, "
+             f"{opts['precision']}, hint {opts.get('hint', 'latency')}) on {report['context']['cpu_model']}, {report['context']['cpu_cores_usable']} usable cores", ""]
     lines.append(table(rows, header))
     notes = []
     energy: dict[str, list[str]] = {}  # reasons -> devices, so that shared reasons print once

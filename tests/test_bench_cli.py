@@ -36,7 +36,7 @@ def test_bench_one_device_table_and_json(capsys, tmp_path):
     assert r["compile_cold_s"] > 0 and r["compile_warm_s"] > 0 and r["compile_warm_cache_hit"] is True
     assert r["compile_rss_added_mib"] is not None and r["peak_rss_mib"] > 0
     assert len(r["samples_ms"]) == r["iterations"]
-    assert r["context"]["threads"] == 1
+    assert r["context"]["threads"] == 1 and r["context"]["hint"] == "latency"
     if r["energy"] == "unavailable":
         assert "energy: unavailable" in out and "rapl:" in out
 
@@ -109,6 +109,7 @@ def test_bench_offline_and_multi_stream(capsys, tmp_path):
     assert code == 0, err
     (r,) = json.loads(out_json.read_text())["results"]
     assert r["streams"] == 2 and len(r["stream_latency_p50_ms"]) == 2
+    assert r["context"]["hint"] == "throughput"  # the default hint for more than one stream
 
 
 def test_bench_compare(capsys, tmp_path):
