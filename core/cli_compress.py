@@ -23,8 +23,9 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", "-p", choices=["int8", "fp16"], required=True, help="target precision")
     p.add_argument("--calibration", "-c", metavar="DIR|FILE|random", help="int8 static: a directory of .npy/.npz samples, one file, or 'random'")
     p.add_argument("--method", choices=["static", "dynamic"], default="static", help="int8: static (QDQ, calibrated) or dynamic (MatMul models)")
-    p.add_argument("--activations", choices=["int8", "uint8"], default="int8",
-                   help="int8 static: symmetric int8 activations (default; TensorRT accepts only these) or asymmetric uint8 (CPU runtimes only)")
+    p.add_argument("--activations", choices=["int8", "uint8"], default=None,
+                   help="int8 static: asymmetric uint8 activations (fastest on CPU runtimes) or symmetric int8 (the only form TensorRT "
+                   "accepts); default uint8, or int8 when a --device is a TensorRT device")
     p.add_argument("--samples", type=int, default=None, help="use at most this many calibration samples ('random': how many to make, default 16)")
     p.add_argument("--out", "-o", required=True, help="where to write the compressed ONNX model")
     p.add_argument("--report", action="store_true", help="compare with the fp32 model on each --device and print the report")
@@ -42,9 +43,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from .cli import resolve_model
 
     model = resolve_model(args.model)
+    activations = args.activations or ("int8" if any("tensorrt" in d.lower() for d in args.device or ()) else "uint8")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)
-        compressed = compress.quantize(model, args.precision, args.calibration, args.method, samples=args.samples, activations=args.activations)
+        compressed = compress.quantize(model, args.precision, args.calibration, args.method, samples=args.samples, activations=activations)
     for w in caught:
         if issubclass(w.category, RandomCalibrationWarning):
             print(f"nnport: warning: {w.message}")

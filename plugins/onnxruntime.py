@@ -168,7 +168,7 @@ class OnnxRuntimeBackend(Backend):
 
         int8 is static QDQ quantization calibrated on ``options.calibration``,
         or dynamic quantization with ``extra={"int8_method": "dynamic"}``
-        (``extra={"int8_activations": "uint8"}`` for asymmetric activations); fp16
+        (``extra={"int8_activations": "int8"}`` for symmetric activations); fp16
         converts the graph keeping fp32 inputs and outputs.  A model already
         at the requested precision runs as it is.  The converted model is
         cached by source hash, precision, method and a digest of the
@@ -181,7 +181,7 @@ class OnnxRuntimeBackend(Backend):
         if compress.compressed_precision(model) == options.precision:
             return model
         method = str(options.extra.get("int8_method", "static"))
-        activations = str(options.extra.get("int8_activations", "int8"))
+        activations = str(options.extra.get("int8_activations", "uint8"))
         feeds = None
         key_parts = [model.hash, options.precision, ort_version(), activations]
         if options.precision == "int8":

@@ -391,3 +391,20 @@ def test_openvino_runs_the_qdq_file(cnn, cnn_int8):
     held_out = _eval(cnn, 4)
     delta = compress.accuracy_delta(_outputs(cnn, held_out), [compiled.run(f) for f in held_out])[0]
     assert delta.cosine > 0.99 and delta.top1 >= 0.75
+
+
+@pytest.mark.parametrize("activations, dtype", [("uint8", np.uint8), ("int8", np.int8)])
+def test_activation_types(cnn, cal, activations, dtype):
+    """uint8 (default) has zero points; int8 is symmetric (zero point 0), the only Q/DQ form TensorRT takes."""
+    from onnx import numpy_helper
+
+    q = compress.quantize(cnn, "int8", cal, activations=activations) if activations != "uint8" else compress.quantize(cnn, "int8", cal)
+    inits = {i.name: numpy_helper.to_array(i) for i in q.proto.graph.initializer}
+    quantize_nodes = [n for n in q.proto.graph.node if n.op_type == "QuantizeLinear"]
+    zero_points = [inits[n.input[2]] for n in quantize_nodes if n.input[0] not in inits]  # activations, not weights
+    assert zero_points and all(z.dtype == dtype for z in zero_points)
+    if activations == "int8":
+        assert all(not z.any() for z in zero_points)
+    assert q.metadata["compression"]["activations"] == activations
+    held_out = _eval(cnn, 4)
+    assert compress.accuracy_delta(_outputs(cnn, held_out), _outputs(q, held_out))[0].cosine > 0.99
