@@ -24,14 +24,18 @@ that a burst of load from other processes hits both sides alike.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # the scaling control's matmul: one thread per caller
+
+import argparse
 import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -228,8 +232,35 @@ def scaling(args: argparse.Namespace) -> None:
             r = row(label, two, one, two_n, one_n)
             rows.append(r)
             say(f"  {label}: 1 stream {one} /s, 2 streams {two} /s")
+    rows.append(row("control: numpy matmul, no nnport", *control(args), ))
     say(table(rows, ["device model", "1 stream (inf/s)", "2 streams (inf/s)", "2/1", "per-round ratios", "iterations 1/2"]))
+    say("(the control shows how much parallelism the machine gave two threads at the time: a 2/1 near 1 means the other load left ~1 core)")
     say(f"(load after: {load()})")
+
+
+def control(args: argparse.Namespace) -> tuple[list[float], list[float], list[int], list[int]]:
+    """What two threads of pure GIL-free work get from the machine right now (a 300x300 matmul loop)."""
+    a = np.random.default_rng(0).random((300, 300))
+
+    def tput(threads: int) -> tuple[float, int]:
+        counts = [0] * threads
+        end = time.perf_counter() + args.seconds
+
+        def work(k: int) -> None:
+            while time.perf_counter() < end:
+                a @ a
+                counts[k] += 1
+
+        ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+        start = time.perf_counter()
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return sum(counts) / (time.perf_counter() - start), sum(counts)
+
+    (two, two_n), (one, one_n) = interleave(args.rounds, lambda: tput(2), lambda: tput(1))
+    return two, one, two_n, one_n
 
 
 def main() -> int:
