@@ -8,6 +8,7 @@ real-hardware tests check that every meter says why.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -395,3 +396,9 @@ def test_meters_cli_lists_reasons(capsys):
     out = capsys.readouterr().out
     for name in BUILTIN:
         assert name in out
+    assert main(["meters", "--json"]) == 0
+    rows = {r["meter"]: r for r in json.loads(capsys.readouterr().out)}
+    assert BUILTIN <= set(rows)
+    for r in rows.values():
+        assert r["usable"] == (r["reason"] is None)
+        assert (r["reads"] is not None) == r["usable"]
