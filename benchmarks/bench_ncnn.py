@@ -69,15 +69,16 @@ def direct_call(compiled: Any, feeds: dict[str, np.ndarray], clone: bool) -> Cal
     net = compiled.native.net
     plans = compiled.native.in_plans
     outs = [p.blob for p in compiled.native.out_plans]
-    arrays = [(p.blob, feeds[p.name][0] if p.batch_index == 0 else feeds[p.name]) for p in plans]
+    # the batch axis is dropped per call, as a caller with new arrays each call must do
+    arrays = [(p.blob, feeds[p.name], p.batch_index == 0) for p in plans]
     Mat = ncnn.Mat
 
     if clone:
 
         def call() -> list[np.ndarray]:
             ex = net.create_extractor()
-            for blob, a in arrays:
-                ex.input(blob, Mat(a).clone())
+            for blob, a, drop in arrays:
+                ex.input(blob, Mat(a[0] if drop else a).clone())
             result = [np.array(ex.extract(b)[1]) for b in outs]
             ex.clear()
             return result
@@ -86,8 +87,8 @@ def direct_call(compiled: Any, feeds: dict[str, np.ndarray], clone: bool) -> Cal
 
         def call() -> list[np.ndarray]:
             ex = net.create_extractor()
-            for blob, a in arrays:
-                ex.input(blob, Mat(a))
+            for blob, a, drop in arrays:
+                ex.input(blob, Mat(a[0] if drop else a))
             result = [np.array(ex.extract(b)[1]) for b in outs]
             ex.clear()
             return result

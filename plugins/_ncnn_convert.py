@@ -155,8 +155,13 @@ class Conversion:
 
 
 def cache_key(model: Model, precision: str, shapes: Mapping[str, Sequence[int]], verify: bool) -> str:
+    """Model hash + options + pnnx version (the files) + ncnn version (the verification verdict)."""
+    try:
+        ncnn_version = importlib.metadata.version("ncnn")
+    except importlib.metadata.PackageNotFoundError:
+        ncnn_version = "unknown"
     text = "|".join(
-        [model.hash, precision, json.dumps({k: list(v) for k, v in sorted(shapes.items())}), str(verify), pnnx_version(), CONVERTER_VERSION]
+        [model.hash, precision, json.dumps({k: list(v) for k, v in sorted(shapes.items())}), str(verify), pnnx_version(), ncnn_version, CONVERTER_VERSION]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

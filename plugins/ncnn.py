@@ -207,6 +207,8 @@ class NcnnBackend(Backend):
                 raise UnsupportedModel(f"ncnn runs float32 tensors only; {spec} is {spec.dtype}", **where)
         ins = [_native_plan(s) for s in model.inputs]
         outs = [_native_plan(s) for s in model.outputs]
+        # An ncnn graph sees one sample per extractor (Mats have no batch axis), so a
+        # symbolic batch shared by every spec is looped without a check against ONNX.
         symbol = batch_symbol(model.inputs, model.outputs)
         return NcnnProgram(net, ins, outs, loop=symbol is not None, model_name=model.name, specs=(model.inputs, model.outputs))
 
