@@ -286,6 +286,23 @@ def test_rapl_permission_denied(tmp_path):
     assert "permission denied" in reason and "root" in reason
 
 
+def test_rapl_permission_denied_reason(tmp_path, monkeypatch):
+    """As root cannot be denied, the kernel's EACCES on energy_uj (Linux >= 5.10) is simulated."""
+    import nnport.energy as energy
+
+    rapl_tree(tmp_path, {"intel-rapl:0": ("package-0", 0, 10**9)})
+    real = energy._read_int
+
+    def read(path):
+        if path.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(energy, "_read_int", read)
+    reason = RaplMeter(tmp_path).probe()
+    assert "permission denied" in reason and "only root may read RAPL counters" in reason
+
+
 def test_rapl_meter_in_a_real_measurement(tmp_path, cnn):
     """A RAPL tree whose counter moves during the run gives a figure; nothing is invented."""
     rapl_tree(tmp_path, {"intel-rapl:0": ("package-0", 5_000_000, 10**9)})
