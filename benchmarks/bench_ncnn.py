@@ -16,10 +16,12 @@ Run: ``/tmp/venv/bin/python benchmarks/bench_ncnn.py [--rounds N] [--calls K] [-
      only for models whose first layer does not work in place (there it would
      crash): the floor a caller can reach by skipping the guard.
 
-   Each round times ``--calls`` calls per variant; the figure is the median over
-   rounds of the per-call mean, and the ratio is nnport's over ``direct``
-   (target <= 1.05); the best-round ratio (fastest round of each) is printed
-   too, as the least noisy figure on a shared machine.
+   Each round times a block of calls per variant (about 2 ms of work, at most
+   ``--calls``), the variants back to back in alternating order, so that load
+   from other processes hits them alike.  The headline is the median over
+   rounds of nnport's per-call time over ``direct``'s in the same round (target
+   <= 1.05), with its quartiles; the ratio of the median times and of the best
+   rounds are printed too.
 
 2. Conversion on ``cnn`` and ``light_resnet50``: cold (empty ``cache_dir``: pnnx,
    the one-time check against ONNX Runtime, ncnn load) vs cached (same
@@ -103,8 +105,8 @@ def time_block(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter_ns() - start) / calls / 1e3  # us per call
 
 
-def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, threads: int) -> None:
-    say(f"== run overhead: nnport run vs direct ncnn extractor call (ncnn:cpu, threads={threads}, {rounds} rounds x {calls} calls, load {load()})")
+def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, threads: int, block_us: float = 2000.0) -> None:
+    say(f"== run overhead: nnport run vs direct ncnn extractor call (ncnn:cpu, threads={threads}, {rounds} rounds of ~{block_us / 1e3:.0f} ms blocks (<= {calls} calls), load {load()})")
     for name in models:
         model = zoo.load_any(name)
         compiled = nnport.compile(model, "ncnn:cpu", cache_dir=cache_dir, threads=threads, fallback=False)
@@ -122,18 +124,21 @@ def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, thread
             for g, w in zip(got, want.values()):
                 assert np.array_equal(g.reshape(w.shape), w), f"{label} disagrees with nnport on {name}"
             time_block(fn, max(3, calls // 10))
+        estimate = time_block(variants["direct"], 5)
+        block = max(1, min(calls, int(block_us / max(estimate, 1e-3))))  # ~block_us of work per block
         samples: dict[str, list[float]] = {k: [] for k in variants}
         order = list(variants)
         for r in range(rounds):
             for label in order if r % 2 == 0 else order[::-1]:
-                samples[label].append(time_block(variants[label], calls))
+                samples[label].append(time_block(variants[label], block))
         med = {k: statistics.median(v) for k, v in samples.items()}
         ratios = [a / b for a, b in zip(samples["nnport"], samples["direct"])]
         line = "  ".join(f"{k} {v:8.1f} us" for k, v in med.items())
         best = {k: min(v) for k, v in samples.items()}
         say(
-            f"{name:>12}: {line}  | nnport/direct median {med['nnport'] / med['direct']:.3f}, best-round {best['nnport'] / best['direct']:.3f}"
-            f" (per-round ratios median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f})"
+            f"{name:>12}: {line}  | nnport/direct: per-round ratio median {statistics.median(ratios):.3f}"
+            f" (quartiles {np.percentile(ratios, 25):.3f}..{np.percentile(ratios, 75):.3f}); ratio of medians {med['nnport'] / med['direct']:.3f},"
+            f" of best rounds {best['nnport'] / best['direct']:.3f}  [{block} calls/block]"
         )
         if "unsafe" in med:
             say(f"{'':>12}  direct/unsafe {med['direct'] / med['unsafe']:.3f} (the cost of clone(), the in-place-layer guard)")
@@ -177,7 +182,7 @@ def bench_cache(models: list[str], rounds: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=150)
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="ncnn threads (1: least noise on a shared machine)")
     parser.add_argument("--models", nargs="+", default=["mlp", "cnn", "attention", "light_squeezenet"])

@@ -253,11 +253,13 @@ class NcnnProgram:
         self._Mat = ncnn.Mat
         known = lambda p: tuple(p.shape) if all(d >= 0 for d in p.shape) else None  # noqa: E731
         self._ins = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.in_plans]
-        self._outs = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.out_plans]
-        self._sizes = {p.name: int(np.prod(p.shape)) for p in self.out_plans if known(p) is not None}
+        self._outs = [(p.name, p.blob, p.batch_index == 0, known(p), int(np.prod(p.shape))) for p in self.out_plans]
         given_in, given_out = specs if specs is not None else ((), ())
         self.input_specs = tuple(_spec_of(p, given_in) for p in self.in_plans)
         self.output_specs = tuple(_spec_of(p, given_out) for p in self.out_plans)
+
+        if not (loop and self._ins):
+            self.infer = self._one  # type: ignore[method-assign]  # one Python call less on the hot path
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference of already validated feeds; loops over a per-sample batch."""
@@ -289,12 +291,12 @@ class NcnnProgram:
                 if ex.input(blob, Mat(a).clone()) != 0:
                     raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
             out: dict[str, np.ndarray] = {}
-            for name, blob, drop, shape in self._outs:
+            for name, blob, drop, shape, size in self._outs:
                 rc, mat = ex.extract(blob)
                 if rc != 0:
                     raise ExecutionError(f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model {self.model_name!r}")
                 arr = np.array(mat)  # a copy: the Mat's memory belongs to ncnn
-                if shape is not None and arr.size == self._sizes[name]:
+                if shape is not None and arr.size == size:
                     out[name] = arr.reshape(shape)
                 else:
                     out[name] = self._shaped(name, arr, drop, shape)
