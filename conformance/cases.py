@@ -93,7 +93,6 @@ def single_op(
     **attrs: Any,
 ) -> Any:
     """A model holding one ``op`` node; output shapes come from ONNX shape inference."""
-    import onnx
     from onnx import helper, numpy_helper
 
     inits = dict(inits or {})

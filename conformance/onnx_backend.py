@@ -125,6 +125,8 @@ def _array(value: Any) -> Any:
 
     if isinstance(value, onnx.TensorProto):
         return numpy_helper.to_array(value)
+    if isinstance(value, np.generic):  # some tests store scalars as numpy scalars; runtimes want 0-d arrays
+        return np.asarray(value)
     return value
 
 

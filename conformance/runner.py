@@ -43,7 +43,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "crash", "timeout")
 FAILING = frozenset({"fail", "crash", "timeout"})

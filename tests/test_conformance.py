@@ -429,6 +429,8 @@ def test_node_cases_run_in_the_worker_against_stored_outputs():
     assert len(onnx_backend.node_cases(every=100)) == len(names[::100])
     res = worker.run_task({"case": "node/test_relu", "device": "onnxruntime:cpu"})
     assert res["status"] == "pass" and res["reference"] == "stored outputs"
+    scalar = worker.run_task({"case": "node/test_blackmanwindow", "device": "onnxruntime:cpu"})  # a numpy-scalar input
+    assert scalar["status"] == "pass", scalar["reason"]
     seq = worker.run_task({"case": "node/test_sequence_insert_at_back", "device": "onnxruntime:cpu"})
     assert seq["status"] == "skip" and "could not be built" in seq["reason"]
 
