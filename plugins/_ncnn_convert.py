@@ -396,6 +396,8 @@ def _verify(
             return f"not verified: ONNX Runtime failed ({str(exc)[:200]})", per_sample, None
         got = program.infer(feeds)
         for name, want in ref.items():
+            if not np.all(np.isfinite(want)):
+                return f"not verified: ONNX Runtime's output {name!r} is not finite on the seeded check inputs", per_sample if batch == 1 else False, None
             have = got[name]
             scale = float(np.max(np.abs(want))) if want.size else 0.0
             err = float(np.max(np.abs(have.astype(np.float64) - want))) if have.shape == want.shape else float("inf")
