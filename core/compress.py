@@ -266,18 +266,28 @@ def _static_int8(
 
 
 OUTPUT_ACTIVATIONS = {"Softmax", "LogSoftmax", "Sigmoid"}
+SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"}
 
 
 def _output_activations(proto: Any) -> list[str]:
-    """Softmax-like nodes that produce a graph output: kept in float.
+    """Softmax-like nodes that produce a graph output (maybe through reshapes): kept in float.
 
     ONNX Runtime quantizes a Softmax output on a fixed [0, 1] grid of 1/255:
     a 1000-class probability of 0.001 becomes 0, so every class ties and
     top-1/top-5 become meaningless.  Inside a network (attention) that grid is
     fine; at the output it destroys the result for nothing.
     """
-    outputs = {o.name for o in proto.graph.output}
-    return [n.name for n in proto.graph.node if n.op_type in OUTPUT_ACTIVATIONS and n.name and set(n.output) & outputs]
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    excluded: list[str] = []
+    for output in proto.graph.output:
+        chain = []
+        node = producer.get(output.name)
+        while node is not None and node.op_type in SHAPE_OPS:  # e.g. the Reshape the opset converter puts after Softmax-1
+            chain.append(node)
+            node = producer.get(node.input[0]) if node.input else None
+        if node is not None and node.op_type in OUTPUT_ACTIVATIONS:
+            excluded += [n.name for n in [*chain, node] if n.name]
+    return excluded
 
 
 def _preprocess(src: str, dst: str) -> str:

@@ -408,3 +408,21 @@ def test_activation_types(cnn, cal, activations, dtype):
     assert q.metadata["compression"]["activations"] == activations
     held_out = _eval(cnn, 4)
     assert compress.accuracy_delta(_outputs(cnn, held_out), _outputs(q, held_out))[0].cosine > 0.99
+
+
+def test_opset9_ir3_real_architecture_is_upgraded_and_quantized():
+    """light_squeezenet as shipped (opset 9, IR 3, weights from ConstantOfShape): per-channel needs opset 13."""
+    model = zoo.load_any("light_squeezenet")
+    assert model.opset == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomCalibrationWarning)
+        q = compress.quantize(model, "int8", "random", samples=2)
+    assert q.metadata["compression"]["per_channel"] is True and q.opset >= 13
+    assert "QuantizeLinear" in q.operators() and q.input_names == model.input_names
+    feeds = _eval(model, 1)
+    out = _outputs(q, feeds)[0]
+    ref = _outputs(model, feeds)[0]
+    # the shipped weights are all 0.02: every class scores the same, int8 included
+    np.testing.assert_allclose(out["softmaxout_1"], ref["softmaxout_1"], atol=1e-4)
+    half = compress.quantize(model, "fp16")
+    np.testing.assert_allclose(_outputs(half, feeds)[0]["softmaxout_1"], ref["softmaxout_1"], atol=1e-4)
