@@ -49,7 +49,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nnport.errors import CompileError, UnsupportedModel
+from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel
 from nnport.model import Model
 from nnport.types import TensorSpec
 
@@ -317,7 +317,29 @@ def _blob_plans(work: Path, model: Model, shapes: Mapping[str, Sequence[int]]) -
                 )
             plan.append(BlobPlan(spec.name, blob, dims, layouts.get(blob, NO_BATCH)))
         plans.append(plan)
+    fixed_batch(plans[0], plans[1], model.name)  # raises for a graph that mixes samples
     return plans[0], plans[1]
+
+
+def fixed_batch(inputs: Sequence[BlobPlan], outputs: Sequence[BlobPlan], model_name: str = "model") -> int:
+    """N when pnnx took a fixed leading dim N > 1 for the batch (and dropped it), else 1.
+
+    Every input and every output must then lead with the same N and drop it:
+    the graph runs one sample per extractor and the samples are stacked.
+    Anything else (an output without that axis: a reduction over it) cannot be
+    computed one sample at a time, so it raises ``UnsupportedModel``.
+    """
+    dropped = [p for p in (*inputs, *outputs) if p.batch_index == 0 and p.shape and p.shape[0] > 1]
+    if not dropped:
+        return 1
+    n = dropped[0].shape[0]
+    if all(p.batch_index == 0 and p.shape and p.shape[0] == n for p in (*inputs, *outputs)):
+        return n
+    layout = {p.name: (p.shape, "batch axis dropped" if p.batch_index == 0 else "whole array") for p in (*inputs, *outputs)}
+    raise UnsupportedModel(
+        f"pnnx took the leading dim {n} of {dropped[0].name!r} for a batch, but the inputs and outputs of {model_name!r} "
+        f"do not all carry it ({layout}): ncnn computes one sample per extractor, which cannot give this graph's answer"
+    )
 
 
 def _layouts(script: Path) -> dict[str, int]:
@@ -374,7 +396,7 @@ def _verify(
 
     from nnport.data import random_feeds
 
-    from .ncnn import NcnnProgram, load_net
+    from .ncnn import NcnnProgram, load_net, quiet_stderr
 
     try:
         so = ort.SessionOptions()
@@ -394,7 +416,15 @@ def _verify(
             if batch > 1:
                 return f"verified at batch 1 only (ONNX Runtime failed at batch {batch})", False, None
             return f"not verified: ONNX Runtime failed ({str(exc)[:200]})", per_sample, None
-        got = program.infer(feeds)
+        try:
+            with quiet_stderr() as said:
+                got = program.infer(feeds)
+        except (ExecutionError, InputError) as exc:
+            told = " ".join(said.text().split())[:300]
+            why = f"{exc}" + (f" (ncnn: {told})" if told else "")
+            if batch > 1:
+                return f"verified at batch 1; batch {batch} failed in ncnn ({why})", False, None
+            return "verification failed", False, f"the ncnn graph pnnx made of {model.name!r} fails on the check inputs: {why}"
         for name, want in ref.items():
             if not np.all(np.isfinite(want)):
                 return f"not verified: ONNX Runtime's output {name!r} is not finite on the seeded check inputs", per_sample if batch == 1 else False, None

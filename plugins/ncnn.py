@@ -57,7 +57,7 @@ from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedM
 from nnport.model import Model
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
-from ._ncnn_convert import NO_BATCH, BlobPlan, convert, default_cache_root, pnnx_executable, pnnx_version
+from ._ncnn_convert import NO_BATCH, BlobPlan, convert, default_cache_root, fixed_batch, pnnx_executable, pnnx_version
 
 GPU_TYPES = {0: "discrete", 1: "integrated", 2: "virtual", 3: "cpu"}
 SOFTWARE_RASTERIZERS = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
@@ -258,7 +258,10 @@ class NcnnProgram:
         self.input_specs = tuple(_spec_of(p, given_in) for p in self.in_plans)
         self.output_specs = tuple(_spec_of(p, given_out) for p in self.out_plans)
 
-        if not (loop and self._ins):
+        self.fixed_n = fixed_batch(self.in_plans, self.out_plans, model_name)
+        if self.fixed_n > 1:
+            self.infer = self._samples  # type: ignore[method-assign]
+        elif not (loop and self._ins):
             self.infer = self._one  # type: ignore[method-assign]  # one Python call less on the hot path
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -303,6 +306,40 @@ class NcnnProgram:
             return out
         finally:
             ex.clear()
+
+    def _samples(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A fixed leading dim N > 1 that pnnx took for the batch: one extractor per sample.
+
+        pnnx drops the axis (``batch_index=0``), so its ncnn graph computes one
+        sample; feeding the whole array would compute sample 0 only.
+        """
+        for name, blob, drop, shape in self._ins:
+            a = feeds[name]
+            if a.dtype != _F32:
+                raise InputError(f"input {name!r} has dtype {a.dtype}, expected float32 (ncnn runs float32 only)")
+            if a.shape != shape:
+                raise InputError(self._shape_problem(name, a.shape, shape))
+        Mat = self._Mat
+        parts: list[list[np.ndarray]] = []
+        for i in range(self.fixed_n):
+            ex = self.net.create_extractor()
+            try:
+                for name, blob, _, _ in self._ins:
+                    if ex.input(blob, Mat(np.ascontiguousarray(feeds[name][i])).clone()) != 0:
+                        raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
+                row = []
+                for name, blob, *_ in self._outs:
+                    rc, mat = ex.extract(blob)
+                    if rc != 0:
+                        raise ExecutionError(f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model {self.model_name!r}")
+                    row.append(np.array(mat))
+                parts.append(row)
+            finally:
+                ex.clear()
+        return {
+            name: self._shaped(name, np.stack([row[j].reshape(-1) for row in parts]), drop, shape)
+            for j, (name, blob, drop, shape, _) in enumerate(self._outs)
+        }
 
     def _shaped(self, name: str, arr: np.ndarray, drop: bool, shape: tuple[int, ...] | None) -> np.ndarray:
         if shape is not None:

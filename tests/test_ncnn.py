@@ -543,6 +543,34 @@ def test_batch_mixing_graph_is_not_looped(ncnn_cache):
         compiled.run(random_feeds(model.inputs, seed=0, dim_values={"batch": 3}))
 
 
+def test_fixed_leading_dim_above_one_runs_per_sample(ncnn_cache):
+    """[2,8,16,16]: pnnx takes the 2 for a batch and drops it; nnport runs both samples."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
+    graph = helper.make_graph([node], "conv_n2", [_vi("x", [2, 8, 16, 16])], [_vi("y", [2, 16, 16, 16])], initializer=[weight])
+    model = nnport.load(_model(graph))
+    compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
+    assert compiled.native.fixed_n == 2
+    feeds = random_feeds(model.inputs, seed=0)
+    got, want = compiled.run(feeds), nnport.compile(model, "onnxruntime:cpu").run(feeds)
+    assert got["y"].shape == (2, 16, 16, 16)
+    assert max_rel_error(got, want) <= 1e-5
+
+
+def test_graph_ncnn_computes_wrongly_is_refused_at_compile(ncnn_cache):
+    """Opset-18 ReduceMean (axes as an input): ncnn returns the unreduced tensor; caught before any run."""
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    node = helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=0)
+    graph = helper.make_graph([node], "rmean18", [_vi("x", [2, 16, 10])], [_vi("y", [2, 10])], initializer=[axes])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    proto.ir_version = 8
+    model = nnport.load(proto)
+    with pytest.raises(UnsupportedModel, match=r"has 320 elements .* expected shape \[2, 10\]"):
+        nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
+    assert nnport.compile(model, ["ncnn:cpu", "onnxruntime:cpu"], cache_dir=ncnn_cache).device.id == "onnxruntime:cpu"
+
+
 def test_symbolic_spatial_dims_need_shapes(ncnn_cache):
     nodes = [helper.make_node("Relu", ["x"], ["y"])]
     graph = helper.make_graph(nodes, "dyn", [_vi("x", [1, 3, "h", "w"])], [_vi("y", [1, 3, "h", "w"])])
