@@ -22,7 +22,12 @@ Each guard below was observed with ncnn 1.0.20261020 before it was written:
   output leads with the same symbolic dim, and the conversion check at batch 2
   agreed with ONNX Runtime); otherwise it is an ``InputError``: a graph with a
   fixed batch takes only that batch, and a graph that mixes samples cannot be
-  run one sample at a time.
+  run one sample at a time.  A fixed leading dim N > 1 that pnnx takes for the
+  batch (``[2,8,16,16]``) runs one extractor per sample, the results stacked.
+* **wrong conversions**: pnnx can emit graphs that load and compute something
+  else (opset-18 reductions left unreduced, LayerNorm over axis 1, the tanh
+  GELU).  A cold conversion is checked once against ONNX Runtime on seeded
+  inputs (see ``_ncnn_convert``); a mismatch is ``UnsupportedModel``, cached.
 * **extractor**: one per inference, created from and dying before its ``Net``.
 * **fp32 parity**: ncnn turns fp16 storage/arithmetic on by default where the
   CPU or GPU has it (errors near 2e-4); fp32 turns all three fp16 switches off,
