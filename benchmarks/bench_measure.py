@@ -4,8 +4,9 @@ Run: ``/tmp/venv/bin/python benchmarks/bench_measure.py [--rounds N] [--seconds 
 
 Every comparison is interleaved: round after round, the two things compared
 run one after the other (order alternating), each for ``--seconds``; the
-figure is the median over rounds, and per-round ratios are printed too, so
-that a burst of load from other processes hits both sides alike.
+figure is the median over rounds; the per-round ratios (each pair ran back
+to back) and their median are printed too: a burst of load from other
+processes then hits both sides of a ratio alike.
 
 1. ``fidelity``: nnport's p50 on ``openvino:CPU`` vs the ``benchmark_app``
    shipped in the openvino wheel (``-hint none -nstreams 1 -api sync -ip f32
@@ -100,6 +101,7 @@ def row(label: str, nn: list[float], other: list[float], nn_n: list[int], other_
         f"{med_other:.4g}",
         f"{med_nn:.4g}",
         f"{med_nn / med_other:.3f}",
+        f"{statistics.median(ratios):.3f}",
         " ".join(f"{r:.3f}" for r in ratios),
         f"{statistics.median(other_n):.0f}/{statistics.median(nn_n):.0f}",
     ]
@@ -162,7 +164,7 @@ def fidelity(args: argparse.Namespace, tmp: Path) -> None:
         )
         rows.append(row(name, nn, app, nn_n, app_n))
         say(f"  {name}: benchmark_app {app} ms, nnport {nn} ms")
-    say(table(rows, ["model", "benchmark_app p50 (ms)", "nnport p50 (ms)", "nnport/app", "per-round ratios", "iterations app/nnport"]))
+    say(table(rows, ["model", "benchmark_app p50 (ms)", "nnport p50 (ms)", "nnport/app", "median round ratio", "per-round ratios", "iterations app/nnport"]))
     say(f"(load after: {load()})")
 
 
@@ -203,10 +205,10 @@ def bare(args: argparse.Namespace) -> None:
                 lambda: bare_p50(lambda: backend.execute(compiled, binding), args.seconds),
             )
             r = row(f"{device} {name}", nn, raw, nn_n, raw_n)
-            r.insert(4, f"{statistics.median(nn) / statistics.median(ex):.3f}")
+            r.insert(5, f"{statistics.median(nn) / statistics.median(ex):.3f}")
             rows.append(r)
             say(f"  {device} {name}: bare {raw} ms, nnport {nn} ms, hand loop around execute {ex} ms")
-    say(table(rows, ["device model", "bare p50 (ms)", "nnport p50 (ms)", "nnport/bare", "nnport/loop-execute", "per-round nnport/bare", "iterations bare/nnport"]))
+    say(table(rows, ["device model", "bare p50 (ms)", "nnport p50 (ms)", "nnport/bare", "median round ratio", "nnport/loop-execute", "per-round nnport/bare", "iterations bare/nnport"]))
     say(f"(load after: {load()})")
 
 
@@ -233,7 +235,7 @@ def scaling(args: argparse.Namespace) -> None:
             rows.append(r)
             say(f"  {label}: 1 stream {one} /s, 2 streams {two} /s")
     rows.append(row("control: numpy matmul, no nnport", *control(args), ))
-    say(table(rows, ["device model", "1 stream (inf/s)", "2 streams (inf/s)", "2/1", "per-round ratios", "iterations 1/2"]))
+    say(table(rows, ["device model", "1 stream (inf/s)", "2 streams (inf/s)", "2/1", "median round ratio", "per-round ratios", "iterations 1/2"]))
     say("(the control shows how much parallelism the machine gave two threads at the time: a 2/1 near 1 means the other load left ~1 core)")
     say(f"(load after: {load()})")
 
