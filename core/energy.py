@@ -332,6 +332,9 @@ class PowerChannel:
         return _read_int(self.current) * _read_int(self.voltage) / 1e6  # mA x mV = µW
 
 
+GPU_SENSORS = frozenset({"amdgpu", "radeon", "nouveau", "i915", "xe"})
+"""hwmon sensors of GPU drivers: they measure one GPU, not the board, so the board meter skips them."""
+
 TOTAL_RAIL = re.compile(r"(^|_)(VIN|[A-Z0-9]*_IN)$|total", re.I)
 """Channel labels naming a board's total input rail (Jetson ``VDD_IN``, ``POM_5V_IN``)."""
 
@@ -349,7 +352,9 @@ class HwmonMeter(EnergyMeter):
     ``curr<N>_input`` (mA) with the ``in<N>_input`` (mV) of the same index, as
     INA219/INA3221 drivers expose them.  When a channel's label names a total
     input rail (``VDD_IN``, ``POM_5V_IN``) only such channels are summed, since
-    the others are parts of it; otherwise every channel is summed.  Sampled
+    the others are parts of it; otherwise every channel is summed.  GPU
+    drivers' sensors (amdgpu, nouveau, i915...) measure one GPU, not the
+    board, and are skipped.  Sampled
     every ``sample_interval_s`` by a thread; energy is the trapezoidal
     integral of the summed power.
     """
@@ -372,6 +377,8 @@ class HwmonMeter(EnergyMeter):
                 sensor = (d / "name").read_text().strip()
             except OSError:
                 sensor = d.name
+            if sensor in GPU_SENSORS:
+                continue
             files = {p.name for p in d.iterdir()}
             powers = []
             for f in sorted(files):

@@ -374,6 +374,15 @@ def test_hwmon_sums_channels_without_a_total_rail(tmp_path):
     assert sum(c.watts() for c in meter.channels) == pytest.approx(2.55 + 3.0)
 
 
+def test_hwmon_skips_gpu_driver_sensors(tmp_path):
+    hwmon_dir(tmp_path, 0, "amdgpu", {"power1_average": "35000000"})  # one GPU's power, not the board's
+    assert "no hwmon power sensor" in HwmonMeter(tmp_path).probe()
+    hwmon_dir(tmp_path, 1, "power_meter", {"power1_average": "120000000"})  # ACPI system power
+    meter = HwmonMeter(tmp_path)
+    assert meter.probe() is None and [c.sensor for c in meter.channels] == ["power_meter"]
+    assert meter.channels[0].watts() == pytest.approx(120.0)
+
+
 def test_hwmon_reasons(tmp_path):
     assert "does not exist" in HwmonMeter(tmp_path / "none").probe()
     hwmon_dir(tmp_path, 0, "k10temp", {"temp1_input": "40000", "in0_input": "900"})
