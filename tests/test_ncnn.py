@@ -133,7 +133,9 @@ def test_cpu_parity_with_onnxruntime(name, device_id, ncnn_cache):
 def test_vulkan_parity_with_onnxruntime(name, device_id, ncnn_cache):
     feeds, want = reference(name)
     compiled = nnport.compile(nnport.zoo.load_any(name), device_id, cache_dir=ncnn_cache, fallback=False)
-    assert compiled.native.net.opt.use_vulkan_compute
+    opt = compiled.native.net.opt
+    assert opt.use_vulkan_compute
+    assert (opt.use_fp16_storage, opt.use_fp16_arithmetic, opt.use_fp16_packed) == (False, False, False)
     got = compiled.run(feeds)
     assert max_rel_error(got, want) <= tolerance(compiled.device)
 
@@ -307,6 +309,11 @@ def test_fp16_precision(ncnn_cache):
     assert opt.use_fp16_storage and opt.use_fp16_arithmetic and opt.use_fp16_packed
     err = max_rel_error(compiled.run(feeds), want)
     assert err <= 1e-2
+
+
+def test_measure_times_the_guarded_execute(cnn_compiled):
+    m = nnport.measure(cnn_compiled, warmup=1, min_iterations=5, min_duration_s=0.01)
+    assert m.device == "ncnn:cpu" and m.iterations >= 5 and all(s > 0 for s in m.samples_ms)
 
 
 def test_int8_is_refused_with_the_reason(ncnn_cache):
