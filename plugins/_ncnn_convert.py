@@ -178,7 +178,7 @@ def convert(
 ) -> Conversion:
     """The cached conversion of ``model``, running pnnx only on a cache miss.
 
-    ``shapes`` gives every input's conversion shape (batch 1).  Raises
+    ``shapes`` gives every input's static conversion shape.  Raises
     ``UnsupportedModel`` with pnnx's or ncnn's message when the model cannot
     be converted, loaded or verified (also when that verdict is cached).
     """
@@ -194,7 +194,7 @@ def convert(
             conv.cache_hit = True
             conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
             if conv.error:
-                raise UnsupportedModel(conv.error + " (cached verdict; clear the cache entry to retry)")
+                raise UnsupportedModel(f"{conv.error} (cached verdict; delete {entry} to retry)")
             return conv
     cache_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
