@@ -48,6 +48,7 @@ import contextlib
 import importlib.util
 import os
 import platform
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -408,18 +409,20 @@ class _Said:
 def quiet_stderr() -> Iterator[_Said]:
     """Capture what native code writes to file descriptor 2 (ncnn's messages).
 
-    Used only outside the hot path (device listing, loading), where ncnn prints
-    GPU details and load errors with ``fprintf(stderr, ...)``.
+    Used only outside the hot path (device listing, loading, the conversion
+    check), where ncnn prints GPU details and errors with ``fprintf(stderr, ...)``.
     """
     said = _Said()
     with _stderr_lock, tempfile.TemporaryFile(mode="w+b") as sink:
         try:
-            import sys
-
             sys.stderr.flush()
-        except Exception:
+        except Exception:  # a replaced or closed sys.stderr
             pass
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all (a daemon): nothing to capture
+            yield said
+            return
         os.dup2(sink.fileno(), 2)
         try:
             yield said
