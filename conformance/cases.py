@@ -440,7 +440,11 @@ def _register_shape_ops() -> None:
     def split11() -> Any:
         return single_op("Split", [("x", (4, 6))], ["y0", "y1"], opset=11, axis=0, split=[1, 3])
 
+    def split13_equal() -> Any:
+        return single_op("Split", [("x", (1, 8, 6, 6))], ["y0", "y1"], opset=13, axis=1)
+
     _OP_CASES.append(Case("op/Split/uneven_input_opset13", split13))
+    _OP_CASES.append(Case("op/Split/equal_no_split_input_opset13", split13_equal))
     _OP_CASES.append(Case("op/Split/num_outputs3_opset18", split18))
     _OP_CASES.append(Case("op/Split/attr_opset11", split11))
 
