@@ -402,6 +402,8 @@ def model_precisions(proto: Any) -> frozenset[str]:
         found.add("bf16")
     if ops & QDQ_OPS:
         found.add("int8")
+        if TensorProto.UINT8 in elem_types:
+            found.add("uint8_qdq")  # asymmetric uint8 activations (zero points != 0)
     if ops & QOPERATOR_OPS:
         found.add("qoperator")
     return frozenset(found)
@@ -427,6 +429,12 @@ def precision_problem(requested: str, found: frozenset[str] | set[str]) -> str |
             "Convert the model first with `nnport compress` (fp16), then compile the converted model"
         )
     if requested == "int8":
+        if "uint8_qdq" in found:
+            return (
+                "precision 'int8' on TensorRT needs symmetric int8 Q/DQ (int8 zero points of 0); this model "
+                "quantizes activations to asymmetric uint8, which TensorRT does not take. Quantize with "
+                "`nnport compress --activations int8` (quantize(..., activations='int8'))"
+            )
         if "int8" in found and "qoperator" not in found:
             return None
         if "qoperator" in found:

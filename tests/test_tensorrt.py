@@ -357,8 +357,11 @@ def test_what_nnport_compress_writes_is_what_a_strongly_typed_build_takes():
     fp16 = compress.quantize(mlp, "fp16")
     assert util.precision_problem("fp16", util.model_precisions(fp16.proto)) is None
     with pytest.warns(Warning):
-        qdq = compress.quantize(mlp, "int8", calibration="random")
+        qdq = compress.quantize(mlp, "int8", calibration="random", activations="int8")
     assert util.precision_problem("int8", util.model_precisions(qdq.proto)) is None
+    with pytest.warns(Warning):
+        asymmetric = compress.quantize(mlp, "int8", calibration="random")  # uint8 activations: ORT's fast default
+    assert "--activations int8" in util.precision_problem("int8", util.model_precisions(asymmetric.proto))
     dynamic = compress.quantize(mlp, "int8", method="dynamic")
     assert "QOperator" in util.precision_problem("int8", util.model_precisions(dynamic.proto))
     with pytest.raises(UnsupportedPrecision, match="QOperator"):
@@ -601,7 +604,7 @@ def test_qdq_int8_model_from_compress_builds_and_stays_close(trt_ready):
     compress = pytest.importorskip("nnport.compress")
     mlp = zoo.load("mlp")
     with pytest.warns(Warning):
-        qdq = compress.quantize(mlp, "int8", calibration="random")
+        qdq = compress.quantize(mlp, "int8", calibration="random", activations="int8")
     compiled = nnport.compile(qdq, "tensorrt", precision="int8")
     feeds = random_feeds(mlp.inputs, seed=3)
     got, ref = compiled.run(feeds)["probs"], _reference(qdq, feeds)["probs"]
