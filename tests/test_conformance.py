@@ -27,6 +27,13 @@ PLUGIN = "test_conformance_plugins"
 CASES = ["op/Relu/1x8x12x12_opset13", "op/Conv/k3_s1_p1", "zoo/mlp"]
 
 
+@pytest.fixture(autouse=True)
+def _slow_only_when_asked(request):
+    """The marker says "run with -m slow": honour it even where addopts does not deselect."""
+    if request.node.get_closest_marker("slow") and "slow" not in (request.config.getoption("-m") or ""):
+        pytest.skip("slow: run with -m slow")
+
+
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["NNPORT_PLUGINS"] = PLUGIN
