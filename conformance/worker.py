@@ -101,9 +101,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
     import nnport
 
+    precision = task.get("precision", "fp32")
+    extra = {"calibration": _calibration(case, model, feeds)} if precision == "int8" else {}
     try:
         t = time.perf_counter()
-        compiled = nnport.compile(model, device, fallback=False, precision=task.get("precision", "fp32"), threads=threads)
+        compiled = nnport.compile(model, device, fallback=False, precision=precision, threads=threads, **extra)
         timings["compile_s"] = time.perf_counter() - t
     except (UnsupportedModel, UnsupportedPrecision, BackendUnavailable) as exc:
         return {**result, "status": "skip", "reason": f"unsupported: {_short(exc)}"}
@@ -130,6 +132,18 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if comparison:
         return {**result, "status": "pass", "reason": ""}
     return {**result, "status": "fail", "reason": "; ".join(comparison.reasons())[:2000]}
+
+
+CALIBRATION_SAMPLES = 8
+
+
+def _calibration(case: Any, model: Any, feeds: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """int8 calibration data: the case's input distribution under other seeds (never the judged input itself)."""
+    if case.feeds is not None:
+        return [feeds]
+    from nnport.data import random_feeds
+
+    return [random_feeds(model.inputs, seed=case.seed + 1000 + i, value_ranges=dict(case.value_ranges)) for i in range(CALIBRATION_SAMPLES)]
 
 
 def _short(exc: BaseException, limit: int = 600) -> str:
