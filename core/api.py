@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -178,9 +179,15 @@ def measure(
     settings: MeasureSettings | None = None,
     **setting_fields: Any,
 ) -> Measurement:
-    """Measure ``compiled`` (see specs/measurement.md); ``inputs`` default to seeded data."""
+    """Measure ``compiled`` (see specs/measurement.md); ``inputs`` default to seeded data.
+
+    Keyword arguments are ``MeasureSettings`` fields; given with ``settings``
+    they override its values.
+    """
     if settings is None:
         settings = MeasureSettings(**setting_fields)
+    elif setting_fields:
+        settings = dataclasses.replace(settings, **setting_fields)
     pm = get_plugin_manager()
     backend = compiled.backend
     if inputs is not None:

@@ -143,3 +143,11 @@ def test_measure_runs_the_real_runtime(mlp_compiled):
     m = nnport.measure(mlp_compiled, settings=nnport.MeasureSettings(warmup=2, min_iterations=20, min_duration_s=0.01))
     assert m.iterations >= 20 and m.device == "onnxruntime:cpu"
     assert 0 < m.latency_p50_ms < 1000
+
+
+def test_measure_keywords_override_settings(mlp_compiled):
+    base = nnport.MeasureSettings(warmup=0, min_iterations=5, min_duration_s=0.01)
+    m = nnport.measure(mlp_compiled, settings=base, min_iterations=40)
+    assert m.iterations >= 40
+    with pytest.raises(nnport.MeasurementError):
+        nnport.measure(mlp_compiled, settings=base, min_iterations=0)
