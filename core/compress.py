@@ -37,7 +37,7 @@ import numpy as np
 
 from .calibration import RANDOM_SEED_BASE, calibration_feeds, missing_calibration_message
 from .errors import CompileError, InputError, NnportError, UnsupportedModel
-from .model import Model, load
+from .model import Model, drop_initializer_inputs, load
 
 METHODS = ("static", "dynamic")
 ACTIVATION_TYPES = ("int8", "uint8")
@@ -198,13 +198,7 @@ def _prepared_proto(original: Model, opset: int | None = None) -> Any:
 
     proto = onnx.ModelProto()
     proto.CopyFrom(original.proto)
-    initializers = {i.name for i in proto.graph.initializer}
-    if any(i.name in initializers for i in proto.graph.input):
-        # IR < 4 lists weights as graph inputs; that makes them overridable inputs to quantizers.
-        keep = [i for i in proto.graph.input if i.name not in initializers]
-        del proto.graph.input[:]
-        proto.graph.input.extend(keep)
-        proto.ir_version = max(proto.ir_version, 4)
+    drop_initializer_inputs(proto)  # IR < 4 weights-as-inputs would be overridable inputs to quantizers
     for i, node in enumerate(proto.graph.node):  # quantizers address nodes by name
         if not node.name:
             node.name = f"{node.op_type}_{i}"

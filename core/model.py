@@ -181,6 +181,23 @@ def _from_proto(proto: Any, *, path: Path | None, check: bool) -> Model:
     return model
 
 
+def drop_initializer_inputs(proto: Any) -> bool:
+    """Remove graph inputs that are initializers (IR < 4 style), in place; True if any were.
+
+    Old exporters list every weight as a graph input too.  Converters (pnnx)
+    and quantizers then treat weights as overridable inputs, so tools that
+    rewrite a model call this on their copy first.
+    """
+    initializers = {i.name for i in proto.graph.initializer}
+    if not any(v.name in initializers for v in proto.graph.input):
+        return False
+    keep = [v for v in proto.graph.input if v.name not in initializers]
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    proto.ir_version = max(proto.ir_version, 4)
+    return True
+
+
 def _spec(value_info: Any) -> TensorSpec:
     from onnx import helper
 

@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel
-from nnport.model import Model
+from nnport.model import Model, drop_initializer_inputs
 from nnport.types import TensorSpec
 
 CONVERTER_VERSION = "1"
@@ -264,12 +264,7 @@ def _prepared_proto(model: Model) -> tuple[Any, str | None]:
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
-    inits = {i.name for i in proto.graph.initializer}
-    if any(v.name in inits for v in proto.graph.input):
-        keep = [v for v in proto.graph.input if v.name not in inits]
-        del proto.graph.input[:]
-        proto.graph.input.extend(keep)
-        proto.ir_version = max(proto.ir_version, 4)
+    drop_initializer_inputs(proto)
     upgraded = None
     if model.opset is not None and model.opset < UPGRADE_OPSET:
         try:
