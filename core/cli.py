@@ -213,4 +213,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nzoo models against the reference (onnxruntime:cpu):")
     print(table(rows, ["model", "ran on", "max |diff|", "relative to output range", "status"]))
     print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed")
-    return 0
+    return 1 if failures else 0
