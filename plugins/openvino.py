@@ -17,6 +17,12 @@ Why each compile setting is what it is:
   ``options.calibration`` (see ``nnport.calibration``); the layers NNCF leaves in
   float stay pinned to f32.  With ``cache_dir`` the quantized model is kept as IR,
   keyed by model hash and calibration fingerprint, so a second compile skips NNCF.
+  A model that is already quantized (ONNX Q/DQ, QLinear*, integer ops; IR with
+  FakeQuantize) is compiled as it is at any precision: OpenVINO runs its
+  quantization nodes in int8 itself, and NNCF on top would round twice.
+  ``compiled.info["int8"]`` says which happened.
+* ``WORKAROUNDS``: settings added for known OpenVINO defects, listed with the
+  reason in ``compiled.info["workarounds"]`` (Snippets off for quantized MLPs).
 * ``hint`` -> ``PERFORMANCE_HINT``, ``threads`` -> ``INFERENCE_NUM_THREADS``,
   ``cache_dir`` -> ``CACHE_DIR`` (``<cache_dir>/openvino``), each set only where
   the device supports the property.  ``extra["openvino_config"]`` is passed to
@@ -170,12 +176,19 @@ class OpenVinoBackend(Backend):
 
     def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
         ov_name = self._ov_device(device)
-        config = self._config(ov_name, device, options)
         ov_model = self._read(model, device)
         _check_ranks(ov_model, device, self.name)
+        prequantized = _quantized_ops(model, ov_model)
+        config = self._config(ov_name, device, options, needs_nncf=not prequantized)
         quantization: dict[str, Any] | None = None
-        if options.precision == "int8":
+        if options.precision == "int8" and prequantized:
+            # OpenVINO's low-precision transformations run Q/DQ (FakeQuantize) layers in int8 as
+            # they are; NNCF on top would quantize already-rounded values a second time.
+            quantization = {"method": "none: the model is already quantized; OpenVINO runs its quantization nodes in int8", "quantized_ops": prequantized}
+        elif options.precision == "int8":
             ov_model, quantization = self._quantize(ov_model, model, device, options)
+        workarounds = _workarounds(ov_model, ov_name, config)
+        config.update(workarounds)
         try:
             compiled_model = self.core().compile_model(ov_model, ov_name, config)
         except Exception as exc:
@@ -189,6 +202,10 @@ class OpenVinoBackend(Backend):
             compiled.info["ignored"] = [f"threads={options.threads}: {ov_name} has no INFERENCE_NUM_THREADS property"]
         if quantization is not None:
             compiled.info["int8"] = quantization
+        elif prequantized:
+            compiled.info["quantized_model"] = prequantized  # precision fp32 pins only the layers the model left in float
+        if workarounds:
+            compiled.info["workarounds"] = {k: WORKAROUNDS[k] for k in workarounds}
         precision = _property(compiled_model, "INFERENCE_PRECISION_HINT")
         if precision is not None:
             compiled.info["inference_precision"] = str(precision).replace("<Type: '", "").rstrip("'>")
@@ -203,11 +220,11 @@ class OpenVinoBackend(Backend):
             )
         return ov_name
 
-    def _config(self, ov_name: str, device: Device, options: CompileOptions) -> dict[str, Any]:
+    def _config(self, ov_name: str, device: Device, options: CompileOptions, needs_nncf: bool = True) -> dict[str, Any]:
         supported = self._supported_properties(ov_name)
         caps = set(device.properties.get("optimization_capabilities", ()))
         wanted = PRECISION_CAPABILITY[options.precision]
-        if wanted not in caps or (options.precision == "int8" and not _has_nncf()):
+        if wanted not in caps or (options.precision == "int8" and needs_nncf and not _has_nncf()):
             have = self.capabilities(device).precisions
             why = "nncf is not installed (pip install 'nnport[compress]')" if wanted in caps else f"OPTIMIZATION_CAPABILITIES is {sorted(caps)}"
             raise UnsupportedPrecision(
@@ -442,6 +459,52 @@ def _io(model: Model, compiled_model: Any, device: Device, backend: str) -> tupl
         ov_dtype = np.dtype(ov_outputs[i].get_element_type().to_dtype())
         out_index.append((spec.name, i, None if ov_dtype == spec.dtype else spec.dtype))
     return inputs, outputs, feed_index, tuple(out_index)
+
+
+WORKAROUNDS = {
+    "SNIPPETS_MODE": (
+        "DISABLE: OpenVINO 2025-2026's CPU Snippets tokenize a chain of small static rank-2 MatMuls into one "
+        "'MLP' Subgraph when a stream has one thread (threads=1, or hint=throughput on few cores); with "
+        "FakeQuantize (int8) inside, that Subgraph computes wrong results (zoo mlp: cosine 0.923 to fp32, top-1 "
+        "flipped). Disabling Snippets restores the per-layer int8 kernels."
+    )
+}
+"""OpenVINO settings nnport adds to dodge known OpenVINO defects, and why (reported in compiled.info["workarounds"])."""
+
+
+def _workarounds(ov_model: Any, ov_name: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings for ``ov_model`` that avoid known OpenVINO defects; the caller's ``openvino_config`` wins.
+
+    Only a quantized model with a MatMul on a static rank-2 input (what the MLP
+    tokenizer takes) loses Snippets, so other models keep their fused kernels.
+    """
+    if not ov_name.startswith("CPU") or "SNIPPETS_MODE" in config:
+        return {}
+    quantized = mlp = False
+    for op in ov_model.get_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize":
+            quantized = True
+        elif kind == "MatMul":
+            shape = op.get_input_partial_shape(0)
+            mlp = mlp or (shape.rank.is_static and shape.rank.get_length() == 2 and shape.is_static)
+        if quantized and mlp:
+            return {"SNIPPETS_MODE": "DISABLE"}
+    return {}
+
+
+def _quantized_ops(model: Model, ov_model: Any) -> list[str]:
+    """The quantization operators ``model`` already holds ([] for a float model).
+
+    ONNX: Q/DQ, QLinear* and integer ops (as ``nnport.compress`` finds them);
+    OpenVINO IR: its FakeQuantize layers.
+    """
+    if model.format == "onnx" and model.proto is not None:
+        from nnport.compress import INTEGER_OPS, QDQ_OPS
+
+        ops = {n.op_type for n in model.proto.graph.node}
+        return sorted(op for op in ops if op in QDQ_OPS | INTEGER_OPS or op.startswith("QLinear"))
+    return sorted({op.get_type_name() for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"})
 
 
 def _spec(port: Any) -> TensorSpec:
