@@ -223,10 +223,12 @@ class NcnnBackend(Backend):
     def execute(self, compiled: CompiledModel, binding: Binding) -> None:
         # binding.inputs may have been edited by hand: validate again (never hand ncnn a float64)
         compiled.check_feeds(binding.inputs)
-        binding.outputs = compiled.native.infer(binding.inputs)
+        binding.outputs = compiled.native.run_checked(binding.inputs)
 
     def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return compiled.native.infer(feeds)
+        # CompiledModel.run validated names, dtype, rank and fixed dims against the
+        # compiled specs; run_checked re-checks only what those specs leave open.
+        return compiled.native.run_checked(feeds)
 
 
 # -- the loaded network and one inference --------------------------------------------------------
@@ -235,8 +237,26 @@ class NcnnBackend(Backend):
 class NcnnProgram:
     """An ncnn ``Net`` plus the plan that maps ONNX tensors onto its blobs.
 
-    ``infer`` is thread-safe: ncnn allows concurrent extractors on one net,
-    and each call makes its own.
+    Two entry points: ``infer`` checks dtype and shape itself (any caller);
+    ``run_checked`` trusts feeds that ``CompiledModel.check_feeds`` accepted
+    (names, float32, rank, fixed dims) and re-checks only what the compiled
+    specs leave open (a symbolic leading dim the graph cannot loop over).
+
+    Inputs are copied into ncnn-owned **staging Mats**, one set per thread,
+    allocated once: ``Mat(array).clone()`` per call costs ~5 us (pybind11
+    resolves ``Mat.__init__`` through ~10 overloads before the buffer one, then
+    ``clone`` allocates), a numpy assignment into the staging Mat ~0.1 us.  The
+    staging Mat keeps the guard's guarantees: its memory belongs to ncnn and
+    Python holds a reference, so ncnn's refcount on it is >= 2 while the
+    extractor runs, and a layer that works in place (ReLU, LayerNorm first)
+    clones it instead of writing into it (ncnn's light mode: ``support_inplace
+    && *refcount != 1``); the caller's array is never wrapped, so neither the
+    NULL refcount of a wrapped buffer (the segfault) nor a write into the
+    caller's memory can happen; the assignment reads strides, so a
+    non-contiguous array needs no separate copy.
+
+    Thread-safe: ncnn allows concurrent extractors on one net, each call makes
+    its own, and each thread has its own staging Mats.
     """
 
     def __init__(
@@ -257,47 +277,106 @@ class NcnnProgram:
         self.loop = loop
         self.model_name = model_name
         self._Mat = ncnn.Mat
+        self._tls = threading.local()
         known = lambda p: tuple(p.shape) if all(d >= 0 for d in p.shape) else None  # noqa: E731
-        self._ins = [(p.name, p.blob, p.batch_index == 0, known(p)) for p in self.in_plans]
-        self._outs = [(p.name, p.blob, p.batch_index == 0, known(p), int(np.prod(p.shape))) for p in self.out_plans]
         given_in, given_out = specs if specs is not None else ((), ())
         self.input_specs = tuple(_spec_of(p, given_in) for p in self.in_plans)
         self.output_specs = tuple(_spec_of(p, given_out) for p in self.out_plans)
+        self.loop = loop = bool(loop and self.in_plans)
+        # Per input, decided once: (name, blob, drop batch axis, batch-1 shape or None,
+        # whether run_checked must still compare the shape, whether it is staged).
+        # The core pins a static spec's shape; a dynamic spec is pinned per sample by
+        # the loop; only a dynamic spec without the loop needs the comparison here.
+        self._ins = [
+            (p.name, p.blob, p.batch_index == 0, known(p), known(p) is not None and s.is_dynamic and not loop, known(p) is not None)
+            for p, s in zip(self.in_plans, self.input_specs)
+        ]
+        self._outs = [(p.name, p.blob, p.batch_index == 0, known(p), int(np.prod(p.shape))) for p in self.out_plans]
+        self.plan = {name: {"blob": blob, "drop_batch_axis": drop, "staged": staged, "shape_checked_here": check} for name, blob, drop, _, check, staged in self._ins}
 
         self.fixed_n = fixed_batch(self.in_plans, self.out_plans, model_name)
         if self.fixed_n > 1:
-            self.infer = self._samples  # type: ignore[method-assign]
-        elif not (loop and self._ins):
-            self.infer = self._one  # type: ignore[method-assign]  # one Python call less on the hot path
+            self.run_checked = self._samples  # type: ignore[method-assign]
+        elif loop:
+            self.run_checked = self._looped  # type: ignore[method-assign]
+        else:
+            self.run_checked = self._one  # type: ignore[method-assign]  # one Python call less on the hot path
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One inference of already validated feeds; loops over a per-sample batch."""
-        if self.loop and self._ins:
-            first = feeds[self._ins[0][0]]
-            n = first.shape[0] if first.ndim else 1
-            if n != 1:
-                if n == 0:
-                    raise InputError(f"model {self.model_name!r}: a batch of 0 samples has nothing to run")
-                parts = [self._one({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
-                return {name: np.concatenate([p[name] for p in parts]) for name, *_ in self._outs}
+        """One inference of feeds nobody has checked: dtype and shape here, then ``run_checked``."""
+        for name, _, _, shape, _, _ in self._ins:
+            try:
+                a = feeds[name]
+                dtype, got = a.dtype, a.shape
+            except KeyError:
+                raise InputError(f"model {self.model_name!r}: missing input {name!r}; inputs: {[i[0] for i in self._ins]}") from None
+            except AttributeError:
+                raise InputError(f"input {name!r} of model {self.model_name!r} is a {type(feeds[name]).__name__}, expected a numpy float32 array") from None
+            if dtype != _F32:
+                raise InputError(f"input {name!r} has dtype {dtype}, expected float32 (ncnn runs float32 only)")
+            if shape is not None:
+                if self.loop and self.fixed_n == 1:
+                    ok = len(got) == len(shape) and got[1:] == shape[1:]
+                else:
+                    ok = got == shape
+                if not ok:
+                    raise InputError(self._shape_problem(name, got, shape))
+        return self.run_checked(feeds)
+
+    def run_checked(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference of feeds the core validated (replaced per program in ``__init__``)."""
         return self._one(feeds)
 
+    def _looped(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """A per-sample graph: one extractor per sample of the batch, results concatenated."""
+        first = feeds[self._ins[0][0]]
+        n = first.shape[0] if first.ndim else 1
+        if n == 1:
+            return self._one(feeds)
+        if n == 0:
+            raise InputError(f"model {self.model_name!r}: a batch of 0 samples has nothing to run")
+        sizes = {k: v.shape[0] for k, v in feeds.items()}
+        if any(m != n for m in sizes.values()):
+            raise InputError(f"model {self.model_name!r}: the inputs' batch sizes differ ({sizes}); every input must carry the same batch")
+        parts = [self._one({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
+        return {name: np.concatenate([p[name] for p in parts]) for name, *_ in self._outs}
+
+    def _staging(self) -> list[tuple[Any, np.ndarray] | None]:
+        """This thread's staging Mats (ncnn-owned) with writable numpy views in the feeds' shape."""
+        stage: list[tuple[Any, np.ndarray] | None] = []
+        for _, _, drop, shape, _, staged in self._ins:
+            if not staged:
+                stage.append(None)
+                continue
+            inner = shape[1:] if drop else shape
+            mat = self._Mat(np.zeros(inner, _F32)).clone()  # the layout (cstep) ncnn allocates itself
+            view = np.asarray(mat)  # no copy: ncnn's memory; keeps `mat` alive through the buffer export
+            if view.shape != tuple(inner) or not view.flags.writeable:
+                stage.append(None)  # never seen; the per-call copy below stays correct
+                continue
+            stage.append((mat, view[None] if drop else view))
+        self._tls.stage = stage
+        return stage
+
     def _one(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        Mat = self._Mat
+        try:
+            stage = self._tls.stage
+        except AttributeError:
+            stage = self._staging()
         ex = self.net.create_extractor()
         try:
-            for name, blob, drop, shape in self._ins:
+            for (name, blob, drop, shape, check, _), slot in zip(self._ins, stage):
                 a = feeds[name]
-                if a.dtype != _F32:
-                    raise InputError(f"input {name!r} has dtype {a.dtype}, expected float32 (ncnn runs float32 only)")
-                if shape is not None and a.shape != shape:
+                if check and a.shape != shape:
                     raise InputError(self._shape_problem(name, a.shape, shape))
-                if drop:
-                    a = a[0]
-                if not a.flags.c_contiguous:
-                    a = np.ascontiguousarray(a)  # ncnn ignores strides
-                # clone(): ncnn-owned memory, so in-place layers neither crash nor write into `a`
-                if ex.input(blob, Mat(a).clone()) != 0:
+                if slot is not None:
+                    mat, view = slot
+                    view[...] = a  # shapes are equal (checked), dtype float32 (checked): a plain copy
+                else:  # a shape the conversion left open (native .param with symbolic dims)
+                    if drop:
+                        a = a[0]
+                    mat = self._Mat(np.ascontiguousarray(a)).clone()  # ncnn ignores strides; clone: ncnn-owned
+                if ex.input(blob, mat) != 0:
                     raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
             out: dict[str, np.ndarray] = {}
             for name, blob, drop, shape, size in self._outs:
@@ -317,20 +396,15 @@ class NcnnProgram:
         """A fixed leading dim N > 1 that pnnx took for the batch: one extractor per sample.
 
         pnnx drops the axis (``batch_index=0``), so its ncnn graph computes one
-        sample; feeding the whole array would compute sample 0 only.
+        sample; feeding the whole array would compute sample 0 only.  Shapes are
+        static here (the core or ``infer`` checked them).
         """
-        for name, blob, drop, shape in self._ins:
-            a = feeds[name]
-            if a.dtype != _F32:
-                raise InputError(f"input {name!r} has dtype {a.dtype}, expected float32 (ncnn runs float32 only)")
-            if a.shape != shape:
-                raise InputError(self._shape_problem(name, a.shape, shape))
         Mat = self._Mat
         parts: list[list[np.ndarray]] = []
         for i in range(self.fixed_n):
             ex = self.net.create_extractor()
             try:
-                for name, blob, _, _ in self._ins:
+                for name, blob, *_ in self._ins:
                     if ex.input(blob, Mat(np.ascontiguousarray(feeds[name][i])).clone()) != 0:
                         raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
                 row = []
