@@ -454,6 +454,68 @@ def test_in_place_first_layer_neither_crashes_nor_writes_into_the_input(ncnn_cac
     np.testing.assert_allclose(y, 1 / (1 + np.exp(-np.maximum(before, 0))), rtol=1e-6, atol=1e-6)
 
 
+def test_staged_input_survives_an_in_place_first_layer_call_after_call(ncnn_cache):
+    """The staging Mat is reused every call: an in-place first layer must clone it, never write it.
+
+    Each call's answer must be
+    its own input's (no leftovers from the previous call), the caller's arrays
+    stay untouched, and after each call only Python holds the staging Mat (the
+    extractor released it: refcount 1).
+    """
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])]
+    model = nnport.load(_model(helper.make_graph(nodes, "relu_neg", [_vi("x", [1, 3, 5, 7])], [_vi("y", [1, 3, 5, 7])])))
+    compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
+    program = compiled.native
+    assert program.plan["x"]["staged"]
+    assert program.net.layers()[1].support_inplace  # the premise: ReLU works in place
+    rng = np.random.default_rng(0)
+    for call in range(4):
+        x = rng.standard_normal((1, 3, 5, 7)).astype(np.float32)
+        if call % 2:
+            x = np.asfortranarray(x)  # strided: the staging copy reads strides
+        before = x.copy()
+        y = compiled.run({"x": x})["y"]
+        np.testing.assert_array_equal(x, before)
+        np.testing.assert_array_equal(y, -np.maximum(before, 0))
+        mat, view = program._tls.stage[0]
+        np.testing.assert_array_equal(view, before)  # ReLU ran on a clone, not on the staging Mat
+        assert mat.refcount == 1
+
+
+def test_staged_input_with_padded_channel_step_matches_onnxruntime(ncnn_cache):
+    """A convolution first (no in-place layer) on a staging Mat whose channel step ncnn pads, beside ONNX Runtime."""
+    rng = np.random.default_rng(1)
+    weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "conv_odd", [_vi("x", [1, 3, 5, 7])], [_vi("y", [1, 4, 5, 7])], initializer=[weight])
+    model = nnport.load(_model(graph))
+    compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
+    reference_model = nnport.compile(model, "onnxruntime:cpu")
+    for seed in range(3):
+        feeds = random_feeds(model.inputs, seed=seed)
+        assert max_rel_error(compiled.run(feeds), reference_model.run(feeds)) <= 1e-5
+    view = compiled.native._tls.stage[0][1]
+    assert view.shape == (1, 3, 5, 7) and view.strides[1] == 36 * 4  # ncnn pads each channel: 35 -> 36 floats
+    strided = {"x": np.repeat(feeds["x"], 2, axis=3)[..., ::2]}
+    assert max_rel_error(compiled.run(strided), reference_model.run(feeds)) <= 1e-5
+
+
+def test_each_thread_stages_into_its_own_mats(cnn_compiled):
+    seen: list[object] = []
+
+    def work() -> None:
+        cnn_compiled.run(random_feeds(cnn_compiled.inputs, seed=0))
+        seen.append(cnn_compiled.native._tls.stage[0][0])
+
+    for _ in range(2):
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    cnn_compiled.run(random_feeds(cnn_compiled.inputs, seed=0))
+    mine = cnn_compiled.native._tls.stage[0][0]
+    assert len({id(m) for m in (*seen, mine)}) == 3
+
+
 def test_outputs_are_copies_that_outlive_ncnn(ncnn_cache):
     model = nnport.zoo.load("cnn")
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache)
@@ -525,6 +587,19 @@ def test_per_sample_graph_loops_over_the_batch(ncnn_cache):
         assert got["probs"].shape == (batch, 10)
         assert max_rel_error(got, want) <= 1e-5
 
+
+def test_per_sample_inputs_must_share_the_batch(ncnn_cache):
+    """Two inputs on one symbolic batch: the core checks fixed dims only, the loop checks the batch."""
+    nodes = [helper.make_node("Add", ["x", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "add2", [_vi("x", ["batch", 4]), _vi("z", ["batch", 4])], [_vi("y", ["batch", 4])])
+    model = nnport.load(_model(graph))
+    compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
+    assert compiled.info["per_sample_batch"] is True
+    rng = np.random.default_rng(0)
+    x, z = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(compiled.run({"x": x, "z": z})["y"], x + z, rtol=1e-6)
+    with pytest.raises(InputError, match="batch"):
+        compiled.run({"x": x, "z": z[:2]})
 
 def test_fixed_batch_graph_rejects_other_batches(cnn_compiled):
     x = np.concatenate([reference("cnn")[0]["image"]] * 2)
