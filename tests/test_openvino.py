@@ -479,3 +479,46 @@ def test_int8_on_a_qdq_model_compiles_it_as_is(qdq_cnn):
         np.testing.assert_array_equal(got, as_fp32.run(feeds)["probs"])  # NNCF did not quantize it a second time
         ref = reference.run(feeds)["probs"]
         assert cosine(got, ref) >= 0.98 and got.argmax() == ref.argmax()
+
+
+# -- the model file handed to OpenVINO ------------------------------------------------------------------------
+
+
+def test_cache_dir_with_a_model_file_lets_openvino_read_it(tmp_path):
+    """With cache_dir, an unchanged .onnx file is compiled by path, so a warm compile never reads the weights."""
+    import onnx
+
+    path = tmp_path / "cnn.onnx"
+    onnx.save(zoo.load("cnn").proto, str(path))
+    model = nnport.load(path)
+    cache = tmp_path / "cache"
+    cold = nnport.compile(model, "openvino:CPU", cache_dir=cache, fallback=False)
+    warm = nnport.compile(nnport.load(path), "openvino:CPU", cache_dir=cache, fallback=False)
+    assert cold.info["read_by"] == warm.info["read_by"] == f"openvino ({path})"
+    assert cold.cache_hit is False and warm.cache_hit is True
+    assert warm.inputs == model.inputs and warm.outputs == model.outputs
+    reference = nnport.compile(model, "onnxruntime:cpu")
+    feeds = random_feeds(model.inputs, seed=0)
+    assert_matches_reference(warm.run(feeds), reference.run(feeds))
+    assert nnport.compile(model, "openvino:CPU", fallback=False).info["read_by"] == "nnport"  # no cache: bytes as before
+
+
+def test_a_model_file_changed_after_load_is_not_read(tmp_path):
+    """nnport compiles the model it loaded: a file rewritten since (same size) is not handed to OpenVINO."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = tmp_path / "cnn.onnx"
+    proto = zoo.load("cnn").proto
+    onnx.save(proto, str(path))
+    loaded = nnport.load(path)
+    changed = type(proto)()
+    changed.CopyFrom(proto)
+    weight = next(t for t in changed.graph.initializer if t.name == "fc.w")
+    weight.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(weight), weight.name))  # other logits, same size
+    onnx.save(changed, str(path))
+    assert path.stat().st_size == len(loaded.serialized())
+    compiled = nnport.compile(loaded, "openvino:CPU", cache_dir=tmp_path / "cache", fallback=False)
+    assert compiled.info["read_by"] == "nnport"
+    feeds = random_feeds(loaded.inputs, seed=0)
+    assert_matches_reference(compiled.run(feeds), nnport.compile(loaded, "onnxruntime:cpu").run(feeds))
