@@ -302,12 +302,13 @@ class NcnnProgram:
         self.plan = {name: {"blob": blob, "drop_batch_axis": drop, "staged": staged, "shape_checked_here": check} for name, blob, drop, _, check, staged in self._ins}
 
         self.fixed_n = fixed_batch(self.in_plans, self.out_plans, model_name)
+        self._sample = self._single_io() or self._one  # one inference of one sample
         if self.fixed_n > 1:
             self.run_checked = self._samples  # type: ignore[method-assign]
         elif loop:
             self.run_checked = self._looped  # type: ignore[method-assign]
         else:
-            self.run_checked = self._one  # type: ignore[method-assign]  # one Python call less on the hot path
+            self.run_checked = self._sample  # type: ignore[method-assign]  # one Python call less on the hot path
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference of feeds nobody has checked: dtype and shape here, then ``run_checked``."""
@@ -339,14 +340,49 @@ class NcnnProgram:
         first = feeds[self._ins[0][0]]
         n = first.shape[0] if first.ndim else 1
         if n == 1:
-            return self._one(feeds)
+            return self._sample(feeds)
         if n == 0:
             raise InputError(f"model {self.model_name!r}: a batch of 0 samples has nothing to run")
         sizes = {k: v.shape[0] for k, v in feeds.items()}
         if any(m != n for m in sizes.values()):
             raise InputError(f"model {self.model_name!r}: the inputs' batch sizes differ ({sizes}); every input must carry the same batch")
-        parts = [self._one({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
+        parts = [self._sample({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
         return {name: np.concatenate([p[name] for p in parts]) for name, *_ in self._outs}
+
+    def _single_io(self) -> Any:
+        """``_one`` unrolled for the common plan (one staged input, one output of known shape), or None.
+
+        The same steps as ``_one`` without its loops, tuple unpacking and
+        attribute lookups: ~0.3-0.5 us of the ~8 us a tiny model takes.
+        """
+        if len(self._ins) != 1 or len(self._outs) != 1:
+            return None
+        name, blob, _, _, check, staged = self._ins[0]
+        out_name, out_blob, drop, shape, size = self._outs[0]
+        if check or not staged or shape is None:
+            return None
+        create, tls, staging, shaped, model = self.net.create_extractor, self._tls, self._staging, self._shaped, self.model_name
+        array = np.array
+
+        def one(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            try:
+                mat, view = tls.stage[0]
+            except AttributeError:
+                mat, view = staging()[0]
+            view[...] = feeds[name]  # into ncnn-owned memory; shape and dtype checked by the caller
+            ex = create()
+            try:
+                if ex.input(blob, mat) != 0:
+                    raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {model!r}")
+                rc, result = ex.extract(out_blob)
+                if rc != 0:
+                    raise ExecutionError(f"ncnn failed to compute output {out_name!r} (blob {out_blob!r}, status {rc}) of model {model!r}")
+                arr = array(result)  # a copy: the Mat's memory belongs to ncnn
+            finally:
+                ex.clear()
+            return {out_name: arr.reshape(shape) if arr.size == size else shaped(out_name, arr, drop, shape)}
+
+        return one
 
     def _staging(self) -> list[tuple[Any, np.ndarray] | None]:
         """This thread's staging Mats (ncnn-owned) with writable numpy views in the feeds' shape."""

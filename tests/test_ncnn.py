@@ -516,6 +516,16 @@ def test_each_thread_stages_into_its_own_mats(cnn_compiled):
     assert len({id(m) for m in (*seen, mine)}) == 3
 
 
+def test_unrolled_single_io_path_agrees_with_the_general_one(cnn_compiled):
+    """One staged input and one output take an unrolled copy of ``_one``: same answer, same guards."""
+    program = cnn_compiled.native
+    assert program.run_checked is program._sample and program._sample != program._one
+    for seed in range(2):
+        feeds = random_feeds(cnn_compiled.inputs, seed=seed)
+        np.testing.assert_array_equal(program.run_checked(feeds)["probs"], program._one(feeds)["probs"])
+    with pytest.raises(InputError, match="float64"):
+        program.infer({"image": feeds["image"].astype(np.float64)})
+
 def test_outputs_are_copies_that_outlive_ncnn(ncnn_cache):
     model = nnport.zoo.load("cnn")
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache)
