@@ -510,6 +510,12 @@ def _workarounds(ov_model: Any, ov_name: str, config: Mapping[str, Any]) -> dict
     return {}
 
 
+QUANTIZED_ONNX_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
+)
+"""What marks an ONNX model as already quantized (with ``QLinear*``), as ``nnport.compress`` decides it;
+spelled out here because importing ``nnport.compress`` costs a warm compile tens of milliseconds."""
+
 SAME_FILE_PROBE = 1 << 20
 """Bytes compared at each end of a model file before OpenVINO is handed the file instead of the bytes."""
 
@@ -555,10 +561,8 @@ def _quantized_ops(model: Model, ov_model: Any) -> list[str]:
     OpenVINO IR: its FakeQuantize layers.
     """
     if model.format == "onnx" and model.proto is not None:
-        from nnport.compress import INTEGER_OPS, QDQ_OPS
-
         ops = {n.op_type for n in model.proto.graph.node}
-        return sorted(op for op in ops if op in QDQ_OPS | INTEGER_OPS or op.startswith("QLinear"))
+        return sorted(op for op in ops if op in QUANTIZED_ONNX_OPS or op.startswith("QLinear"))
     return sorted({op.get_type_name() for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"})
 
 
