@@ -169,6 +169,7 @@ class NcnnBackend(Backend):
                 }
             )
         compiled.info["per_sample_batch"] = program.loop
+        compiled.info["input_plan"] = program.plan
         compiled.info["blobs"] = {p.name: p.blob for p in (*program.in_plans, *program.out_plans)}
         return compiled
 
@@ -281,7 +282,6 @@ class NcnnProgram:
         self.net = net
         self.in_plans = list(in_plans)
         self.out_plans = list(out_plans)
-        self.loop = loop
         self.model_name = model_name
         self._Mat = ncnn.Mat
         self._tls = threading.local()
@@ -299,7 +299,10 @@ class NcnnProgram:
             for p, s in zip(self.in_plans, self.input_specs)
         ]
         self._outs = [(p.name, p.blob, p.batch_index == 0, known(p), int(np.prod(p.shape))) for p in self.out_plans]
-        self.plan = {name: {"blob": blob, "drop_batch_axis": drop, "staged": staged, "shape_checked_here": check} for name, blob, drop, _, check, staged in self._ins}
+        self.plan = {  # the same decisions, readable (compiled.info["input_plan"])
+            name: {"blob": blob, "drop_batch_axis": drop, "staged": staged, "shape_checked_here": check}
+            for name, blob, drop, _, check, staged in self._ins
+        }
 
         self.fixed_n = fixed_batch(self.in_plans, self.out_plans, model_name)
         self._sample = self._single_io() or self._one  # one inference of one sample

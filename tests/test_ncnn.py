@@ -605,6 +605,7 @@ def test_per_sample_inputs_must_share_the_batch(ncnn_cache):
     model = nnport.load(_model(graph))
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
     assert compiled.info["per_sample_batch"] is True
+    assert not compiled.info["input_plan"]["x"]["shape_checked_here"]  # the loop pins each sample's shape
     rng = np.random.default_rng(0)
     x, z = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_allclose(compiled.run({"x": x, "z": z})["y"], x + z, rtol=1e-6)
@@ -629,6 +630,7 @@ def test_batch_mixing_graph_is_not_looped(ncnn_cache):
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
     assert compiled.info["per_sample_batch"] is False
     assert "not per-sample" in compiled.info["verified"]
+    assert compiled.info["input_plan"]["x"]["shape_checked_here"]  # the core lets batch 3 through: the plugin must not
     one = random_feeds(model.inputs, seed=0)
     assert max_rel_error(compiled.run(one), nnport.compile(model, "onnxruntime:cpu").run(one)) <= 1e-5
     with pytest.raises(InputError, match=r"shape \[3, 8\], expected \[1, 8\].*per-sample"):
