@@ -339,20 +339,20 @@ class OpenVinoBackend(Backend):
         slot: _Request = binding.native
         try:
             native.bind(slot, binding.inputs)
-            native.infer(slot.request)
+            result = native.infer(slot.request)
         except Exception as exc:
             raise _run_error(exc, compiled, binding.inputs) from exc
-        binding.outputs = native.collect(slot.request)
+        binding.outputs = native.collect(slot.request, result)
 
     def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         native: OpenVinoNative = compiled.native
         slot = native.local
         try:
             native.bind(slot, feeds)
-            native.infer(slot.request)
+            result = native.infer(slot.request)
         except Exception as exc:
             raise _run_error(exc, compiled, feeds) from exc
-        return native.collect(slot.request)
+        return native.collect(slot.request, result)
 
 
 class OpenVinoNative:
@@ -370,6 +370,7 @@ class OpenVinoNative:
         self.compiled_model = compiled_model  # the read ov.Model is not kept: it would double the weights in memory
         self.feed_index = feed_index
         self.out_index = out_index
+        self.outputs = len(compiled_model.outputs)
         self.Tensor = ov.Tensor
         self.infer = _infer_function()
         self.local = _ThreadRequest(compiled_model, len(feed_index))
@@ -399,10 +400,19 @@ class OpenVinoNative:
                 request.set_input_tensor(index, self.Tensor(copy, shared_memory=True))
                 held[pos] = (None, copy)
 
-    def collect(self, request: Any) -> dict[str, np.ndarray]:
-        """Outputs of ``request`` as caller-owned arrays in ONNX order and dtypes."""
-        get = request.get_output_tensor
-        return {name: get(i).data.copy() if cast is None else get(i).data.astype(cast) for name, i, cast in self.out_index}
+    def collect(self, request: Any, result: Mapping[Any, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs of ``request`` as caller-owned arrays in ONNX order and dtypes.
+
+        ``result`` is what the infer call returned: views of the output tensors in
+        the compiled model's output order, which saves a ``get_output_tensor(i).data``
+        per output.  Where OpenVINO merged outputs (one port listed twice, so
+        fewer entries) the tensors are read one by one.
+        """
+        if len(result) == self.outputs:
+            arrays = list(result.values())
+        else:
+            arrays = [request.get_output_tensor(i).data for i in range(self.outputs)]
+        return {name: arrays[i].copy() if cast is None else arrays[i].astype(cast) for name, i, cast in self.out_index}
 
 
 class _Request:
@@ -418,11 +428,11 @@ class _ThreadRequest(_Request, threading.local):
 
 
 def _infer_function() -> Any:
-    """A function running a request synchronously without building a result dict.
+    """A function running a request synchronously and returning its outputs as shared views.
 
     ``InferRequest.infer`` wraps the binding's ``infer`` in an ``OVDict`` of every
-    output (about 2 us a call); nnport reads the output tensors itself, so it
-    calls the binding's method directly where this OpenVINO has it.
+    output (about 2 us a call); nnport calls the binding's method directly where
+    this OpenVINO has it and takes the plain dict it returns.
     """
     try:
         from openvino._pyopenvino import InferRequest as Raw
@@ -431,8 +441,8 @@ def _infer_function() -> Any:
     except (ImportError, AttributeError):  # pragma: no cover - another OpenVINO layout
         return lambda request: request.infer(share_outputs=True)
 
-    def infer(request: Any) -> None:
-        raw(request, {}, True, True)
+    def infer(request: Any) -> dict[Any, np.ndarray]:
+        return raw(request, {}, True, True)  # no new inputs, outputs shared (collect copies them), strings decoded
 
     return infer
 

@@ -526,3 +526,20 @@ def test_a_model_file_changed_after_load_is_not_read(tmp_path):
     assert compiled.info["read_by"] == "nnport"
     feeds = random_feeds(loaded.inputs, seed=0)
     assert_matches_reference(compiled.run(feeds), nnport.compile(loaded, "onnxruntime:cpu").run(feeds))
+
+
+def test_outputs_that_alias_one_tensor_are_separate_arrays():
+    """``y`` and its Identity ``z`` (one tensor inside OpenVINO) and a pass-through come back in ONNX order, each its own copy."""
+    model = tiny_model(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Identity", ["y"], ["z"]), helper.make_node("Identity", ["x"], ["w"])],
+        [vi("x", TensorProto.FLOAT, [2, 3])],
+        [vi("y", TensorProto.FLOAT, [2, 3]), vi("z", TensorProto.FLOAT, [2, 3]), vi("w", TensorProto.FLOAT, [2, 3])],
+    )
+    compiled = nnport.compile(model, "openvino:CPU", fallback=False)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    got = compiled.run(x=x)
+    assert_matches_reference(got, nnport.compile(model, "onnxruntime:cpu").run(x=x), tolerance=0.0)
+    got["y"][...] = 7.0
+    assert not np.any(got["z"] == 7.0) and not np.any(got["w"] == 7.0)
+    again = compiled.run(x=x)
+    np.testing.assert_array_equal(again["y"], np.maximum(x, 0))
