@@ -297,15 +297,21 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         nncf_options = dict(options.extra.get("nncf_options", {}))
+        kept_float = sorted({op.get_type_name() for op in ov_model.get_ops()} & FLOAT_IN_INT8)
+        if kept_float and "ignored_scope" not in nncf_options:
+            nncf_options["ignored_scope"] = nncf.IgnoredScope(types=kept_float, validate=False)
         stored: Path | None = None
         if options.cache_dir:
             key = hashlib.sha256(
-                "|".join([model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), ov.get_version(), nncf.__version__]).encode()
+                "|".join([INT8_RECIPE, model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), ov.get_version(), nncf.__version__]).encode()
             ).hexdigest()[:24]
             stored = Path(options.cache_dir) / "openvino" / "int8" / f"{model.name}-{key}.xml"
-        report = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None}
+        report: dict[str, Any] = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None}
+        if kept_float and nncf_options["ignored_scope"].types == kept_float:
+            report["kept_float"] = {t: FLOAT_IN_INT8_REASON for t in kept_float}
         if stored is not None and stored.exists() and stored.with_suffix(".bin").exists():
             return self.core().read_model(str(stored)), {**report, "from_cache": True}
+        _fold_constants(ov_model)  # weights computed by constant subgraphs (Reshape of a Constant) trip NNCF's statistics
         nncf.set_log_level(40)  # errors only
         chatter = io.StringIO()  # NNCF draws rich progress bars on stdout: keep them off the caller's terminal
         try:
@@ -518,6 +524,26 @@ def _workarounds(ov_model: Any, ov_name: str, config: Mapping[str, Any]) -> dict
         if quantized and mlp:
             return {"SNIPPETS_MODE": "DISABLE"}
     return {}
+
+
+INT8_RECIPE = "nnport-openvino-int8-2"
+"""Part of the stored int8 IR's key: changes whenever what nnport asks of NNCF changes."""
+
+FLOAT_IN_INT8 = frozenset({"LSTMSequence", "GRUSequence", "RNNSequence"})
+FLOAT_IN_INT8_REASON = (
+    "NNCF quantizes the recurrent cell's weight and bias inputs, and OpenVINO's CPU plugin then refuses the cell "
+    "('LSTMSequence ... expects Constant for port 5'); left in float (nncf_options['ignored_scope'] overrides)"
+)
+"""Operator types NNCF leaves in float by default, and why."""
+
+
+def _fold_constants(ov_model: Any) -> None:
+    """Fold constant subgraphs in place, so that every weight NNCF sees is a Constant."""
+    from openvino.passes import ConstantFolding, Manager
+
+    manager = Manager()
+    manager.register_pass(ConstantFolding())
+    manager.run_passes(ov_model)
 
 
 QUANTIZED_ONNX_OPS = frozenset(

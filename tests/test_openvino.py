@@ -543,3 +543,57 @@ def test_outputs_that_alias_one_tensor_are_separate_arrays():
     assert not np.any(got["z"] == 7.0) and not np.any(got["w"] == 7.0)
     again = compiled.run(x=x)
     np.testing.assert_array_equal(again["y"], np.maximum(x, 0))
+
+
+def _int8_agrees(model, seeds=range(4), min_cosine=0.98):
+    compiled = nnport.compile(model, "openvino:CPU", precision="int8", calibration=[random_feeds(nnport.load(model).inputs, seed=100 + i) for i in range(8)], fallback=False)
+    reference = nnport.compile(model, "onnxruntime:cpu")
+    for seed in seeds:
+        feeds = random_feeds(compiled.inputs, seed=seed)
+        got, ref = compiled.run(feeds), reference.run(feeds)
+        for name in ref:
+            assert cosine(got[name], ref[name]) >= min_cosine, f"{name}: cosine {cosine(got[name], ref[name]):.4f}"
+    return compiled
+
+
+def test_int8_weight_computed_from_an_initializer():
+    """A Gemm weight that is Reshape(4-D initializer), as in inception_v1's classifier: NNCF failed on it unfolded."""
+    pytest.importorskip("nncf")
+    rng = np.random.default_rng(0)
+    model = tiny_model(
+        [
+            helper.make_node("Reshape", ["w4", "w_shape"], ["w"]),
+            helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], transB=1),
+        ],
+        [vi("x", TensorProto.FLOAT, [1, 32])],
+        [vi("logits", TensorProto.FLOAT, [1, 10])],
+        initializers=[
+            helper.make_tensor("w4", TensorProto.FLOAT, [1, 1, 16, 32], (rng.standard_normal(512) * 0.25).astype(np.float32)),
+            helper.make_tensor("w_shape", TensorProto.INT64, [2], [16, 32]),
+            helper.make_tensor("b", TensorProto.FLOAT, [16], np.zeros(16, np.float32)),
+            helper.make_tensor("w2", TensorProto.FLOAT, [10, 16], (rng.standard_normal(160) * 0.35).astype(np.float32)),
+            helper.make_tensor("b2", TensorProto.FLOAT, [10], np.zeros(10, np.float32)),
+        ],
+    )
+    _int8_agrees(model)
+
+
+def test_int8_keeps_recurrent_cells_in_float():
+    """NNCF's int8 LSTM made OpenVINO's CPU plugin refuse the cell; the cell stays float and says so."""
+    pytest.importorskip("nncf")
+    rng = np.random.default_rng(1)
+    hidden, size = 16, 8
+    model = tiny_model(
+        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden)],
+        [vi("x", TensorProto.FLOAT, [5, 1, size])],
+        [vi("y", TensorProto.FLOAT, [5, 1, 1, hidden])],
+        initializers=[
+            helper.make_tensor("W", TensorProto.FLOAT, [1, 4 * hidden, size], (rng.standard_normal(4 * hidden * size) * 0.3).astype(np.float32)),
+            helper.make_tensor("R", TensorProto.FLOAT, [1, 4 * hidden, hidden], (rng.standard_normal(4 * hidden * hidden) * 0.3).astype(np.float32)),
+            helper.make_tensor("B", TensorProto.FLOAT, [1, 8 * hidden], (rng.standard_normal(8 * hidden) * 0.1).astype(np.float32)),
+        ],
+    )
+    compiled = _int8_agrees(model)
+    assert list(compiled.info["int8"]["kept_float"]) == ["LSTMSequence"]
