@@ -342,13 +342,14 @@ class NcnnProgram:
         """A per-sample graph: one extractor per sample of the batch, results concatenated."""
         first = feeds[self._ins[0][0]]
         n = first.shape[0] if first.ndim else 1
+        if len(self._ins) > 1:  # the core checks fixed dims only, not that a symbolic dim agrees
+            sizes = {k: feeds[k].shape[0] for k, *_ in self._ins}
+            if any(m != n for m in sizes.values()):
+                raise InputError(f"model {self.model_name!r}: the inputs' batch sizes differ ({sizes}); every input must carry the same batch")
         if n == 1:
             return self._sample(feeds)
         if n == 0:
             raise InputError(f"model {self.model_name!r}: a batch of 0 samples has nothing to run")
-        sizes = {k: v.shape[0] for k, v in feeds.items()}
-        if any(m != n for m in sizes.values()):
-            raise InputError(f"model {self.model_name!r}: the inputs' batch sizes differ ({sizes}); every input must carry the same batch")
         parts = [self._sample({k: v[i : i + 1] for k, v in feeds.items()}) for i in range(n)]
         return {name: np.concatenate([p[name] for p in parts]) for name, *_ in self._outs}
 
