@@ -69,7 +69,7 @@ def run_case(config: Any, pool: Any, case: Any, target: Any) -> None:
     if target.unavailable:
         pytest.skip(f"{target.device}: backend unavailable: {target.unavailable}")
     exp = runner.expectations_for(target.backend, config.getoption("--nnport-xfail"))
-    skip = exp.skip_reason(case.id)
+    skip = exp.skip_reason(case.id, target.device)
     if skip:
         pytest.skip(f"listed in [skip]: {skip}")
     timeout = config.getoption("--nnport-timeout") or case.timeout_s

@@ -61,22 +61,30 @@ class Expectations:
     skip: Mapping[str, str] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
 
-    def xfail_reason(self, case_id: str) -> str | None:
-        return _match(self.xfail, case_id)
+    def xfail_reason(self, case_id: str, device: str | None = None) -> str | None:
+        """The reason ``case_id`` is expected to fail (on ``device``), or None.
 
-    def skip_reason(self, case_id: str) -> str | None:
-        return _match(self.skip, case_id)
+        A key ``"case@device"`` (globs allowed) applies to that device only,
+        e.g. a Vulkan shader's approximation; a plain case key to every device.
+        """
+        return _match(self.xfail, case_id, device)
+
+    def skip_reason(self, case_id: str, device: str | None = None) -> str | None:
+        return _match(self.skip, case_id, device)
 
     def merged(self, other: Expectations) -> Expectations:
         return Expectations({**self.xfail, **other.xfail}, {**self.skip, **other.skip}, self.sources + other.sources)
 
 
-def _match(table: Mapping[str, str], case_id: str) -> str | None:
-    if case_id in table:
-        return table[case_id]
-    for pattern, reason in table.items():
-        if fnmatch.fnmatchcase(case_id, pattern):
-            return reason
+def _match(table: Mapping[str, str], case_id: str, device: str | None = None) -> str | None:
+    keys = [f"{case_id}@{device}", case_id] if device else [case_id]
+    for key in keys:
+        if key in table:
+            return table[key]
+    for key in keys:
+        for pattern, reason in table.items():
+            if ("@" in pattern) == ("@" in key) and fnmatch.fnmatchcase(key, pattern):
+                return reason
     return None
 
 
@@ -421,7 +429,7 @@ ProgressFn = Callable[[int, int, Result], None]
 
 def apply_expectations(result: Result, expectations: Expectations) -> Result:
     """Turn a raw result into xfail/xpass where the backend's file lists the case."""
-    reason = expectations.xfail_reason(result.case)
+    reason = expectations.xfail_reason(result.case, result.device)
     if reason is None:
         return result
     if result.status == "pass":
@@ -459,7 +467,7 @@ def run(
             if target.unavailable:
                 results.append(Result(case.id, target.device, target.backend, "skip", f"backend unavailable: {target.unavailable}"))
                 continue
-            skip = exp[target.backend].skip_reason(case.id)
+            skip = exp[target.backend].skip_reason(case.id, target.device)
             if skip:
                 results.append(Result(case.id, target.device, target.backend, "skip", f"listed in [skip]: {skip}"))
                 continue

@@ -216,3 +216,13 @@ def test_to_dict_is_json_safe():
     text = json.dumps(doc, allow_nan=False)
     assert '"passed": false' in text
     assert math.isfinite(doc["outputs"][0]["max_abs_error"])
+
+
+def test_expectations_can_name_one_device():
+    from nnport.conformance.runner import Expectations
+
+    exp = Expectations(xfail={"op/Gelu/*@ncnn:vulkan:*": "shader approximation", "op/Split/x": "everywhere"})
+    assert exp.xfail_reason("op/Gelu/a", "ncnn:vulkan:0") == "shader approximation"
+    assert exp.xfail_reason("op/Gelu/a", "ncnn:cpu") is None
+    assert exp.xfail_reason("op/Gelu/a") is None
+    assert exp.xfail_reason("op/Split/x", "ncnn:vulkan:0") == "everywhere"
