@@ -44,7 +44,6 @@ NORM_SEED = 9000
 def realistic_weights(proto: Any, *, seed: int = 0, images: int = 16, branch_gain: float = 0.5) -> Any:
     """``proto`` with seeded, activation-normalised weights (see the module docstring)."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
 
     model = onnx.ModelProto()

@@ -9,7 +9,6 @@ import logging
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -19,6 +18,7 @@ from .errors import BackendUnavailable, CompileError, NnportError, NoDeviceCould
 from .manager import get_plugin_manager
 from .measure import Measurement, MeasureSettings, batch_shapes, check_batch
 from .model import Model, load
+from .paths import cache_root
 from .selection import BackendStatus, all_devices, backend_devices, backend_statuses, candidates
 from .types import CompileOptions, Device
 
@@ -61,8 +61,9 @@ def compile(
     tried, unless ``fallback=False``, which re-raises the first failure.
     ``policy="fastest"`` compiles every candidate, measures each briefly and
     keeps the fastest; the choice is remembered per (model hash, candidates,
-    options, host) in ``$NNPORT_CACHE_DIR/fastest.json`` (default
-    ``~/.cache/nnport``), so later compiles go straight to it.  Keyword
+    options, host) in ``fastest.json`` under ``nnport.paths.cache_root()``
+    (``$NNPORT_CACHE_DIR``, else ``~/.cache/nnport``), so later compiles go
+    straight to it.  Keyword
     arguments are ``CompileOptions`` fields (``precision="fp16"``, ``threads=2``...).
     """
     if policy not in ("first", "fastest"):
@@ -109,10 +110,6 @@ def compile(
     return best
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("NNPORT_CACHE_DIR") or Path.home() / ".cache" / "nnport")
-
-
 def _choice_key(model: Model, devices: Sequence[Device], options: CompileOptions) -> str:
     """The fastest-policy cache key: model hash, candidates, options and this host."""
     host = f"{platform.node()}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
@@ -122,7 +119,7 @@ def _choice_key(model: Model, devices: Sequence[Device], options: CompileOptions
 
 def _fastest_choices() -> dict[str, str]:
     try:
-        return json.loads((_cache_root() / "fastest.json").read_text())
+        return json.loads((cache_root() / "fastest.json").read_text())
     except (OSError, ValueError):
         return {}
 
@@ -130,7 +127,7 @@ def _fastest_choices() -> dict[str, str]:
 def _remember_fastest(key: str, device_id: str) -> None:
     """Best effort: a read-only home must not make compile fail."""
     try:
-        root = _cache_root()
+        root = cache_root()
         root.mkdir(parents=True, exist_ok=True)
         choices = _fastest_choices()
         choices[key] = device_id

@@ -51,7 +51,7 @@ import numpy as np
 
 from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
-from nnport.types import TensorSpec
+from nnport.paths import cache_root
 
 CONVERTER_VERSION = "1"
 """Bump when this module changes what it writes, so old cache entries are ignored."""
@@ -95,12 +95,8 @@ def pnnx_version() -> str:
 
 
 def default_cache_root() -> Path:
-    """``$NNPORT_CACHE_DIR/ncnn``, else ``$XDG_CACHE_HOME/nnport/ncnn``, else ``~/.cache/nnport/ncnn``."""
-    env = os.environ.get("NNPORT_CACHE_DIR")
-    if env:
-        return Path(env).expanduser() / "ncnn"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "nnport" / "ncnn"
+    """``ncnn`` under nnport's cache root (``$NNPORT_CACHE_DIR``, XDG, ``~/.cache/nnport``)."""
+    return cache_root() / "ncnn"
 
 
 # -- what a conversion produces ---------------------------------------------------------------

@@ -65,7 +65,7 @@ import numpy as np
 
 from nnport import hookimpl
 from nnport.backend import Backend
-from nnport.compiled import CompiledModel, feed_problems
+from nnport.compiled import CompiledModel
 from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
 from nnport.model import Model
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
