@@ -19,6 +19,7 @@ from .manager import get_plugin_manager
 from .measure import Measurement, MeasureSettings, batch_shapes, check_batch
 from .model import Model, load
 from .paths import cache_root
+from .shapes import fix_shapes
 from .selection import BackendStatus, all_devices, backend_devices, backend_statuses, candidates
 from .types import CompileOptions, Device
 
@@ -64,15 +65,19 @@ def compile(
     options, host) in ``fastest.json`` under ``nnport.paths.cache_root()``
     (``$NNPORT_CACHE_DIR``, else ``~/.cache/nnport``), so later compiles go
     straight to it.  Keyword
-    arguments are ``CompileOptions`` fields (``precision="fp16"``, ``threads=2``...).
+    arguments are ``CompileOptions`` fields (``precision="fp16"``, ``threads=2``,
+    ``shapes={"images": (1, 3, 640, 640)}``...).  ``shapes`` fixes symbolic
+    input dims here, once, so every candidate backend compiles the same static
+    model (``nnport.shapes``); a bad shape is an ``InputError`` before any
+    backend is tried.
     """
     if policy not in ("first", "fastest"):
         raise ValueError(f"policy must be 'first' or 'fastest', got {policy!r}")
-    loaded = load(model)
     if options is None:
         options = CompileOptions(**option_fields)
     elif option_fields:
         options = options.replace(**option_fields)
+    loaded = fix_shapes(load(model), options.shapes)
     pm = get_plugin_manager()
     attempts: list[tuple[str, BaseException]] = []
     successes: list[CompiledModel] = []

@@ -104,6 +104,9 @@ class CompileOptions:
     "basic"}`` for ONNX Runtime); a backend ignores keys it does not know.
     ``calibration`` is data for int8 (a directory, an iterable of feed dicts, or
     ``"random"``); it is not part of the cache key's identity beyond its repr.
+    ``shapes`` fixes symbolic input dims (``{"images": (1, 3, 640, 640)}``)
+    before any backend sees the model (see ``nnport.shapes``); a model compiled
+    with it takes feeds of exactly those shapes.
     """
 
     precision: str = "fp32"
@@ -112,6 +115,7 @@ class CompileOptions:
     hint: str = "latency"
     calibration: Any = field(default=None, compare=False, hash=False)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -123,11 +127,17 @@ class CompileOptions:
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", str(self.cache_dir))
         object.__setattr__(self, "extra", _frozen_mapping(self.extra))
+        from .shapes import normalize
+
+        object.__setattr__(self, "shapes", normalize(self.shapes))
 
     def key(self) -> str:
         """A stable digest of everything that changes the compiled artefact (cache keys)."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("cache_dir", "calibration")}
         data["extra"] = dict(sorted(self.extra.items()))
+        data["shapes"] = {k: list(v) for k, v in self.shapes.items()}
+        if not data["shapes"]:
+            del data["shapes"]  # keys of options without shapes stay what they were
         text = json.dumps(data, sort_keys=True, default=repr)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

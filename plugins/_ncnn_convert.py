@@ -53,7 +53,7 @@ from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedM
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 """Bump when this module changes what it writes, so old cache entries are ignored."""
 
 NO_BATCH = 233
@@ -254,6 +254,10 @@ def _convert_in(
     return conv
 
 
+PNNX_MAX_IR_VERSION = 13
+"""The newest ONNX IR version pnnx's bundled ONNX Runtime reads."""
+
+
 def _prepared_proto(model: Model) -> tuple[Any, str | None]:
     """A copy of the ONNX graph pnnx reads correctly: no initializer inputs, opset >= 13."""
     import onnx
@@ -261,6 +265,9 @@ def _prepared_proto(model: Model) -> tuple[Any, str | None]:
     proto = onnx.ModelProto()
     proto.CopyFrom(model.proto)
     drop_initializer_inputs(proto)
+    # pnnx parses ONNX with the ONNX Runtime it bundles (1.30 in pnnx 20260409: IR <= 13); a
+    # model saved by a newer onnx (IR 14) segfaulted pnnx although it uses nothing IR 14 adds.
+    proto.ir_version = min(proto.ir_version, PNNX_MAX_IR_VERSION)
     upgraded = None
     if model.opset is not None and model.opset < UPGRADE_OPSET:
         try:

@@ -63,11 +63,12 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from nnport import hookimpl
+from nnport import hookimpl, specialize
 from nnport.backend import Backend
 from nnport.compiled import CompiledModel
 from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
 from nnport.model import Model
+from nnport.specialize import open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
 from ._ncnn_convert import NO_BATCH, BlobPlan, convert, default_cache_root, fixed_batch, pnnx_executable, pnnx_version
@@ -135,7 +136,7 @@ class NcnnBackend(Backend):
             dynamic_shapes=False,
             model_formats=("onnx", "ncnn"),
             notes=(
-                "ONNX is converted by pnnx at batch 1 with static shapes (extra ncnn_input_shapes fixes symbolic dims)",
+                "ONNX is converted by pnnx at batch 1 with static shapes: shapes= fixes symbolic dims, else each new feed shape is converted on first use (cached on disk)",
                 "batch > 1 loops over samples when the graph is per-sample",
                 f"int8 unsupported: {INT8_REASON}",
             ),
@@ -150,6 +151,13 @@ class NcnnBackend(Backend):
         if options.precision not in ("fp32", "fp16"):
             raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16']", **where)
         vulkan_index = device.properties.get("index") if device.id.startswith("ncnn:vulkan:") else None
+        if model.format == "onnx" and not options.extra.get("ncnn_input_shapes"):
+            symbol = batch_symbol(model.inputs, model.outputs)
+            axes = open_axes(model, keep=(symbol,) if symbol else ())
+            if axes:  # pnnx converts static shapes: convert at the shapes of the feeds, on first use
+                _check_convertible(model, where)
+                why = f"pnnx converts static shapes only; open dims {_axes_text(model, axes)} are fixed from each new feed shape"
+                return specialize.lazily(self, model, device, options, axes, why)
         if model.format == "onnx":
             program, conversion = self._from_onnx(model, options, vulkan_index, where)
         elif model.format == "ncnn":
@@ -175,10 +183,8 @@ class NcnnBackend(Backend):
 
     def _from_onnx(self, model: Model, options: CompileOptions, vulkan_index: int | None, where: dict) -> tuple[NcnnProgram, Any]:
         symbol = batch_symbol(model.inputs, model.outputs)
+        _check_convertible(model, where)
         shapes = conversion_shapes(model.inputs, options.extra.get("ncnn_input_shapes") or {}, where)
-        for spec in (*model.inputs, *model.outputs):
-            if spec.dtype != _F32:
-                raise UnsupportedModel(f"ncnn runs float32 tensors only; {spec} is {spec.dtype}", **where)
         cache_root = Path(options.cache_dir) / "ncnn" if options.cache_dir else default_cache_root()
         try:
             conversion = convert(
@@ -577,6 +583,21 @@ def _vulkan_device(ncnn: Any, index: int) -> Device:
             "driver_version": int(info.driver_version()),
         },
     )
+
+
+def _check_convertible(model: Model, where: dict) -> None:
+    """What can be refused before any shape is known: dtypes and ranks ncnn cannot hold."""
+    for spec in (*model.inputs, *model.outputs):
+        if spec.dtype != _F32:
+            raise UnsupportedModel(f"ncnn runs float32 tensors only; {spec} is {spec.dtype}", **where)
+    for spec in model.inputs:
+        if len(spec.shape) > 5 or (len(spec.shape) == 5 and spec.shape[0] not in (1, None) and not isinstance(spec.shape[0], str)):
+            raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(spec.shape)}", **where)
+
+
+def _axes_text(model: Model, axes: Sequence[tuple[str, int]]) -> str:
+    by_name = {s.name: s for s in model.inputs}
+    return ", ".join(f"{name}[{axis}]={by_name[name].shape[axis]!r}" for name, axis in axes)
 
 
 def batch_symbol(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> str | None:
