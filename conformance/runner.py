@@ -252,6 +252,7 @@ class Task:
     timeout_s: float
     precision: str = "fp32"
     tolerances: Mapping[str, Any] = field(default_factory=dict)
+    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
 
 
 class _Worker:
@@ -388,7 +389,7 @@ class Pool:
         worker = self._take()
         start = time.monotonic()
         log_start = worker.log_size()
-        payload = {"case": task.case, "device": task.device, "precision": task.precision, "threads": self.threads, "ref_cache": self.ref_cache, "tolerances": dict(task.tolerances)}
+        payload = {"case": task.case, "device": task.device, "precision": task.precision, "threads": self.threads, "ref_cache": self.ref_cache, "tolerances": dict(task.tolerances), "shapes": {k: list(v) for k, v in task.shapes.items()}}
         base = dict(case=task.case, device=task.device, backend=task.backend)
         try:
             worker.send(payload)
@@ -455,8 +456,13 @@ def run(
     pythonpath: Sequence[str] = (),
     tolerances: Mapping[str, Any] | None = None,
     progress: ProgressFn | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> Report:
-    """Run ``cases`` on every target; see the module docstring."""
+    """Run ``cases`` on every target; see the module docstring.
+
+    ``shapes`` (``--input-shapes``) fixes the dims of the inputs it names in every
+    case that has those inputs; the reference and the device see the same model.
+    """
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
     exp = {t.backend: expectations_for(t.backend, expectations) for t in targets}
@@ -472,7 +478,7 @@ def run(
                 results.append(Result(case.id, target.device, target.backend, "skip", f"listed in [skip]: {skip}"))
                 continue
             limit = (timeout_s if timeout_s is not None else case.timeout_s) * timeout_scale
-            pending.append(Task(case.id, target.device, target.backend, limit, precision, dict(tolerances or {})))
+            pending.append(Task(case.id, target.device, target.backend, limit, precision, dict(tolerances or {}), dict(shapes or {})))
     # Long cases first, so that the last minutes are not one worker alone on a big model.
     pending.sort(key=lambda t: -t.timeout_s)
     total = len(results) + len(pending)

@@ -80,6 +80,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         case = cases.get(task["case"])
         t = time.perf_counter()
         model = case.model()
+        shapes = {k: v for k, v in (task.get("shapes") or {}).items() if k in model.input_names}
+        if shapes:
+            from nnport.shapes import fix_shapes
+
+            model = fix_shapes(model, shapes)
         feeds = case.inputs(model)
         timings["build_s"] = time.perf_counter() - t
     except Exception as exc:

@@ -82,6 +82,22 @@ def parse_inputs(items: Sequence[str] | None) -> dict[str, np.ndarray]:
     return feeds
 
 
+def add_shapes_argument(p: argparse.ArgumentParser) -> None:
+    """``--input-shapes``: the same flag, spelled the same, on every command that compiles."""
+    p.add_argument(
+        "--input-shapes",
+        action="append",
+        metavar="NAME:DxDx..[,NAME:...]",
+        help="fix symbolic input dims before compiling, e.g. images:1x3x640x640 (repeat or comma-separate)",
+    )
+
+
+def shapes_from(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
+    from .shapes import parse_input_shapes
+
+    return parse_input_shapes(getattr(args, "input_shapes", None))
+
+
 def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
@@ -112,6 +128,7 @@ def register(sub: Any) -> None:
     p.add_argument("--output", "-o", help="save outputs to this .npz file")
     p.add_argument("--no-fallback", action="store_true", help="fail instead of trying the next device")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_shapes_argument(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="compile and run zoo models on every available backend, against the reference")
@@ -157,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     model = resolve_model(args.model)
     device = args.device if args.device and len(args.device) > 1 else (args.device[0] if args.device else "auto")
-    compiled = nn_compile(model, device, fallback=not args.no_fallback)
+    compiled = nn_compile(model, device, fallback=not args.no_fallback, shapes=shapes_from(args))
     feeds = parse_inputs(args.input) or random_feeds(compiled.inputs, seed=args.seed)
     outputs = compiled.run(feeds)
     if args.output:

@@ -49,6 +49,8 @@ ROWS: list[tuple[str, str, str]] = [
 
 
 def register(sub: Any) -> None:
+    from .cli import add_shapes_argument
+
     p = sub.add_parser(
         "bench",
         help="compile and measure a model on several devices; one side-by-side table",
@@ -70,6 +72,7 @@ def register(sub: Any) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     p.add_argument("--hint", default=None, choices=("latency", "throughput"), help="compile hint (default: throughput for multi-stream/offline, else latency)")
     p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded data)")
+    add_shapes_argument(p)
     p.add_argument("--no-energy", action="store_true", help="do not read energy meters")
     p.add_argument("--no-warm-compile", action="store_true", help="skip the cached (warm) compile")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress on stderr (default: when stderr is a terminal)")
@@ -140,7 +143,7 @@ class _Progress:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import parse_inputs, resolve_model
+    from .cli import parse_inputs, resolve_model, shapes_from
 
     if args.compare:
         return compare_files(args.compare[0], args.compare[1], plot=args.plot)
@@ -153,7 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         hint = args.hint or ("latency" if settings.scenario == "single-stream" else "throughput")
-        options = CompileOptions(threads=args.threads, precision=args.precision, hint=hint)
+        options = CompileOptions(threads=args.threads, precision=args.precision, hint=hint, shapes=shapes_from(args))
     except ValueError as exc:
         raise MeasurementError(str(exc)) from exc
     model = resolve_model(args.model)
@@ -176,7 +179,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "nnport_bench": BENCH_FORMAT,
         "model": {"name": model.name, "hash": model.hash, "path": str(model.path) if model.path else None},
         "settings": settings.to_dict(),
-        "compile_options": {"threads": options.threads, "precision": options.precision, "hint": options.hint},
+        "compile_options": {"threads": options.threads, "precision": options.precision, "hint": options.hint, "shapes": {k: list(v) for k, v in options.shapes.items()}},
         "context": host_context(),
         "results": results,
     }

@@ -18,6 +18,8 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from .cli import add_shapes_argument
+
     p = sub.add_parser("compress", help="write an fp16 or int8 (QDQ) ONNX model; --report gives accuracy delta and speedup")
     p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
     p.add_argument("--precision", "-p", choices=["int8", "fp16"], required=True, help="target precision")
@@ -34,15 +36,17 @@ def register(sub: Any) -> None:
     p.add_argument("--eval-samples", type=int, default=16, help="held-out inputs for the accuracy delta (seeds 0..N-1)")
     p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of interleaved timing per device")
     p.add_argument("--json", metavar="FILE", help="write the report (or a summary) as JSON to FILE ('-' for stdout)")
+    add_shapes_argument(p)
     p.set_defaults(func=cmd_compress)
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from . import compress
     from .calibration import RandomCalibrationWarning
-    from .cli import resolve_model
+    from .cli import resolve_model, shapes_from
+    from .shapes import fix_shapes
 
-    model = resolve_model(args.model)
+    model = fix_shapes(resolve_model(args.model), shapes_from(args))  # the compressed model keeps these static shapes
     activations = args.activations or ("int8" if any("tensorrt" in d.lower() for d in args.device or ()) else "uint8")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)

@@ -27,6 +27,8 @@ from .errors import InputError, NnportError
 
 
 def register(sub: Any) -> None:
+    from .cli import add_shapes_argument
+
     p = sub.add_parser("conformance", help="run the conformance suite: every case on every backend against the reference")
     p.add_argument("--backend", "-b", action="append", metavar="B", help="backend name or device id (repeat); default: every available backend")
     p.add_argument("--cases", "-k", action="append", metavar="PATTERN", help="case id glob or substring (repeat); 'node/*' adds the ONNX node tests")
@@ -41,6 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--baseline", metavar="OLD.json", help="exit non-zero only on cases failing now that did not fail in OLD.json")
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
     p.add_argument("--problems-only", action="store_true", help="print only matrix rows that are not all pass")
+    add_shapes_argument(p)
     p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("compare", help="run a model on several devices with the same inputs and compare each with the reference")
@@ -56,6 +59,7 @@ def register(sub: Any) -> None:
     p.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used")
     p.add_argument("--load-inputs", metavar="FILE.npz", help="load inputs saved by --save-inputs")
     p.add_argument("--save-outputs", metavar="FILE.npz", help="save every device's outputs (keys DEVICE/OUTPUT)")
+    add_shapes_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_compare)
 
@@ -75,6 +79,8 @@ def _load_plugins(modules: Sequence[str]) -> None:
 
 def cmd_conformance(args: argparse.Namespace) -> int:
     from nnport.conformance import cases as case_mod, reports, runner
+
+    from .cli import shapes_from
 
     _load_plugins(args.plugin)
     selected = case_mod.select(args.cases)
@@ -101,6 +107,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         plugins=args.plugin,
         pythonpath=[os.getcwd()] if args.plugin else (),
         progress=reports.Progress(),
+        shapes=shapes_from(args),
     )
     print(reports.matrix_text(report, color=sys.stdout.isatty(), only_problems=args.problems_only))
     if args.json:
@@ -225,10 +232,11 @@ def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
     from nnport.conformance.compare import Comparator
 
     from . import compile as nn_compile
-    from .cli import parse_inputs, resolve_model
+    from .cli import parse_inputs, resolve_model, shapes_from
     from .data import random_feeds
+    from .shapes import fix_shapes
 
-    model = resolve_model(args.model)
+    model = fix_shapes(resolve_model(args.model), shapes_from(args))  # reference and devices see one static model
     comparator = Comparator(
         parse_tolerances(args.atol, "--atol"),
         parse_tolerances(args.rtol, "--rtol"),
