@@ -7,7 +7,7 @@ reference) exceeds ``rtol``.  Two additions make the verdict meaningful for
 neural-network outputs (see specs/conformance.md):
 
 * ``scale_tol``: the absolute tolerance is at least ``scale_tol`` times the
-  reference's largest finite magnitude.  A float32 dot product of n terms
+  reference's largest finite magnitude (a *default* floor: see below).  A float32 dot product of n terms
   carries rounding error proportional to the size of its terms, not of its
   result, so an output element that happens to be near zero says nothing
   with a relative error; judging it against the output's range (Polygraphy's
@@ -16,6 +16,15 @@ neural-network outputs (see specs/conformance.md):
   outputs (rank 2, ``[batch, classes]``, or ``[batch, classes, 1, 1]``).
   ``min_cosine``/``min_top1`` gate the verdict where set: int8 results are
   judged on them, not element by element.
+
+Tolerances are what the caller says.  Per output, the precision's defaults
+(``DEFAULTS``: atol, rtol and the ``scale_tol`` floor) apply only where no
+tolerance was given.  A given ``atol`` is the absolute tolerance, never raised
+by the default ``scale_tol`` (give ``scale_tol`` too to keep a floor); an
+unspecified partner of a given tolerance keeps its precision default, except
+that int8's "no element check" (inf) becomes 0, so that a given int8 ``atol``
+is checked.  Every ``OutputResult`` carries the tolerances it was judged with
+and which of them were given (``tolerance_text()`` says it in one line).
 
 NaN and +/-Inf must sit at the same positions with the same signs; matching
 ones count as equal.  Shapes and dtypes must be equal.  Integer and boolean
@@ -81,13 +90,51 @@ class OutputResult:
     top1_agreement: float | None = None
     topk_overlap: float | None = None
     k: int | None = None
+    scale_tol: float = 0.0
+    """The ``scale_tol`` judged with (0 when ``atol`` was given without one)."""
+    min_cosine: float | None = None
+    min_top1: float | None = None
+    precision: str = "fp32"
+    given: tuple[str, ...] = ()
+    """Which of atol, rtol, scale_tol the caller gave for this output; the rest are ``precision``'s defaults."""
+    exact: bool = False
+    """Integer/boolean output: must match exactly, whatever the tolerances."""
 
     def __bool__(self) -> bool:
         return self.passed
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["tolerance"] = self.tolerance_text()
         return {k: _json_float(v) for k, v in d.items()}
+
+    def tolerance_text(self) -> str:
+        """The effective tolerance in one line, e.g. ``atol=1e-12 rtol=1e-12 (given)``."""
+        if self.exact:
+            return "exact (integer/boolean output)"
+        if math.isinf(self.atol) and math.isinf(self.rtol):
+            text = "no element check"
+        else:
+            text = f"atol={self.atol_effective:.3g}"
+            if self.scale_tol and self.atol_effective > self.atol:
+                text += f" (scale_tol {self.scale_tol:g} x max|ref| {self.ref_scale:.3g})"
+            elif self.scale_tol:
+                text += f" (scale_tol {self.scale_tol:g})"
+            text += f" rtol={self.rtol:.3g}"
+        if self.min_cosine is not None:
+            text += f" cosine>={self.min_cosine:g}"
+        if self.min_top1 is not None and self.top1_agreement is not None:
+            text += f" top1>={self.min_top1:g}"
+        if not self.given:
+            return text + f" ({self.precision} defaults)"
+        # Defaults that still apply beside what was given (module docstring).
+        d = DEFAULTS.get(self.precision, {})
+        defaults = [t for t in ("atol", "rtol") if t not in self.given and math.isfinite(float(d.get(t, math.inf)))]
+        if "scale_tol" not in self.given and "atol" not in self.given and d.get("scale_tol"):
+            defaults.append("scale_tol")
+        if not defaults:
+            return text + " (given)"
+        return text + f" ({', '.join(self.given)} given; {', '.join(defaults)} {self.precision} default)"
 
     def summary(self) -> str:
         if self.shape is None:
@@ -95,7 +142,7 @@ class OutputResult:
         text = (
             f"{self.name}: max_abs={self.max_abs_error:.3g} max_rel={self.max_rel_error:.3g} mse={self.mse:.3g} "
             f"cos={self.cosine:.6f} mismatches={self.mismatches}/{self.elements} "
-            f"(atol={self.atol_effective:.3g} rtol={self.rtol:.3g}; needs atol>={self.min_atol:.3g} or rtol>={self.min_rtol:.3g})"
+            f"({self.tolerance_text()}; needs atol>={self.min_atol:.3g} or rtol>={self.min_rtol:.3g})"
         )
         if self.top1_agreement is not None:
             text += f" top1={self.top1_agreement:.3g} top{self.k}={self.topk_overlap:.3g}"
@@ -149,9 +196,23 @@ def _json_float(v: Any) -> Any:
 
 
 def _per_output(value: Any, name: str, fallback: Any) -> Any:
+    if value is None:
+        return fallback
     if isinstance(value, Mapping):
         return value.get(name, value.get("", fallback))
     return value
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The tolerances one output is judged with, and which of them the caller gave."""
+
+    atol: float
+    rtol: float
+    scale_tol: float
+    min_cosine: float | None
+    min_top1: float | None
+    given: tuple[str, ...]
 
 
 class Comparator:
@@ -159,7 +220,8 @@ class Comparator:
 
     Every tolerance argument is a float or a mapping ``{output name: value}``
     with ``""`` as the default key (Polygraphy's convention).  ``precision``
-    picks the defaults of unspecified arguments from ``DEFAULTS``.
+    picks the defaults of unspecified arguments from ``DEFAULTS``, per output
+    and only where no tolerance was given (module docstring; ``tolerance()``).
     ``rule="sum"`` switches to ``numpy.allclose``'s ``|d| <= atol + rtol*|ref|``
     (used by the ONNX backend node tests, whose tolerances assume it).
     """
@@ -184,9 +246,10 @@ class Comparator:
             raise ToleranceError(f"rule must be 'both' or 'sum', got {rule!r}")
         d = DEFAULTS[precision]
         self.precision = precision
-        self.atol = d["atol"] if atol is None else atol
-        self.rtol = d["rtol"] if rtol is None else rtol
-        self.scale_tol = d["scale_tol"] if scale_tol is None else scale_tol
+        # What the caller gave (None: nothing); defaults are resolved per output in tolerance().
+        self.atol = atol
+        self.rtol = rtol
+        self.scale_tol = scale_tol
         self.min_cosine = d["min_cosine"] if min_cosine is None else min_cosine
         self.min_top1 = d["min_top1"] if min_top1 is None else min_top1
         self.top_k = int(top_k)
@@ -194,6 +257,8 @@ class Comparator:
         self.check_dtype = check_dtype
         self.rule = rule
         for label, value in (("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol)):
+            if value is None:
+                continue
             values = value.values() if isinstance(value, Mapping) else [value]
             for v in values:
                 if v is None or float(v) < 0 or math.isnan(float(v)):
@@ -211,6 +276,39 @@ class Comparator:
             if unknown:
                 raise ToleranceError(f"{label} names unknown output(s) {unknown}; outputs are {sorted(known)}")
 
+    def tolerance(self, name: str) -> Tolerance:
+        """The tolerances output ``name`` is judged with (float outputs; integer ones are exact).
+
+        Nothing given for it: the precision's atol, rtol and scale_tol.  A given
+        ``atol`` drops the default ``scale_tol`` floor (0 unless ``scale_tol`` is
+        given too); a tolerance not given keeps its default, where the
+        default is "no element check" (int8's inf) it becomes 0, so that the
+        given ones are exactly what is checked.
+        """
+        d = DEFAULTS[self.precision]
+        given = {label: _per_output(value, name, None) for label, value in (("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol))}
+        named = tuple(label for label, v in given.items() if v is not None)
+        if not named:
+            atol, rtol, scale_tol = float(d["atol"]), float(d["rtol"]), float(d["scale_tol"])
+        else:
+            def partner(label: str) -> float:
+                v = given[label]
+                if v is not None:
+                    return float(v)
+                default = float(d[label])
+                return default if math.isfinite(default) else 0.0
+
+            atol, rtol = partner("atol"), partner("rtol")
+            if given["scale_tol"] is not None:
+                scale_tol = float(given["scale_tol"])
+            elif given["atol"] is not None:
+                scale_tol = 0.0
+            else:
+                scale_tol = float(d["scale_tol"])
+        min_cos = _per_output(self.min_cosine, name, None)
+        min_top1 = _per_output(self.min_top1, name, None)
+        return Tolerance(atol, rtol, scale_tol, None if min_cos is None else float(min_cos), None if min_top1 is None else float(min_top1), named)
+
     def __call__(self, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Comparison:
         """Compare ``outputs`` (backend under test) with ``reference``, output by output."""
         self.check_names(list(reference))
@@ -223,16 +321,17 @@ class Comparator:
         return Comparison(tuple(results), missing, unexpected)
 
     def compare_output(self, name: str, got: np.ndarray, ref: np.ndarray) -> OutputResult:
-        atol = float(_per_output(self.atol, name, DEFAULTS[self.precision]["atol"]))
-        rtol = float(_per_output(self.rtol, name, DEFAULTS[self.precision]["rtol"]))
-        scale_tol = float(_per_output(self.scale_tol, name, 0.0))
-        min_cos = _per_output(self.min_cosine, name, None)
-        min_top1 = _per_output(self.min_top1, name, None)
+        tol = self.tolerance(name)
+        atol, rtol, scale_tol = tol.atol, tol.rtol, tol.scale_tol
+        min_cos, min_top1 = tol.min_cosine, tol.min_top1
         classifier = _per_output(self.classifier, name, None)
         exact = ref.dtype.kind in "iub"
         if exact:
             atol = rtol = scale_tol = 0.0
-        base = dict(name=name, ref_shape=tuple(ref.shape), ref_dtype=str(ref.dtype), atol=atol, rtol=rtol)
+        base = dict(
+            name=name, ref_shape=tuple(ref.shape), ref_dtype=str(ref.dtype), atol=atol, rtol=rtol, scale_tol=scale_tol,
+            min_cosine=min_cos, min_top1=min_top1, precision=self.precision, given=tol.given, exact=exact,
+        )
         reasons: list[str] = []
         if got.shape != ref.shape:
             return OutputResult(passed=False, reasons=(f"shape {list(got.shape)} differs from the reference's {list(ref.shape)}",), shape=tuple(got.shape), dtype=str(got.dtype), atol_effective=atol, elements=int(ref.size), **base)

@@ -203,7 +203,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     lines = []
     for r in rows:
         if r["error"]:
-            lines.append([r["device"], "-", "ERROR", "-", "-", "-", "-", "-", r["error"][:100]])
+            lines.append([r["device"], "-", "ERROR", "-", "-", "-", "-", "-", "-", r["error"][:100]])
             continue
         for o in r["outputs"]:
             lines.append(
@@ -216,10 +216,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     _fmt(o["mse"]),
                     f"{o['cosine']:.6f}" if isinstance(o["cosine"], float) else str(o["cosine"]),
                     "" if o["top1_agreement"] is None else f"{o['top1_agreement']:.3g}/{o['topk_overlap']:.3g}",
+                    o["tolerance"],
                     f"atol>={_fmt(o['min_atol'])} or rtol>={_fmt(o['min_rtol'])}",
                 ]
             )
-    print(table(lines, ["device", "output", "status", "max abs", "max rel", "mse", "cosine", "top1/top5", "needs"]))
+    print(table(lines, ["device", "output", "status", "max abs", "max rel", "mse", "cosine", "top1/top5", "tolerance (effective)", "needs"]))
     for r in rows:
         for reason in r.get("reasons", []):
             print(f"  {r['device']}: {reason}")

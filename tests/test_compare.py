@@ -226,3 +226,70 @@ def test_expectations_can_name_one_device():
     assert exp.xfail_reason("op/Gelu/a", "ncnn:cpu") is None
     assert exp.xfail_reason("op/Gelu/a") is None
     assert exp.xfail_reason("op/Split/x", "ncnn:vulkan:0") == "everywhere"
+
+
+# -- tolerances are what the caller says (issue 13, item 3) ---------------------------------------
+
+
+def _near(seed=11, rel=1e-6):
+    """A reference and an output off by ``rel`` of the output's range: inside fp32's default scale_tol."""
+    ref = np.random.default_rng(seed).standard_normal((4, 32)).astype(np.float32) * 10
+    got = (ref.astype(np.float64) + rel * np.abs(ref).max() * np.sign(ref)).astype(np.float32)
+    return {"y": got}, {"y": ref}
+
+
+def test_given_atol_and_rtol_are_exactly_what_is_checked():
+    got, ref = _near()
+    assert Comparator()(got, ref), "the fp32 defaults (scale_tol included) accept a 1e-6-of-range error"
+    res = Comparator(atol=1e-12, rtol=1e-12)(got, ref)["y"]
+    assert not res.passed and res.mismatches == res.elements
+    assert res.atol_effective == 1e-12 and res.rtol == 1e-12 and res.scale_tol == 0.0
+    assert res.given == ("atol", "rtol") and res.tolerance_text() == "atol=1e-12 rtol=1e-12 (given)"
+    assert "exceed atol=1e-12 and rtol=1e-12" in res.reasons[0]
+
+
+def test_defaults_apply_only_where_nothing_was_given():
+    got, ref = _near()
+    d = DEFAULTS["fp32"]
+    res = Comparator()(got, ref)["y"]
+    assert res.given == () and (res.atol, res.rtol, res.scale_tol) == (d["atol"], d["rtol"], d["scale_tol"])
+    assert res.atol_effective == pytest.approx(d["scale_tol"] * res.ref_scale)
+    assert res.tolerance_text().endswith("(fp32 defaults)") and "scale_tol 5e-05 x max|ref|" in res.tolerance_text()
+    # atol given alone: no default scale_tol floor under it, rtol keeps its default
+    only_atol = Comparator(atol=1e-9)(got, ref)["y"]
+    assert only_atol.atol_effective == 1e-9 and only_atol.rtol == d["rtol"] and only_atol.scale_tol == 0.0
+    assert "(atol given; rtol fp32 default)" in only_atol.tolerance_text()
+    # a given scale_tol is kept beside a given atol
+    both = Comparator(atol=1e-9, rtol=0.0, scale_tol=1e-3)(got, ref)["y"]
+    assert both.passed and both.atol_effective == pytest.approx(1e-3 * both.ref_scale)
+    # scale_tol given alone: atol and rtol are the precision's
+    floor = Comparator(scale_tol=0.0)(got, ref)["y"]
+    assert (floor.atol, floor.rtol, floor.scale_tol) == (d["atol"], d["rtol"], 0.0)
+
+
+def test_given_tolerance_is_per_output():
+    got, ref = _near()
+    got2 = {"a": got["y"], "b": got["y"]}
+    ref2 = {"a": ref["y"], "b": ref["y"]}
+    res = Comparator(atol={"a": 1e-12}, rtol={"a": 1e-12})(got2, ref2)
+    assert not res["a"].passed and res["a"].given == ("atol", "rtol")
+    assert res["b"].passed and res["b"].given == () and res["b"].scale_tol == DEFAULTS["fp32"]["scale_tol"]
+
+
+def test_a_given_int8_atol_is_checked_not_swallowed_by_the_infinite_default():
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((1, 100)).astype(np.float32) * 3
+    noisy = ref + rng.standard_normal((1, 100)).astype(np.float32) * 0.05
+    assert Comparator(precision="int8")({"l": noisy}, {"l": ref})  # agreement only
+    res = Comparator(precision="int8", atol=1e-3)({"l": noisy}, {"l": ref})["l"]
+    assert not res.passed and res.rtol == 0.0 and res.atol_effective == 1e-3
+    assert Comparator(precision="int8", atol=1.0)({"l": noisy}, {"l": ref})
+    text = Comparator(precision="int8")({"l": noisy}, {"l": ref})["l"].tolerance_text()
+    assert text.startswith("no element check cosine>=0.98") and text.endswith("(int8 defaults)")
+
+
+def test_effective_tolerance_is_in_the_json_form():
+    got, ref = _near()
+    doc = Comparator(atol=1e-12, rtol=1e-12)(got, ref).to_dict()["outputs"][0]
+    assert doc["tolerance"] == "atol=1e-12 rtol=1e-12 (given)" and doc["given"] == ["atol", "rtol"] and doc["scale_tol"] == 0.0
+    assert doc["atol_effective"] == 1e-12

@@ -370,6 +370,20 @@ def test_cli_compare_exit_codes_and_files(tmp_path):
     assert missing.returncode == 1 and "ERROR" in missing.stdout
 
 
+def test_cli_compare_checks_the_given_tolerance_and_prints_the_effective_one(tmp_path):
+    """Issue 13: ``--atol 1e-12 --rtol 1e-12`` said "all devices agree" at 1e-6 of the range (scale_tol overrode it)."""
+    default = _nnport("compare", "zoo:cnn", "-d", "nudged")
+    assert default.returncode == 0 and "all devices agree" in default.stdout, default.stdout + default.stderr
+    assert "(fp32 defaults)" in default.stdout and "scale_tol 5e-05 x max|ref|" in default.stdout
+    tight = _nnport("compare", "zoo:cnn", "-d", "nudged", "--atol", "1e-12", "--rtol", "1e-12", "--json")
+    assert tight.returncode == 1, tight.stdout + tight.stderr
+    out = json.loads(tight.stdout)["devices"][0]["outputs"][0]
+    assert out["passed"] is False and out["tolerance"] == "atol=1e-12 rtol=1e-12 (given)" and out["scale_tol"] == 0.0
+    assert 0 < out["max_abs_error"] < 1e-5
+    floor = _nnport("compare", "zoo:cnn", "-d", "nudged", "--atol", "1e-12", "--rtol", "1e-12", "--scale-tol", "1e-5")
+    assert floor.returncode == 0 and "scale_tol 1e-05" in floor.stdout, floor.stdout
+
+
 def test_parse_tolerances():
     from nnport.cli_conformance import parse_tolerances
     from nnport.errors import NnportError

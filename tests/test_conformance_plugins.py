@@ -7,7 +7,10 @@ Each wraps the real ONNX Runtime backend and misbehaves in one way:
 * ``crashing`` calls ``os.abort()`` when the model has a Conv, and runs
   correctly otherwise: the Conv case must be ``crash`` and the next case on
   the same backend must still run;
-* ``hanging``  sleeps for ten minutes when the model has a Relu: ``timeout``.
+* ``hanging``  sleeps for ten minutes when the model has a Relu: ``timeout``;
+* ``nudged``   scales every float output by (1 + 1e-6): inside the fp32 default
+  tolerances, outside any tight tolerance a user gives (``nnport compare
+  --atol 1e-12 --rtol 1e-12`` must say so).
 
 This module holds no tests; it lives in tests/ so that worker processes
 can import it with tests/ on PYTHONPATH.
@@ -76,8 +79,16 @@ class HangingBackend(_WrapsOnnxRuntime):
         return outputs
 
 
+class NudgedBackend(_WrapsOnnxRuntime):
+    name = "nudged"
+
+    def misbehave(self, compiled: CompiledModel, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: (v.astype(np.float64) * (1 + 1e-6)).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in outputs.items()}
+
+
 @hookimpl
 def nnport_register_backends(register: Any) -> None:
     register(WrongBackend)
     register(CrashingBackend)
     register(HangingBackend)
+    register(NudgedBackend)
