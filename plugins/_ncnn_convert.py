@@ -188,6 +188,7 @@ def convert(
             conv = None  # a damaged entry: convert again
         if conv is not None and (conv.error or (entry / conv.param).is_file() and (entry / conv.bin).is_file()):
             conv.cache_hit = True
+            _touch(meta)
             conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
             if conv.error:
                 raise UnsupportedModel(f"{conv.error} (cached verdict; delete {entry} to retry)")
@@ -208,12 +209,57 @@ def convert(
             os.replace(work, entry)
         except OSError:  # another process filled the entry first: use theirs
             pass
+        prune(cache_root, keep=entry)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     conv.param, conv.bin = str(entry / conv.param), str(entry / conv.bin)
     if conv.error:
         raise UnsupportedModel(conv.error)
     return conv
+
+
+def cache_limits() -> tuple[int, int]:
+    """(max entries, max bytes) of the conversion cache: ``NNPORT_NCNN_CACHE_MAX_ENTRIES`` (256), ``..._MAX_MB`` (2048)."""
+    entries = int(os.environ.get("NNPORT_NCNN_CACHE_MAX_ENTRIES", "256"))
+    megabytes = float(os.environ.get("NNPORT_NCNN_CACHE_MAX_MB", "2048"))
+    return max(1, entries), int(max(1.0, megabytes) * (1 << 20))
+
+
+def _touch(meta: Path) -> None:
+    """Mark an entry as used now (its meta.json's mtime orders the eviction); best effort."""
+    try:
+        os.utime(meta)
+    except OSError:
+        pass
+
+
+def prune(cache_root: Path, keep: Path | None = None) -> list[Path]:
+    """Evict least recently used entries beyond ``cache_limits()``; returns what was removed.
+
+    Lazy shape specialisation converts once per new feed shape, so without a
+    bound a detector fed many image sizes would fill the disk.  Best effort: an
+    entry another process is removing or using is skipped, never an error.
+    """
+    max_entries, max_bytes = cache_limits()
+    found: list[tuple[float, int, Path]] = []
+    try:
+        for entry in cache_root.iterdir():
+            meta = entry / "meta.json"
+            if not entry.is_dir() or not meta.is_file():
+                continue
+            size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+            found.append((meta.stat().st_mtime, size, entry))
+    except OSError:
+        return []
+    found.sort(key=lambda t: t[0], reverse=True)  # newest first
+    removed: list[Path] = []
+    total = 0
+    for count, (_, size, entry) in enumerate(found, 1):
+        total += size
+        if entry != keep and (count > max_entries or total > max_bytes):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _convert_in(

@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from nnport import hookimpl
+from nnport import hookimpl, specialize
 from nnport.backend import Backend
 from nnport.compiled import CompiledModel, feed_problems
 from nnport.errors import (
@@ -62,12 +62,16 @@ from nnport.errors import (
     UnsupportedPrecision,
 )
 from nnport.model import Model
+from nnport.shapes import fix_axes
+from nnport.specialize import open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
 KIND_BY_PREFIX = {"CPU": "cpu", "GPU": "gpu", "NPU": "npu", "GNA": "npu", "VPU": "npu", "MYRIAD": "npu", "HDDL": "npu"}
 PLUGIN_FAMILIES = ("CPU", "GPU", "NPU")
 """Plugins probed for a reason when OpenVINO lists none of their devices."""
 
+LAZY_PROBE_DIM = 64
+"""Size given to open non-leading dims when checking that a refused dynamic graph converts once static."""
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 PRECISION_CAPABILITY = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
@@ -177,6 +181,31 @@ class OpenVinoBackend(Backend):
     # -- compile ---------------------------------------------------------------------------
 
     def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
+        """Compile as given; where OpenVINO refuses a graph only because dims are open, specialise lazily.
+
+        Some real exports (a Conv whose input rank comes out of a Reshape of a
+        computed shape) do not convert while their input dims are symbolic and
+        convert once they are static.  Such a model is read once at a probe shape
+        (batch-like leading dims 1, other open dims ``LAZY_PROBE_DIM``): if that
+        converts, the refusal was about shapes, and the model is compiled per feed
+        shape on first use (``nnport.specialize``); if not, the original refusal
+        stands, so selection falls back at compile time as before.
+        """
+        try:
+            return self._compile_as_given(model, device, options)
+        except UnsupportedModel as exc:
+            axes = open_axes(model) if model.format == "onnx" else ()
+            if not axes:
+                raise
+            probe = fix_axes(model, {(name, axis): 1 if axis == 0 else LAZY_PROBE_DIM for name, axis in axes})
+            try:
+                _check_ranks(self._read(probe, device), device, self.name)
+            except UnsupportedModel:
+                raise exc from None
+            why = f"OpenVINO cannot convert the graph while dims are open ({exc}); it is compiled at each new feed shape"
+            return specialize.lazily(self, model, device, options, axes, why)
+
+    def _compile_as_given(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
         ov_name = self._ov_device(device)
         read_by = "nnport"
         compiled_model = None

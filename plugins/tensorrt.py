@@ -276,7 +276,7 @@ class TensorRTBackend(Backend):
             model_formats=("onnx",),
             notes=(
                 "strongly typed: fp16/int8 come from the model itself (an fp16 or Q/DQ ONNX, e.g. from `nnport compress`)",
-                "dynamic inputs need a shape range: extra={'dims': {...}} / {'profile': {...}} / {'shapes': {...}}",
+                "shapes= (CompileOptions) fixes inputs static before TensorRT sees the model; a shape range for dynamic inputs: extra={'dims': {...}} / {'profile': {...}}",
             ),
         )
 
@@ -395,7 +395,7 @@ class TensorRTBackend(Backend):
             if missing:
                 raise CompileError(
                     f"TensorRT sees dynamic input(s) {missing} that the ONNX specs call static; give their shapes "
-                    "with extra={'shapes': {name: shape}}",
+                    "with shapes={name: shape} (or a range with extra={'profile': {...}})",
                     backend=self.name,
                     device=device.id,
                 )
