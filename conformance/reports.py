@@ -38,6 +38,9 @@ def to_json(report: Report) -> dict[str, Any]:
         "jobs": report.jobs,
         "precision": report.precision,
         "ok": report.ok,
+        "nothing_ran": report.nothing_ran,
+        "untested": report.untested(),
+        "tolerances": report.tolerances,
         "environment": report.environment,
         "devices": report.devices,
         "cases": report.cases,
@@ -84,6 +87,22 @@ def new_failures(report: Report, baseline: Mapping[str, Any]) -> list[Result]:
     """Results failing now whose (case, device) did not fail in ``baseline`` (absent counts as not failing)."""
     before = {(r["case"], r["device"]): r["status"] for r in baseline.get("results", [])}
     return [r for r in report.results if r.failing and before.get((r.case, r.device)) not in FAILING]
+
+
+# -- tolerances ---------------------------------------------------------------------------------
+
+
+def tolerance_policy(report: Report) -> str:
+    """One line: which tolerances the run judged with (each output's own is in its result)."""
+    given = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in sorted(report.tolerances.items()))
+    if given:
+        return f"tolerances: {given} given for every case (others: {report.precision} defaults where a case sets none)"
+    return f"tolerances: each case's own, else the {report.precision} defaults (per output, below each result)"
+
+
+def output_tolerances(result: Result) -> list[str]:
+    """``name: effective tolerance`` per output of ``result`` (empty when it compared nothing)."""
+    return [f"{o.get('name')}: {o['tolerance']}" for o in result.outputs if o.get("tolerance")]
 
 
 # -- JUnit -----------------------------------------------------------------------------------
@@ -142,24 +161,26 @@ def to_html(report: Report) -> str:
             if r is None:
                 cells.append("<td></td>")
                 continue
-            tip = html.escape(r.reason or r.status, quote=True)
+            tip = html.escape("\n".join([r.reason or r.status] + output_tolerances(r)), quote=True)
             cells.append(f'<td class="{r.status}" title="{tip}">{r.status}</td>')
         rows.append(f"<tr><th>{html.escape(case)}</th>{''.join(cells)}</tr>")
     details = []
     for r in report.results:
         if r.status in ("pass",):
             continue
-        details.append(f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td><td class=\"{r.status}\">{r.status}</td><td>{html.escape(r.reason)}</td></tr>")
+        tols = "<br>".join(html.escape(t) for t in output_tolerances(r))
+        details.append(f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td><td class=\"{r.status}\">{r.status}</td><td>{html.escape(r.reason)}</td><td>{tols}</td></tr>")
     style = "".join(f".{s}{{background:{c}}}" for s, c in HTML_COLORS.items())
     env = html.escape(json.dumps(report.environment, default=str))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>nnport conformance</title>
 <style>body{{font-family:sans-serif;font-size:13px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #999;padding:2px 6px;text-align:left}} {style}</style></head>
 <body><h1>nnport conformance</h1>
-<p>{html.escape(report.started)}, {report.wall_s:.1f} s wall, {report.jobs} job(s), precision {html.escape(report.precision)}; result: <b>{"OK" if report.ok else "FAILED"}</b></p>
+<p>{html.escape(report.started)}, {report.wall_s:.1f} s wall, {report.jobs} job(s), precision {html.escape(report.precision)}; result: <b>{"OK" if report.ok else "FAILED"}</b>{" (nothing ran: every result is a skip)" if report.nothing_ran else ""}</p>
+<p id="tolerances">{html.escape(tolerance_policy(report))}</p>
 <h2>Summary</h2><table id="summary"><tr><th>status</th>{head}</tr>{summary_rows}</table>
 <h2>Matrix</h2><table id="matrix"><tr><th>case</th>{head}</tr>{''.join(rows)}</table>
-<h2>Not passing</h2><table id="details"><tr><th>case</th><th>device</th><th>status</th><th>reason</th></tr>{''.join(details)}</table>
+<h2>Not passing</h2><table id="details"><tr><th>case</th><th>device</th><th>status</th><th>reason</th><th>tolerance per output (effective)</th></tr>{''.join(details)}</table>
 <h2>Environment</h2><pre>{env}</pre>
 </body></html>
 """
@@ -234,5 +255,14 @@ def matrix_text(report: Report, *, color: bool = False, only_problems: bool = Fa
         lines.append("")
     for r in problems + skips:
         lines.append(f"{SYMBOLS[r.status]:7} {r.case} @ {r.device}: {r.reason[:400]}")
-    lines.append(f"\n{len(report.results)} result(s) in {report.wall_s:.1f} s with {report.jobs} job(s): {'OK' if report.ok else 'FAILED'}")
+        lines += [f"{'':7}   {t}" for t in output_tolerances(r)]
+    lines.append("")
+    lines.append(tolerance_policy(report))
+    untested = report.untested()
+    if report.nothing_ran:
+        lines.append("nothing ran: every result is a skip, so this run tested nothing")
+    elif untested:
+        lines.append(f"no case ran on {untested} (every result a skip)")
+    verdict = "OK" if report.ok else ("FAILED (nothing ran)" if report.nothing_ran else "FAILED")
+    lines.append(f"\n{len(report.results)} result(s) in {report.wall_s:.1f} s with {report.jobs} job(s): {verdict}")
     return "\n".join(lines)

@@ -12,7 +12,8 @@ Statuses: ``pass``, ``fail``, ``xfail`` (failed as the backend's
 expected-failures file says, with its reason), ``xpass`` (listed as expected
 to fail but passed: reported, not fatal), ``skip`` (unsupported, with the
 reason), ``crash``, ``timeout``.  A run fails (``Report.ok`` is False) when any
-task is ``fail``, ``crash`` or ``timeout``.
+task is ``fail``, ``crash`` or ``timeout``, or when nothing ran at all (every
+result a ``skip``): a gate must not pass on nothing.
 
 Expected failures live in ``conformance/xfail/<backend>.toml``::
 
@@ -164,10 +165,23 @@ class Report:
     precision: str = "fp32"
     started: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
+    tolerances: dict[str, Any] = field(default_factory=dict)
+    """The run's tolerance overrides (``run(tolerances=...)``); empty: each case's own, else the precision's defaults."""
 
     @property
     def ok(self) -> bool:
-        return not any(r.failing for r in self.results)
+        """No result failed, crashed or timed out, and at least one case ran somewhere."""
+        return not any(r.failing for r in self.results) and not self.nothing_ran
+
+    @property
+    def nothing_ran(self) -> bool:
+        """Every result is a skip (or there is none): the run tested nothing."""
+        return all(r.status == "skip" for r in self.results)
+
+    def untested(self) -> list[str]:
+        """Devices on which no case ran (every result a skip)."""
+        ran = {r.device for r in self.results if r.status != "skip"}
+        return [d for d in self.devices if d not in ran]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """``{device: {status: count}}`` with every status present."""
@@ -527,6 +541,7 @@ def run(
         precision=precision,
         started=started,
         environment=environment(targets),
+        tolerances=dict(tolerances or {}),
     )
 
 

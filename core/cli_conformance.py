@@ -3,7 +3,9 @@
 ``nnport conformance`` runs the suite (``nnport.conformance``) on backends in
 isolated worker processes and prints the cases x devices matrix; it exits 0
 only when nothing failed, crashed or timed out (with ``--baseline``: when
-nothing *newly* did).
+nothing *newly* did) and something ran; 1 when every case was skipped; 2 when
+a requested backend or device does not exist or is unusable (unless
+``--allow-unavailable``).
 
 ``nnport compare MODEL --device D ...`` runs a user's own model on each device
 with the same inputs and prints per-output error statistics against the
@@ -44,6 +46,7 @@ def register(sub: Any) -> None:
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
     p.add_argument("--problems-only", action="store_true", help="print only matrix rows that are not all pass")
     add_shapes_argument(p)
+    _add_gate_and_tolerance_flags(p)
     p.set_defaults(func=cmd_conformance)
 
     p = sub.add_parser("compare", help="run a model on several devices with the same inputs and compare each with the reference")
@@ -62,6 +65,49 @@ def register(sub: Any) -> None:
     add_shapes_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_compare)
+
+
+# -- conformance: the gate (requested backends must exist) and run-wide tolerances -------------
+# (issue 13, items 3 and 5; kept apart from the other flags on purpose)
+
+
+def _add_gate_and_tolerance_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-unavailable", action="store_true",
+        help="report a requested backend or device that is missing or unusable as a column of skips instead of exiting 2",
+    )
+    p.add_argument("--atol", metavar="VALUE", help="absolute tolerance for every output of every case (overrides the case's and the precision's)")
+    p.add_argument("--rtol", metavar="VALUE", help="relative tolerance for every output of every case")
+    p.add_argument("--scale-tol", metavar="VALUE", help="absolute tolerance floor, as a fraction of the reference's max |value|")
+
+
+def run_tolerances(args: argparse.Namespace) -> dict[str, float]:
+    """``--atol/--rtol/--scale-tol`` as ``runner.run(tolerances=...)``: plain numbers only (cases differ in outputs)."""
+    found: dict[str, float] = {}
+    for key, flag in (("atol", "--atol"), ("rtol", "--rtol"), ("scale_tol", "--scale-tol")):
+        text = getattr(args, key, None)
+        if text is None:
+            continue
+        value = parse_tolerances([text], flag)
+        if not isinstance(value, float):
+            raise NnportError(f"{flag} takes one number for every case (cases have different outputs), got {text!r}")
+        found[key] = value
+    return found
+
+
+def check_targets(targets: Sequence[Any], requested: Sequence[str] | None, allow_unavailable: bool) -> None:
+    """Raise (exit 2) when a requested backend or device cannot be tested, unless allowed.
+
+    A release gate must not turn a misspelt backend name or a broken install
+    into a column of skips and a green run.  Backends chosen by default (no
+    ``--backend``) are only reported.
+    """
+    if not requested or allow_unavailable:
+        return
+    missing = [t for t in targets if t.unavailable]
+    if missing:
+        detail = "; ".join(f"{t.device}: {t.unavailable}" for t in missing)
+        raise NnportError(f"cannot test the requested {'device' if len(missing) == 1 else 'devices'}: {detail} (see `nnport backends`; --allow-unavailable reports them as skips)")
 
 
 # -- conformance ----------------------------------------------------------------------------
@@ -96,6 +142,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     targets = runner.resolve_targets(args.backend)
     if not targets:
         raise NnportError("no backend to test: none is available; see `nnport backends`")
+    check_targets(targets, args.backend, args.allow_unavailable)
+    tolerances = run_tolerances(args)
     print(f"nnport conformance: {len(selected)} case(s) x {len(targets)} device(s) {[t.device for t in targets]}, {args.jobs} job(s)", file=sys.stderr)
     report = runner.run(
         selected,
@@ -108,6 +156,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         pythonpath=[os.getcwd()] if args.plugin else (),
         progress=reports.Progress(),
         shapes=shapes_from(args),
+        tolerances=tolerances,
     )
     print(reports.matrix_text(report, color=sys.stdout.isatty(), only_problems=args.problems_only))
     if args.json:
@@ -116,6 +165,9 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         reports.write_junit(report, args.junit)
     if args.html:
         reports.write_html(report, args.html)
+    if report.nothing_ran:
+        print("\nnothing ran: every case was skipped, so this run cannot pass", file=sys.stderr)
+        return 1
     if baseline is not None:
         new = reports.new_failures(report, baseline)
         if new:

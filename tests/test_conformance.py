@@ -202,11 +202,15 @@ def test_counts_and_matrix_text(report):
     assert "FAILED" in text.splitlines()[-1]
 
 
-def test_unavailable_backend_is_a_column_of_skips():
+def test_unavailable_backend_is_a_column_of_skips_and_nothing_ran_is_not_ok():
     targets = runner.resolve_targets(["nosuchbackend"])
     assert targets[0].unavailable and "no backend named" in targets[0].unavailable
     rep = runner.run(case_mod.select("op/Relu/"), targets)
-    assert [r.status for r in rep.results] == ["skip"] and rep.ok
+    assert [r.status for r in rep.results] == ["skip"]
+    assert rep.nothing_ran and not rep.ok and rep.untested() == ["nosuchbackend"]
+    text = reports.matrix_text(rep)
+    assert "nothing ran" in text and text.endswith("FAILED (nothing ran)")
+    assert reports.to_json(rep)["ok"] is False and reports.to_json(rep)["nothing_ran"] is True
 
 
 # -- reports ----------------------------------------------------------------------------------------
@@ -340,6 +344,38 @@ def test_cli_conformance_exit_codes_reports_and_baseline(tmp_path):
     assert usage.returncode == 2 and "no conformance case matches" in usage.stderr
 
 
+def test_cli_conformance_requested_backend_must_exist_and_something_must_run():
+    """Issue 13: a misspelt or missing backend printed "skip" for every case, "OK", and exited 0."""
+    unknown = _nnport("conformance", "--backend", "acme:npu0", "--cases", "zoo/*", "-j", "1")
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "acme:npu0: no backend named 'acme'" in unknown.stderr and "--allow-unavailable" in unknown.stderr
+    bad_device = _nnport("conformance", "--backend", "onnxruntime:npu9", "-k", "zoo/mlp", "-j", "1")
+    assert bad_device.returncode == 2 and "no device 'onnxruntime:npu9'" in bad_device.stderr, bad_device.stderr
+    # opted in: the column is skips, and a run in which nothing ran is not OK
+    allowed = _nnport("conformance", "--backend", "acme:npu0", "--cases", "zoo/*", "-j", "1", "--allow-unavailable")
+    assert allowed.returncode == 1, allowed.stdout + allowed.stderr
+    assert "FAILED (nothing ran)" in allowed.stdout and "every case was skipped" in allowed.stderr
+    # ... while beside a backend that ran, the opted-in column does not fail the run
+    mixed = _nnport("conformance", "-b", "onnxruntime", "-b", "acme:npu0", "-k", "zoo/mlp", "-j", "1", "--allow-unavailable")
+    assert mixed.returncode == 0, mixed.stdout + mixed.stderr
+    assert "no case ran on ['acme:npu0']" in mixed.stdout
+
+
+def test_cli_conformance_run_wide_tolerances(tmp_path):
+    j = tmp_path / "r.json"
+    default = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "-j", "1", "--json", str(j))
+    assert default.returncode == 0, default.stdout + default.stderr
+    assert json.loads(j.read_text())["results"][0]["outputs"][0]["tolerance"].endswith("(fp32 defaults)")
+    tight = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "-j", "1", "--atol", "1e-12", "--rtol", "1e-12", "--json", str(j))
+    assert tight.returncode == 1, tight.stdout + tight.stderr
+    doc = json.loads(j.read_text())
+    assert doc["tolerances"] == {"atol": 1e-12, "rtol": 1e-12}
+    assert doc["results"][0]["status"] == "fail" and doc["results"][0]["outputs"][0]["tolerance"] == "atol=1e-12 rtol=1e-12 (given)"
+    assert "probs: atol=1e-12 rtol=1e-12 (given)" in tight.stdout and "tolerances: atol=1e-12, rtol=1e-12 given" in tight.stdout
+    per_output = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "--atol", "probs:1e-3")
+    assert per_output.returncode == 2 and "one number for every case" in per_output.stderr
+
+
 def test_cli_conformance_list():
     out = _nnport("conformance", "--list", "-k", "op/LSTM/*")
     assert out.returncode == 0
@@ -412,6 +448,16 @@ def test_pytest_plugin_runs_the_suite_with_readable_ids(tmp_path):
     assert "crash: the worker process died (signal SIGABRT)" in text
     assert "PASSED test_suite.py::test_case[zoo/mlp@crashing:cpu]" in text
     assert "3 failed, 3 passed" in text
+
+
+def test_pytest_plugin_unknown_backend_is_a_usage_error_and_all_skipped_fails(tmp_path):
+    base = [sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "--nnport-cases", "zoo/mlp"]
+    unknown = subprocess.run(base + ["--nnport-backend", "acme:npu0"], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert unknown.returncode == 4, unknown.stdout + unknown.stderr  # pytest's usage error, not a column of skips
+    assert "acme:npu0: no backend named 'acme'" in unknown.stderr
+    allowed = subprocess.run(base + ["--nnport-backend", "acme:npu0", "--nnport-allow-unavailable"], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    assert allowed.returncode == 1, allowed.stdout + allowed.stderr
+    assert "1 skipped" in allowed.stdout and "nothing was tested" in allowed.stdout
 
 
 def test_pytest_plugin_without_a_backend_skips(tmp_path):
