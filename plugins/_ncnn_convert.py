@@ -300,6 +300,117 @@ def _convert_in(
     return conv
 
 
+INTEGER_INPUTS = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32))
+"""Integer input dtypes ncnn takes as float32 values (token ids, bytes, class indices)."""
+EXACT_FLOAT_INT = 1 << 24
+"""Integers up to this magnitude are exact in float32; larger ids would silently become other ids."""
+
+
+def _float_index_inputs(proto: Any) -> list[str]:
+    """Make every integer graph input a float32 input followed by a Cast back to its type, in place.
+
+    ncnn's Mats hold float32 and its index-taking layers (Embed, Gather) read
+    indices from float values; pnnx segfaults on an ONNX model whose input is
+    int64 as it is.  The Cast keeps the graph's own semantics, so ONNX Runtime's
+    verification of the converted graph still judges it on integer feeds.
+    Returns the inputs it rewrote.
+    """
+    import onnx
+    from onnx import helper
+
+    initializers = {i.name for i in proto.graph.initializer}
+    rewritten: list[str] = []
+    casts = []
+    for value in proto.graph.input:
+        t = value.type.tensor_type
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        if np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)) not in INTEGER_INPUTS:
+            continue
+        inner = f"{value.name}__nnport_index"
+        _rename_uses(proto.graph, value.name, inner)
+        casts.append(helper.make_node("Cast", [value.name], [inner], to=t.elem_type, name=f"nnport_cast_{len(casts)}"))
+        t.elem_type = onnx.TensorProto.FLOAT
+        rewritten.append(value.name)
+    for node in reversed(casts):
+        proto.graph.node.insert(0, node)
+    _lookups_as_matmul(proto, {f"{n}__nnport_index": n for n in rewritten})
+    return rewritten
+
+
+MAX_ONE_HOT_ROWS = 1 << 16
+"""Largest embedding table turned into a one-hot MatMul (the one-hot row costs rows x ids floats)."""
+
+
+def _lookups_as_matmul(proto: Any, index_of: Mapping[str, str]) -> None:
+    """Rewrite ``Gather(table, ids, axis=0)`` on an integer input as an exact one-hot MatMul, in place.
+
+    Also ``Cast(ids, to=float)`` becomes the float input itself (pnnx leaves Cast
+    as an unconvertible ``Tensor.to``).
+
+    pnnx leaves an ONNX Gather on an initializer unconverted (ncnn cannot load
+    it), but every op of ``Relu(1 - |ids - arange(rows)|) @ table`` is an ncnn
+    layer, and for integer ids the one-hot row is exactly 0/1, so the product
+    picks the table row exactly.  ``index_of`` maps the Cast outputs that
+    ``_float_index_inputs`` made to the float input feeding them.
+    """
+    from onnx import helper, numpy_helper
+
+    tables = {i.name: i for i in proto.graph.initializer}
+    nodes = list(proto.graph.node)
+    new_nodes = []
+    added = []
+    for node in nodes:
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if node.op_type == "Cast" and to == 1 and node.input[0] in index_of:  # ids -> float: the float input itself
+            new_nodes.append(helper.make_node("Identity", [index_of[node.input[0]]], list(node.output), name=node.name or f"nnport_id_{len(new_nodes)}"))
+            added.append(None)
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        table = tables.get(node.input[0]) if node.op_type == "Gather" and len(node.input) == 2 else None
+        if table is None or node.input[1] not in index_of or axis != 0 or len(table.dims) != 2 or table.dims[0] > MAX_ONE_HOT_ROWS:
+            new_nodes.append(node)
+            continue
+        if table.data_type != 1:  # float tables only
+            new_nodes.append(node)
+            continue
+        ids, out, tag = index_of[node.input[1]], node.output[0], f"nnport_onehot_{len(new_nodes)}"
+        rows = np.arange(table.dims[0], dtype=np.float32)
+        added += [numpy_helper.from_array(rows, f"{tag}_rows"), numpy_helper.from_array(np.array([-1], np.int64), f"{tag}_axis"),
+                  numpy_helper.from_array(np.array(1.0, np.float32), f"{tag}_one")]  # fmt: skip
+        new_nodes += [
+            helper.make_node("Unsqueeze", [ids, f"{tag}_axis"], [f"{tag}_u"], name=f"{tag}_unsqueeze"),
+            helper.make_node("Sub", [f"{tag}_u", f"{tag}_rows"], [f"{tag}_d"], name=f"{tag}_sub"),
+            helper.make_node("Abs", [f"{tag}_d"], [f"{tag}_a"], name=f"{tag}_abs"),
+            helper.make_node("Sub", [f"{tag}_one", f"{tag}_a"], [f"{tag}_m"], name=f"{tag}_one_minus"),
+            helper.make_node("Relu", [f"{tag}_m"], [f"{tag}_h"], name=f"{tag}_onehot"),
+            helper.make_node("MatMul", [f"{tag}_h", node.input[0]], [out], name=f"{tag}_matmul"),
+        ]
+    if added:
+        del proto.graph.node[:]
+        proto.graph.node.extend(new_nodes)
+        proto.graph.initializer.extend(t for t in added if t is not None)
+        used = {i for n in proto.graph.node for i in n.input}
+        keep = [n for n in proto.graph.node if n.op_type != "Cast" or not n.name.startswith("nnport_cast_") or n.output[0] in used]
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+
+
+def _rename_uses(graph: Any, old: str, new: str) -> None:
+    """Point every use of tensor ``old`` (subgraphs included) at ``new``.
+
+    Graph outputs keep their names: an integer input that is also an output is
+    an integer output, which ncnn cannot return and the plugin refuses first.
+    """
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _rename_uses(sub, old, new)
+
+
 PNNX_MAX_IR_VERSION = 13
 """The newest ONNX IR version pnnx's bundled ONNX Runtime reads."""
 
@@ -314,6 +425,7 @@ def _prepared_proto(model: Model) -> tuple[Any, str | None]:
     # pnnx parses ONNX with the ONNX Runtime it bundles (1.30 in pnnx 20260409: IR <= 13); a
     # model saved by a newer onnx (IR 14) segfaulted pnnx although it uses nothing IR 14 adds.
     proto.ir_version = min(proto.ir_version, PNNX_MAX_IR_VERSION)
+    _float_index_inputs(proto)
     upgraded = None
     if model.opset is not None and model.opset < UPGRADE_OPSET:
         try:

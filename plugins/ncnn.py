@@ -71,7 +71,7 @@ from nnport.model import Model
 from nnport.specialize import open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
-from ._ncnn_convert import NO_BATCH, BlobPlan, convert, default_cache_root, fixed_batch, pnnx_executable, pnnx_version
+from ._ncnn_convert import EXACT_FLOAT_INT, INTEGER_INPUTS, NO_BATCH, BlobPlan, convert, default_cache_root, fixed_batch, pnnx_executable, pnnx_version
 
 GPU_TYPES = {0: "discrete", 1: "integrated", 2: "virtual", 3: "cpu"}
 SOFTWARE_RASTERIZERS = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
@@ -130,7 +130,7 @@ class NcnnBackend(Backend):
     def capabilities(self, device: Device) -> Capabilities:
         return Capabilities(
             precisions=("fp32", "fp16"),
-            dtypes=("float32",),
+            dtypes=("float32", *sorted(str(d) for d in INTEGER_INPUTS)),  # integer inputs only, as float32 ids
             opset_min=None,
             opset_max=None,
             dynamic_shapes=False,
@@ -310,6 +310,8 @@ class NcnnProgram:
             for name, blob, drop, _, check, staged in self._ins
         }
 
+        self._dtypes = {s.name: s.dtype for s in self.input_specs}
+        self.integer_inputs = [s.name for s in self.input_specs if s.dtype != _F32]
         self.fixed_n = fixed_batch(self.in_plans, self.out_plans, model_name)
         self._sample = self._single_io() or self._one  # one inference of one sample
         if self.fixed_n > 1:
@@ -318,6 +320,23 @@ class NcnnProgram:
             self.run_checked = self._looped  # type: ignore[method-assign]
         else:
             self.run_checked = self._sample  # type: ignore[method-assign]  # one Python call less on the hot path
+        if self.integer_inputs:  # ids become float32 values: refuse those float32 cannot hold exactly
+            unchecked = self.run_checked
+
+            def run_ids(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                self._check_ids(feeds)
+                return unchecked(feeds)
+
+            self.run_checked = run_ids  # type: ignore[method-assign]
+
+    def _check_ids(self, feeds: Mapping[str, np.ndarray]) -> None:
+        for name in self.integer_inputs:
+            a = feeds[name]
+            if a.size and a.dtype.itemsize >= 4 and (a.max() >= EXACT_FLOAT_INT or a.min() <= -EXACT_FLOAT_INT):
+                raise InputError(
+                    f"input {name!r} holds values beyond +-2**24 ({int(a.min())}..{int(a.max())}); ncnn takes integer ids as "
+                    "float32 values, which cannot represent them exactly"
+                )
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One inference of feeds nobody has checked: dtype and shape here, then ``run_checked``."""
@@ -329,8 +348,8 @@ class NcnnProgram:
                 raise InputError(f"model {self.model_name!r}: missing input {name!r}; inputs: {[i[0] for i in self._ins]}") from None
             except AttributeError:
                 raise InputError(f"input {name!r} of model {self.model_name!r} is a {type(feeds[name]).__name__}, expected a numpy float32 array") from None
-            if dtype != _F32:
-                raise InputError(f"input {name!r} has dtype {dtype}, expected float32 (ncnn runs float32 only)")
+            if dtype != self._dtypes[name]:
+                raise InputError(f"input {name!r} has dtype {dtype}, expected {self._dtypes[name]} (ncnn runs float32 tensors; integer ids only where the model takes them)")
             if shape is not None:
                 if self.loop and self.fixed_n == 1:
                     ok = len(got) == len(shape) and got[1:] == shape[1:]
@@ -428,7 +447,7 @@ class NcnnProgram:
                 else:  # a shape the conversion left open (native .param with symbolic dims)
                     if drop:
                         a = a[0]
-                    mat = self._Mat(np.ascontiguousarray(a)).clone()  # ncnn ignores strides; clone: ncnn-owned
+                    mat = self._Mat(np.ascontiguousarray(a, dtype=_F32)).clone()  # ncnn ignores strides; clone: ncnn-owned
                 if ex.input(blob, mat) != 0:
                     raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
             out: dict[str, np.ndarray] = {}
@@ -458,7 +477,7 @@ class NcnnProgram:
             ex = self.net.create_extractor()
             try:
                 for name, blob, *_ in self._ins:
-                    if ex.input(blob, Mat(np.ascontiguousarray(feeds[name][i])).clone()) != 0:
+                    if ex.input(blob, Mat(np.ascontiguousarray(feeds[name][i], dtype=_F32)).clone()) != 0:
                         raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
                 row = []
                 for name, blob, *_ in self._outs:
@@ -587,9 +606,12 @@ def _vulkan_device(ncnn: Any, index: int) -> Device:
 
 def _check_convertible(model: Model, where: dict) -> None:
     """What can be refused before any shape is known: dtypes and ranks ncnn cannot hold."""
-    for spec in (*model.inputs, *model.outputs):
+    for spec in model.inputs:
+        if spec.dtype != _F32 and spec.dtype not in INTEGER_INPUTS:
+            raise UnsupportedModel(f"ncnn takes float32 inputs (and integer ids, fed as float32 values) only; {spec} is {spec.dtype}", **where)
+    for spec in model.outputs:
         if spec.dtype != _F32:
-            raise UnsupportedModel(f"ncnn runs float32 tensors only; {spec} is {spec.dtype}", **where)
+            raise UnsupportedModel(f"ncnn computes float32 tensors only; output {spec} is {spec.dtype}", **where)
     for spec in model.inputs:
         if len(spec.shape) > 5 or (len(spec.shape) == 5 and spec.shape[0] not in (1, None) and not isinstance(spec.shape[0], str)):
             raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(spec.shape)}", **where)
@@ -633,6 +655,8 @@ def conversion_shapes(inputs: Sequence[TensorSpec], given: Mapping[str, Sequence
             shape = [d if isinstance(d, int) else 1 for d in spec.shape]
         if len(shape) > 5 or (len(shape) == 5 and shape[0] != 1):
             raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(shape)}", **where)
+        if 0 in shape:  # an empty Mat crashed the process (SIGSEGV) in the conversion check
+            raise UnsupportedModel(f"ncnn cannot hold an empty tensor: input {spec.name!r} has shape {shape} with a zero-size dim", **where)
         shapes[spec.name] = shape
     return shapes
 
@@ -647,7 +671,8 @@ def _spec_of(plan: BlobPlan, given: Sequence[TensorSpec]) -> TensorSpec:
     shape: list[Any] = [d if d >= 0 else None for d in plan.shape]
     if spec is not None and len(spec.shape) == len(shape):
         shape = [d if isinstance(d, int) or (i == 0 and d is not None) else shape[i] for i, d in enumerate(spec.shape)]
-    return TensorSpec(plan.name, tuple(shape), _F32)
+    dtype = spec.dtype if spec is not None and spec.dtype in INTEGER_INPUTS else _F32  # ids stay ids for the caller
+    return TensorSpec(plan.name, tuple(shape), dtype)
 
 
 def _native_plan(spec: TensorSpec) -> BlobPlan:

@@ -666,12 +666,16 @@ def test_graph_ncnn_computes_wrongly_is_refused_at_compile(ncnn_cache):
     assert nnport.compile(model, ["ncnn:cpu", "onnxruntime:cpu"], cache_dir=ncnn_cache).device.id == "onnxruntime:cpu"
 
 
-def test_symbolic_spatial_dims_need_shapes(ncnn_cache):
+def test_symbolic_spatial_dims_convert_at_the_feed_shape_or_given_shapes(ncnn_cache):
     nodes = [helper.make_node("Relu", ["x"], ["y"])]
     graph = helper.make_graph(nodes, "dyn", [_vi("x", [1, 3, "h", "w"])], [_vi("y", [1, 3, "h", "w"])])
     model = nnport.load(_model(graph))
-    with pytest.raises(UnsupportedModel, match="ncnn_input_shapes"):
-        nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
+    lazy = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)  # no backend-specific key needed
+    x6 = np.random.default_rng(1).standard_normal((1, 3, 6, 10)).astype(np.float32)
+    np.testing.assert_array_equal(lazy.run({"x": x6})["y"], np.maximum(x6, 0))
+    assert lazy.info["specializations"][0]["shapes"] == {"x[2]": 6, "x[3]": 10}
+    static = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False, shapes={"x": (1, 3, 8, 8)})
+    assert static.inputs[0].shape == (1, 3, 8, 8)
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, extra={"ncnn_input_shapes": {"x": [1, 3, 8, 8]}})
     assert compiled.inputs[0].shape == (1, 3, 8, 8)
     x = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
