@@ -17,6 +17,9 @@ Groups:
   random values of the right kind (He-scaled conv/fc weights, BatchNorm
   statistics near 1/0) and expose the logits feeding the final Softmax as an
   extra output, so that agreement is judged on real, distinct activations;
+* ``edge/``  graph edge cases of real exports: pass-through and constant
+  outputs, repeated outputs, unused inputs, zero-size dims, output order
+  (``nnport.conformance.edge_cases``), judged exactly against numpy;
 * ``node/``  the ONNX backend node tests (``onnx.backend.test``), outside the
   default suite (see ``nnport.conformance.onnx_backend``).
 """
@@ -30,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-GROUPS = ("op", "zoo", "model")
+GROUPS = ("op", "zoo", "model", "edge")
 """Groups of the default suite, in run order (node tests are opt-in)."""
 
 
@@ -656,12 +659,15 @@ def _op_cases() -> tuple[Case, ...]:
 
 
 def default_cases() -> list[Case]:
-    """The default suite: op cases, zoo models, real architectures (in that order)."""
+    """The default suite: op cases, zoo models, real architectures, graph edge cases (in that order)."""
     from nnport import zoo
+
+    from .edge_cases import edge_cases
 
     cases = list(_op_cases())
     cases += [_zoo_case(n) for n in zoo.names()]
     cases += [_light_case(n) for n in zoo.light_names()]
+    cases += edge_cases()
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     return cases

@@ -212,7 +212,7 @@ def _spec(value_info: Any) -> TensorSpec:
     dims: list[int | str | None] = []
     if t.tensor_type.HasField("shape"):
         for d in t.tensor_type.shape.dim:
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if d.HasField("dim_value") and d.dim_value >= 0:  # 0 is a fixed, zero-size dim (as runtimes read it), not "unknown"
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param:
                 dims.append(d.dim_param)

@@ -184,6 +184,7 @@ class NcnnBackend(Backend):
     def _from_onnx(self, model: Model, options: CompileOptions, vulkan_index: int | None, where: dict) -> tuple[NcnnProgram, Any]:
         symbol = batch_symbol(model.inputs, model.outputs)
         _check_convertible(model, where)
+        _check_served_outputs(model, where)
         shapes = conversion_shapes(model.inputs, options.extra.get("ncnn_input_shapes") or {}, where)
         cache_root = Path(options.cache_dir) / "ncnn" if options.cache_dir else default_cache_root()
         try:
@@ -615,6 +616,26 @@ def _check_convertible(model: Model, where: dict) -> None:
     for spec in model.inputs:
         if len(spec.shape) > 5 or (len(spec.shape) == 5 and spec.shape[0] not in (1, None) and not isinstance(spec.shape[0], str)):
             raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(spec.shape)}", **where)
+
+
+def _check_served_outputs(model: Model, where: dict) -> None:
+    """Refuse, before pnnx runs, outputs pnnx cannot convert: an input passed through, a constant, a repeated output.
+
+    pnnx segfaults on a graph whose output is its input, drops constant and
+    repeated outputs (``out0`` for outputs ``[y, c]``), so the blob mapping would
+    fail after a long conversion.  ``nnport.compile`` never hands ncnn such a
+    graph: the core serves those outputs itself (``nnport.graph_edges``); this
+    guards a direct ``NcnnBackend.compile``.
+    """
+    from nnport.graph_edges import plan
+
+    edges = plan(model)
+    served = edges.served if edges is not None else ()
+    if served:
+        listed = "; ".join(f"{s.name!r} is {s.why}" for s in served)
+        raise UnsupportedModel(
+            f"pnnx cannot convert outputs that no operator computes ({listed}); nnport.compile serves them itself", **where
+        )
 
 
 def _axes_text(model: Model, axes: Sequence[tuple[str, int]]) -> str:

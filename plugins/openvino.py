@@ -509,28 +509,83 @@ def _io(model: Model, compiled_model: Any, device: Device, backend: str) -> tupl
     """Specs and the index maps between nnport names and OpenVINO ports.
 
     ONNX models keep their own specs; IR models (which carry none) get specs from
-    OpenVINO.  Outputs are found by tensor name, never by position.
+    OpenVINO.  Inputs are matched by port (``_input_ports``), outputs by port
+    where the port carries the output's name, else by name (``_output_ports``):
+    every input port is bound and every output found, or the compile is refused.
     """
     ov_inputs = list(compiled_model.inputs)
     ov_outputs = list(compiled_model.outputs)
     inputs = tuple(model.inputs) or tuple(_spec(p) for p in ov_inputs)
     outputs = tuple(model.outputs) or tuple(_spec(p) for p in ov_outputs)
-    in_pos = {n: i for i, p in enumerate(ov_inputs) for n in p.get_names()}
-    out_pos = {n: i for i, p in enumerate(ov_outputs) for n in p.get_names()}
-    feed_index = tuple((in_pos[s.name], s.name) for s in inputs if s.name in in_pos)
-    missing = [s.name for s in outputs if s.name not in out_pos]
-    if missing:
+    where = {"backend": backend, "device": device.id}
+    feed_index = _input_ports(model, inputs, ov_inputs, where)
+    out_index = _output_ports(outputs, ov_outputs, where)
+    return inputs, outputs, feed_index, out_index
+
+
+def _input_ports(model: Model, inputs: Sequence[TensorSpec], ov_inputs: Sequence[Any], where: dict[str, Any]) -> tuple[tuple[int, str], ...]:
+    """(OpenVINO input index, nnport input name) for every OpenVINO input port, matched by position.
+
+    OpenVINO's ONNX frontend creates one Parameter per graph input, in graph
+    order, but it renames a Parameter whose value passes through folded
+    operators (``x -> Dropout -> Identity -> y`` gives a Parameter named ``d``)
+    and drops inputs no node uses.  Matching by name then left ``x`` unbound and
+    ``run`` returned uninitialised memory (issue 12).  So ports are matched by
+    position, after leaving out the inputs the graph never uses when OpenVINO
+    dropped them; a port whose names point at another input, a rank that
+    disagrees, or counts that still differ refuse the compile instead.
+    """
+    from nnport.graph_edges import unused_inputs
+
+    specs = list(inputs)
+    if len(ov_inputs) < len(specs):
+        unused = set(unused_inputs(model))
+        specs = [s for s in specs if s.name not in unused]
+    seen = [sorted(p.get_names()) for p in ov_inputs]
+    if len(specs) != len(ov_inputs):
         raise CompileError(
-            f"OpenVINO's compiled model has no output(s) {missing}; it has {[sorted(p.get_names()) for p in ov_outputs]}",
-            backend=backend,
-            device=device.id,
+            f"OpenVINO's compiled model has {len(ov_inputs)} input port(s) {seen} for the model's inputs "
+            f"{[s.name for s in inputs]}; they cannot be matched by position",
+            **where,
         )
+    known = {s.name for s in inputs}
+    found = []
+    for index, (port, spec) in enumerate(zip(ov_inputs, specs)):
+        named = [n for n in port.get_names() if n in known]
+        shape = port.get_partial_shape()
+        if (named and spec.name not in named) or (shape.rank.is_static and shape.rank.get_length() != len(spec.shape) and model.inputs):
+            raise CompileError(
+                f"OpenVINO's input port {index} {seen[index]} ({shape}) does not match the model's input {spec}: "
+                "refusing to feed it by position",
+                **where,
+            )
+        found.append((index, spec.name))
+    return tuple(found)
+
+
+def _output_ports(outputs: Sequence[TensorSpec], ov_outputs: Sequence[Any], where: dict[str, Any]) -> tuple[tuple[str, int, np.dtype | None], ...]:
+    """(name, OpenVINO output index, dtype to cast to or None) per output, in the model's order.
+
+    The port at the output's own position when it carries the output's name
+    (one tensor listed twice has two ports of the same name), else the port
+    that carries the name; an output no port names refuses the compile.
+    """
+    by_name = {n: i for i, p in reversed(list(enumerate(ov_outputs))) for n in p.get_names()}
+    missing = []
     out_index = []
-    for spec in outputs:
-        i = out_pos[spec.name]
+    for position, spec in enumerate(outputs):
+        if position < len(ov_outputs) and spec.name in ov_outputs[position].get_names():
+            i = position
+        elif spec.name in by_name:
+            i = by_name[spec.name]
+        else:
+            missing.append(spec.name)
+            continue
         ov_dtype = np.dtype(ov_outputs[i].get_element_type().to_dtype())
         out_index.append((spec.name, i, None if ov_dtype == spec.dtype else spec.dtype))
-    return inputs, outputs, feed_index, tuple(out_index)
+    if missing:
+        raise CompileError(f"OpenVINO's compiled model has no output(s) {missing}; it has {[sorted(p.get_names()) for p in ov_outputs]}", **where)
+    return tuple(out_index)
 
 
 WORKAROUNDS = {
