@@ -16,6 +16,7 @@ from .compiled import CompiledModel
 from .errors import (
     BackendUnavailable,
     CompileError,
+    DeviceIdConflict,
     DeviceNotFound,
     ExecutionError,
     InputError,
@@ -44,6 +45,7 @@ __all__ = [
     "CompileOptions",
     "CompiledModel",
     "Device",
+    "DeviceIdConflict",
     "DeviceNotFound",
     "ExecutionError",
     "InputError",

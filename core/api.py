@@ -28,12 +28,15 @@ log = logging.getLogger("nnport")
 DeviceSpec = str | Device | Sequence[str | Device]
 
 
-def backends() -> list[BackendStatus]:
+def backends(*, check_devices: bool = False) -> list[BackendStatus]:
     """Every backend (available, unavailable with the reason, or broken), best first.
 
     Imports no runtime SDK: availability comes from each backend's ``probe()``.
+    ``check_devices=True`` also lists every available backend's devices (importing
+    its SDK) so that a backend whose device ids are not its own
+    (``<backend name>:<local id>``) is a ``broken`` row naming the other backend.
     """
-    return backend_statuses(get_plugin_manager())
+    return backend_statuses(get_plugin_manager(), check_devices=check_devices)
 
 
 def devices(backend: str | None = None, *, include_unavailable: bool = False) -> list[Device]:

@@ -112,6 +112,7 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def register(sub: Any) -> None:
     p = sub.add_parser("backends", help="list backends: available, unavailable (with why) or broken")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--probe-only", action="store_true", help="do not list devices (imports no SDK; device-id conflicts go unchecked)")
     p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("devices", help="list devices of every usable backend")
@@ -139,7 +140,7 @@ def register(sub: Any) -> None:
 def cmd_backends(args: argparse.Namespace) -> int:
     from . import backends
 
-    rows = backends()
+    rows = backends(check_devices=not args.probe_only)
     if args.json:
         print_json([r.to_dict() for r in rows])
         return 0

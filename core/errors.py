@@ -28,6 +28,20 @@ class BackendUnavailable(NnportError):
         self.reason = reason
 
 
+class DeviceIdConflict(BackendUnavailable):
+    """A backend lists a device whose id is not ``<its name>:<local id>``, or that another backend claims.
+
+    One device id, one backend: such a backend is listed as ``broken`` (naming
+    the other backend) and none of its devices is used, so that no device id
+    silently resolves to the wrong runtime.
+    """
+
+    def __init__(self, backend: str, reason: str) -> None:
+        NnportError.__init__(self, f"backend {backend!r} is broken: {reason}")
+        self.backend = backend
+        self.reason = reason
+
+
 class DeviceNotFound(NnportError, LookupError):
     """A device, backend or kind name matched nothing; the message lists what exists."""
 

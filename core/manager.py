@@ -158,6 +158,8 @@ class NnportPluginManager(pluggy.PluginManager):
                         raise TypeError(f"register() expects a nnport.Backend subclass, got {cls!r}")
                     if not cls.name:
                         raise TypeError(f"backend class {cls.__name__} has no name")
+                    if ":" in cls.name or cls.name != cls.name.strip():
+                        raise TypeError(f"backend name {cls.name!r} of {cls.__name__} cannot be a device id prefix (no ':' or spaces)")
                     _collected.append(cls)
 
                 try:
@@ -166,9 +168,11 @@ class NnportPluginManager(pluggy.PluginManager):
                     self._broken(plugin, self.sources.get(plugin, "plugin"), exc)
                     continue
                 for cls in collected:
-                    if cls.name in found:
-                        other = found[cls.name].plugin
-                        self._broken(plugin, self.sources.get(plugin, "plugin"), PluginError(f"backend name {cls.name!r} already registered by plugin {other!r}"))
+                    # Names are compared as selection compares device ids: case-insensitively.
+                    same = next((n for n in found if n.lower() == cls.name.lower()), None)
+                    if same is not None:
+                        other = found[same].plugin
+                        self._broken(plugin, self.sources.get(plugin, "plugin"), PluginError(f"backend name {cls.name!r} already registered by plugin {other!r} (as {same!r})"))
                         continue
                     found[cls.name] = RegisteredBackend(cls, plugin)
             self._backends = found

@@ -8,6 +8,13 @@ Accepted forms (like ONNX Runtime's provider list and OpenVINO's AUTO):
 * ``"backend:kind"``: ``"openvino:gpu"`` -> that backend's devices of that kind;
 * ``"auto"``: every available device, npu > gpu > cpu, then backend priority;
 * a list of any of these, in priority order (duplicates dropped).
+
+One device id, one backend: every id is ``<backend name>:<local id>``.  The core
+checks each backend's ``devices()`` (``check_device_ids``); a backend that lists
+an id outside its own namespace (a subclass of another backend that kept its
+parent's ids), a device naming another backend, or one id twice, is broken:
+``nnport backends`` shows it as ``broken`` naming the backend whose namespace the
+id is in, and selection uses none of its devices (``DeviceIdConflict``).
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .backend import Backend
-from .errors import BackendUnavailable, DeviceNotFound
+from .errors import NnportError
+from .errors import BackendUnavailable, DeviceIdConflict, DeviceNotFound
 from .manager import NnportPluginManager
 from .types import KINDS, Device
 
@@ -48,20 +56,30 @@ class BackendStatus:
         }
 
 
-def backend_statuses(pm: NnportPluginManager) -> list[BackendStatus]:
-    """Every registered backend with ``probe()``'s verdict, then every broken plugin."""
+def backend_statuses(pm: NnportPluginManager, *, check_devices: bool = False) -> list[BackendStatus]:
+    """Every registered backend with ``probe()``'s verdict, then every broken plugin.
+
+    With ``check_devices`` the devices of every available backend are listed
+    (which imports their SDKs) so that device-id conflicts show as ``broken``
+    rows; without it, only conflicts already found in this process do.
+    """
     rows = []
     for name, reg in sorted(pm.registered_backends().items(), key=lambda kv: (-kv[1].cls.priority, kv[0])):
         try:
             reason = reg.cls.probe()
         except Exception as exc:  # a probe must not take the listing down
             reason = f"probe() raised {type(exc).__name__}: {exc}"
+        status = "available" if reason is None else "unavailable"
+        if reason is None:
+            conflict = _id_conflict(pm, name, check_devices)
+            if conflict is not None:
+                status, reason = "broken", conflict.reason
         rows.append(
             BackendStatus(
                 name=name,
                 vendor=reg.cls.vendor,
                 plugin=reg.plugin,
-                status="available" if reason is None else "unavailable",
+                status=status,
                 reason=reason,
                 priority=reg.cls.priority,
                 source=pm.sources.get(reg.plugin, ""),
@@ -72,8 +90,51 @@ def backend_statuses(pm: NnportPluginManager) -> list[BackendStatus]:
     return rows
 
 
+def _id_conflict(pm: NnportPluginManager, name: str, list_devices: bool) -> DeviceIdConflict | None:
+    cache: dict[str, list[Device] | BaseException] = pm.__dict__.setdefault("_device_cache", {})
+    if list_devices and name not in cache:
+        try:
+            backend_devices(pm, name)
+        except NnportError:
+            pass
+    found = cache.get(name)
+    return found if isinstance(found, DeviceIdConflict) else None
+
+
+def check_device_ids(pm: NnportPluginManager, name: str, devices: Sequence[Device]) -> str | None:
+    """Why backend ``name``'s ``devices`` break "one device id, one backend", or None.
+
+    Each id must be ``<name>:<local id>`` (case-insensitive, as selection
+    compares ids), each device's ``backend`` must be ``name``, and no id may
+    appear twice.  The reason names the other backend where the id is in its
+    namespace.
+    """
+    backends = {n.lower(): n for n in pm.registered_backends()}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for dev in devices:
+        prefix, sep, local = dev.id.partition(":")
+        if prefix.lower() != name.lower() or not sep or not local:
+            owner = backends.get(prefix.lower()) if sep else None
+            plugin = pm.registered_backends()[owner].plugin if owner else ""
+            where = f": ids {owner}:... belong to backend {owner!r} (plugin {plugin!r}), so both would claim it" if owner and owner != name else ""
+            problems.append(f"device id {dev.id!r} is not {name}:<local id>{where}")
+        if dev.backend != name:
+            problems.append(f"device {dev.id!r} says backend={dev.backend!r}")
+        if dev.id.lower() in seen:
+            problems.append(f"device id {dev.id!r} is listed twice")
+        seen.add(dev.id.lower())
+    if not problems:
+        return None
+    return "; ".join(problems) + f" (device ids are '<backend name>:<local id>'; a backend built from another's template must build them from self.name)"
+
+
 def backend_devices(pm: NnportPluginManager, name: str) -> list[Device]:
-    """Devices of backend ``name`` (cached per manager); raises ``BackendUnavailable``."""
+    """Devices of backend ``name`` (cached per manager); raises ``BackendUnavailable``.
+
+    Raises ``DeviceIdConflict`` (a ``BackendUnavailable``) when the backend's
+    ids break "one device id, one backend" (``check_device_ids``).
+    """
     cache: dict[str, list[Device] | BaseException] = pm.__dict__.setdefault("_device_cache", {})
     if name not in cache:
         reg = pm.registered_backends().get(name)
@@ -83,7 +144,11 @@ def backend_devices(pm: NnportPluginManager, name: str) -> list[Device]:
             reason = reg.cls.probe()
             if reason is not None:
                 raise BackendUnavailable(name, reason)
-            cache[name] = list(pm.backend(name).devices())
+            listed = list(pm.backend(name).devices())
+            conflict = check_device_ids(pm, name, listed)
+            if conflict is not None:
+                raise DeviceIdConflict(name, conflict)
+            cache[name] = listed
         except BackendUnavailable as exc:
             cache[name] = exc
         except Exception as exc:

@@ -12,7 +12,10 @@ What a backend plugin needs, in order:
 
 Devices come from ``onnxruntime.get_available_providers()``: ``onnxruntime:cpu``
 always, ``onnxruntime:cuda:0``/``tensorrt:0``/``dml:0``/``coreml``/... where the
-installed build has those execution providers.  An accelerator session lists
+installed build has those execution providers.  Ids are built from
+``self.name`` (``<backend name>:<local id>``, which the core checks), so a
+vendor backend that subclasses this one with ``name = "acme"`` lists
+``acme:cpu``, never the reference's own ``onnxruntime:cpu``.  An accelerator session lists
 the CPU provider after its own, as ONNX Runtime recommends, so nodes the
 accelerator lacks still run; which providers the session really got is kept in
 ``compiled.info["providers"]``.
@@ -83,7 +86,7 @@ class OnnxRuntimeBackend(Backend):
             name = platform.processor() or platform.machine() if kind == "cpu" else label
             found.append(
                 Device(
-                    id=f"onnxruntime:{suffix}",
+                    id=f"{self.name}:{suffix}",  # ids from self.name: a subclass gets ids of its own
                     backend=self.name,
                     kind=kind,
                     name=name or label,

@@ -132,3 +132,69 @@ def test_compiled_model_reports_its_device_and_runs(mlp):
     a = compiled.run(feeds)
     b = compiled(**feeds)
     np.testing.assert_array_equal(a["probs"], b["probs"])
+
+
+# -- one device id, one backend (issue 13, item 4) -------------------------------------------------
+
+
+def _squatter(name, ids, backend=None):
+    """A backend listing ``ids`` (which may be outside its own namespace)."""
+    cls = make_backend(name)
+
+    def devices(self):
+        return [nnport.Device(id=i, backend=backend or self.name, kind="cpu") for i in ids]
+
+    cls.devices = devices
+    return cls
+
+
+def test_device_id_in_another_backends_namespace_is_a_broken_row_naming_both(mlp):
+    owner = make_backend("owner", priority=1)
+    copy = _squatter("copycat", ["owner:cpu"])
+    install(owner, copy)
+    rows = {r.name: r for r in nnport.backends()}  # probe only: nothing listed yet, nothing known
+    assert rows["copycat"].status == "available"
+    rows = {r.name: r for r in nnport.backends(check_devices=True)}
+    assert rows["copycat"].status == "broken" and rows["owner"].status == "available"
+    assert "device id 'owner:cpu' is not copycat:<local id>" in rows["copycat"].reason
+    assert "belong to backend 'owner'" in rows["copycat"].reason
+    # never a silent winner: the id is the owner's, the copy is used nowhere
+    assert nnport.compile(mlp, "owner:cpu").device.backend == "owner"
+    assert type(nnport.compile(mlp, "owner:cpu").backend).name == "owner"
+    with pytest.raises(nnport.DeviceIdConflict, match="backend 'copycat' is broken"):
+        nnport.compile(mlp, "copycat")
+    assert [d.backend for d in nnport.devices()] == ["owner"]
+    assert nnport.compile(mlp, "auto").device.id == "owner:cpu"
+
+
+@pytest.mark.parametrize(
+    "ids, backend, expected",
+    [
+        (["vend"], None, "device id 'vend' is not vend:<local id>"),
+        (["vend:"], None, "device id 'vend:' is not vend:<local id>"),
+        (["other:npu"], None, "device id 'other:npu' is not vend:<local id>"),
+        (["vend:a", "VEND:A"], None, "device id 'VEND:A' is listed twice"),
+        (["vend:a"], "elsewhere", "device 'vend:a' says backend='elsewhere'"),
+    ],
+)
+def test_device_ids_are_checked_by_the_core(mlp, ids, backend, expected):
+    install(_squatter("vend", ids, backend))
+    with pytest.raises(nnport.DeviceIdConflict) as info:
+        nnport.devices("vend")
+    assert expected in str(info.value)
+    assert {r.name: r for r in nnport.backends()}["vend"].status == "broken"  # found once: listed as broken
+
+
+def test_backend_names_are_unique_regardless_of_case():
+    from nnport.manager import create_plugin_manager
+
+    from fakes import BackendPlugin
+
+    pm = create_plugin_manager(builtins=False, entrypoints=False, blocked=[])
+    pm.register(BackendPlugin(make_backend("acme")), "first")
+    pm.register(BackendPlugin(make_backend("ACME")), "second")
+    pm.register(BackendPlugin(make_backend("bad:name")), "third")
+    assert list(pm.registered_backends()) == ["acme"]
+    broken = {b.name: b.error for b in pm.broken}
+    assert "already registered by plugin 'first'" in broken["second"]
+    assert "cannot be a device id prefix" in broken["third"]
