@@ -51,7 +51,9 @@ def nnport_compile(backend: Backend, model: Model, device: Device, options: Comp
     the chain from ``yield`` and must return it (or a replacement).
 
     *Called by* ``nnport.compile`` once per candidate device, until one
-    succeeds.  The core default (``trylast``) calls ``backend.compile``.
+    succeeds.  The core default (``trylast``) calls ``backend.compile``
+    through ``nnport.graph_edges.compile``, which serves outputs that no
+    operator computes (pass-through, constant, repeated) on the nnport side.
 
     :param backend: the ``Backend`` instance that owns ``device``.
     :param model: the loaded ``nnport.Model``.
