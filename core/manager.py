@@ -43,7 +43,9 @@ DEFAULT_PLUGINS = {
     "onnxruntime": "nnport.plugins.onnxruntime",
     "openvino": "nnport.plugins.openvino",
     "ncnn": "nnport.plugins.ncnn",
+    "mnn": "nnport.plugins.mnn",
     "tensorrt": "nnport.plugins.tensorrt",
+    "litert": "nnport.plugins.litert",
 }
 
 

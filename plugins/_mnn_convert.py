@@ -1,0 +1,515 @@
+"""ONNX -> ``.mnn`` through MNN's converter, in a guarded worker process, with a cache.
+
+Helpers of ``plugins/mnn.py``; the backend file reads as the contract (devices,
+compile, run), this one as the conversion recipe.  What was measured with MNN
+3.6.1 before each rule was written:
+
+* **No telemetry.**  ``MNN.tools`` (what the ``mnnconvert``/``mnnquant``
+  console scripts run) imports ``MNN/tools/utils/log.py``, which runs
+  ``pip install -U aliyun-log-python-sdk`` when that SDK is missing and uploads
+  the machine id, a model id and the converter's arguments after each
+  conversion.  This module never imports ``MNN.tools`` and never runs those
+  scripts: it calls the converter's C entry point, the top-level module
+  ``_tools`` (``_tools.mnnconvert(argv)``), which has no Python logging code.
+* **A worker process.**  The converter is native code that aborts on some
+  inputs, so it runs in ``python -c WORKER`` with a timeout: a crash is a
+  ``UnsupportedModel`` with the converter's last messages, never the end of
+  the user's process.  The worker installs an audit hook before importing
+  ``_tools`` that refuses network connections, name look-ups and process
+  starts (``socket.connect``, ``subprocess.Popen``, ``os.system``, ...), and
+  reports whether ``MNN.tools`` got imported; both verdicts are kept with the
+  conversion (``compiled.info["converter_guard"]``).
+* **It returns True when it fails** (it only prints "Model File Does Not
+  Exist!" and the like), so success is the output file, and a failure carries
+  the converter's informative lines.
+* **Opset < 13 Softmax**: MNN applies an opset-9 ``Softmax(axis=1)`` to one
+  axis instead of flattening from it (``light_squeezenet``: every output 1.0,
+  error 999 x scale).  Models below opset 13 are upgraded with
+  ``onnx.version_converter`` first (it rewrites such a Softmax exactly).
+* **GELU**: ``--useGeluApproximation 0`` keeps the erf form the ONNX graph
+  means (fp32 parity).
+* Whatever else is wrong is caught by a one-time check: the converted model is
+  run beside ONNX Runtime on seeded inputs (``verify``).  A mismatch is
+  ``UnsupportedModel`` (cached), so device selection falls back.
+
+Conversions (and their failures) are cached under ``<cache>/<model
+name>-<key>/`` keyed by the model hash, precision, the MNN version and
+``CONVERTER_VERSION``; entries are written in a temporary directory and moved
+into place atomically, damaged entries are converted again, and the cache is
+bounded (least recently used entries evicted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from nnport.errors import CompileError, UnsupportedModel
+from nnport.model import Model, drop_initializer_inputs
+from nnport.paths import cache_root
+
+CONVERTER_VERSION = "1"
+"""Bump when this module changes what it writes, so old cache entries are ignored."""
+
+UPGRADE_OPSET = 13
+STATUS_MARK = "@@nnport-mnn-worker@@"
+
+BLOCKED_EVENTS = (
+    "socket.connect",
+    "socket.getaddrinfo",
+    "socket.gethostbyname",
+    "socket.sendto",
+    "urllib.Request",
+    "subprocess.Popen",
+    "os.system",
+    "os.exec",
+    "os.posix_spawn",
+    "os.spawn",
+    "os.fork",
+    "os.forkpty",
+    "pty.spawn",
+)
+"""Audit events the converter worker refuses: it needs neither the network nor another process."""
+
+WORKER = r"""
+import json, sys
+blocked = []
+BLOCK = set(json.loads(sys.argv[1]))
+def _guard(event, args):
+    if event in BLOCK:
+        blocked.append(event)
+        raise PermissionError("nnport's MNN converter worker refuses " + event)
+sys.addaudithook(_guard)
+status = {"guard": "audit hook installed: no network, no process starts"}
+try:
+    import _tools
+    status["returned"] = bool(_tools.mnnconvert(json.loads(sys.argv[2])))
+except BaseException as exc:
+    status["exception"] = type(exc).__name__ + ": " + str(exc)[:400]
+status["blocked"] = blocked
+status["mnn_tools_imported"] = "MNN.tools" in sys.modules
+sys.stdout.flush()
+print("\n" + sys.argv[3] + json.dumps(status), flush=True)
+"""
+
+
+# -- locating things without importing them ------------------------------------------------
+
+
+def converter_available() -> bool:
+    """Whether the converter's C module ``_tools`` is installed (found, not imported)."""
+    try:
+        return importlib.util.find_spec("_tools") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def mnn_version() -> str:
+    try:
+        return importlib.metadata.version("MNN")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def default_cache_root() -> Path:
+    """``mnn`` under nnport's cache root (``$NNPORT_CACHE_DIR``, XDG, ``~/.cache/nnport``)."""
+    return cache_root() / "mnn"
+
+
+# -- native output capture -------------------------------------------------------------------
+
+_fd_lock = threading.Lock()
+
+
+class Said:
+    """What native code wrote to a file descriptor while it was captured."""
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def text(self) -> str:
+        return self.value
+
+
+@contextlib.contextmanager
+def captured(fd: int = 1) -> Iterator[Said]:
+    """Capture what native code writes to ``fd`` (MNN prints to stdout with ``printf``).
+
+    MNN prints "The device supports: ..." when its library loads, "MNN use high
+    precision" when a runtime is made and "Can't Find type=7 backend, use 0
+    instead" when it falls back to the CPU; none of that belongs on a user's
+    stdout (``nnport run --json`` writes JSON there).  Used outside the hot path
+    only.  The text is also the only sign of a GPU fallback (see ``mnn.py``).
+    """
+    said = Said()
+    stream = sys.stdout if fd == 1 else sys.stderr
+    with _fd_lock, tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            stream.flush()
+        except Exception:  # a replaced or closed stream
+            pass
+        try:
+            saved = os.dup(fd)
+        except OSError:  # no such descriptor (a daemon): nothing to capture
+            yield said
+            return
+        os.dup2(sink.fileno(), fd)
+        try:
+            yield said
+        finally:
+            with contextlib.suppress(Exception):
+                stream.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            sink.seek(0)
+            said.value = sink.read().decode(errors="replace")
+
+
+_mnn_module: Any = None
+banner = ""
+"""What MNN's library printed when it loaded ("The device supports: i8sdot:0, fp16:0, ...")."""
+
+
+def import_mnn() -> Any:
+    """``import MNN`` with the banner its library prints on load kept off stdout (and kept in ``banner``)."""
+    global _mnn_module, banner
+    if _mnn_module is None:
+        if "MNN" in sys.modules:
+            _mnn_module = sys.modules["MNN"]
+        else:
+            with captured(1) as said:
+                import MNN
+            banner = said.text().strip()
+            _mnn_module = MNN
+    return _mnn_module
+
+
+# -- what a conversion produces ---------------------------------------------------------------
+
+
+@dataclass
+class Conversion:
+    """A converted model in the cache: the file, how it was made and checked."""
+
+    path: str
+    mnn_version: str
+    seconds: float
+    args: list[str]
+    upgraded_opset: str | None = None
+    verified: str = "not verified"
+    error: str | None = None
+    log_tail: str = ""
+    guard: dict[str, Any] = field(default_factory=dict)
+    cache_hit: bool = field(default=False, compare=False)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("cache_hit")
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Conversion:
+        return cls(**json.loads(text))
+
+
+def converter_args(precision: str, extra: Mapping[str, Any] | None = None) -> list[str]:
+    """The converter flags for ``precision`` (file names excluded).
+
+    fp32: weights as they are, exact erf GELU.  fp16: ``--fp16`` (Conv weights
+    stored as half floats).  int8: ``--weightQuantBits 8`` (weights of
+    Conv/MatMul/LSTM stored as int8, per channel; activations stay float).
+    ``extra["mnn_converter_args"]`` appends flags (a list of strings).
+    """
+    args = ["--useGeluApproximation", "0"]
+    if precision == "fp16":
+        args.append("--fp16")
+    elif precision == "int8":
+        args += ["--weightQuantBits", "8"]
+    more = (extra or {}).get("mnn_converter_args") or []
+    if isinstance(more, str) or not all(isinstance(a, str) for a in more):
+        raise CompileError(f"extra['mnn_converter_args'] must be a list of strings, got {more!r}")
+    forbidden = [a for a in more if a.lstrip("-") in ("modelFile", "MNNModel", "f", "framework")]
+    if forbidden:
+        raise CompileError(f"extra['mnn_converter_args'] may not set {forbidden}: nnport chooses the files and the framework")
+    return args + list(more)
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+
+def cache_key(model: Model, args: Sequence[str], verify: bool) -> str:
+    """Model hash + converter flags + MNN version (files and verdict) + this module's version."""
+    text = "|".join([model.hash, json.dumps(list(args)), str(verify), mnn_version(), CONVERTER_VERSION])
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def entry_for(model: Model, args: Sequence[str], verify: bool, root: Path) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.name)[:40] or "model"
+    return root / f"{safe}-{cache_key(model, args, verify)}"
+
+
+def convert(
+    model: Model,
+    *,
+    precision: str,
+    cache_root: Path,
+    extra: Mapping[str, Any] | None = None,
+    verify: bool = True,
+    timeout_s: float = 600.0,
+) -> Conversion:
+    """The cached conversion of ``model``, running the converter only on a cache miss.
+
+    Raises ``UnsupportedModel`` with the converter's message when the model
+    cannot be converted, loaded or verified (also when that verdict is cached).
+    """
+    args = converter_args(precision, extra)
+    entry = entry_for(model, args, verify, cache_root)
+    meta = entry / "meta.json"
+    if meta.is_file():
+        try:
+            conv: Conversion | None = Conversion.from_json(meta.read_text())
+        except (ValueError, TypeError, KeyError):
+            conv = None  # a damaged entry: convert again
+        if conv is not None and (conv.error or _readable(entry / conv.path)):
+            conv.cache_hit = True
+            _touch(meta)
+            conv.path = str(entry / conv.path)
+            if conv.error:
+                raise UnsupportedModel(f"{conv.error} (cached verdict; delete {entry} to retry)")
+            return conv
+    cache_root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
+    try:
+        conv = _convert_in(work, model, args, precision, verify, timeout_s)
+        if conv.error and conv.error.startswith("the MNN converter did not finish"):
+            raise UnsupportedModel(conv.error)  # a timeout may not recur on a quieter machine: not cached
+        (work / "meta.json").write_text(conv.to_json())
+        for junk in work.iterdir():  # keep only what MNN loads
+            if junk.name not in ("model.mnn", "meta.json"):
+                junk.unlink() if junk.is_file() else shutil.rmtree(junk, ignore_errors=True)
+        if entry.exists():  # a damaged entry (unreadable meta.json or a missing file): replace it
+            shutil.rmtree(entry, ignore_errors=True)
+        try:
+            os.replace(work, entry)
+        except OSError:  # another process filled the entry first: use theirs
+            pass
+        prune(cache_root, keep=entry)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    conv.path = str(entry / conv.path)
+    if conv.error:
+        raise UnsupportedModel(conv.error)
+    return conv
+
+
+def _readable(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def cache_limits() -> tuple[int, int]:
+    """(max entries, max bytes): ``NNPORT_MNN_CACHE_MAX_ENTRIES`` (256), ``NNPORT_MNN_CACHE_MAX_MB`` (4096)."""
+    entries = int(os.environ.get("NNPORT_MNN_CACHE_MAX_ENTRIES", "256"))
+    megabytes = float(os.environ.get("NNPORT_MNN_CACHE_MAX_MB", "4096"))
+    return max(1, entries), int(max(1.0, megabytes) * (1 << 20))
+
+
+def _touch(meta: Path) -> None:
+    try:
+        os.utime(meta)
+    except OSError:
+        pass
+
+
+def prune(root: Path, keep: Path | None = None) -> list[Path]:
+    """Evict least recently used entries beyond ``cache_limits()``; returns what was removed (best effort)."""
+    max_entries, max_bytes = cache_limits()
+    found: list[tuple[float, int, Path]] = []
+    try:
+        for entry in root.iterdir():
+            meta = entry / "meta.json"
+            if not entry.is_dir() or not meta.is_file():
+                continue
+            size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+            found.append((meta.stat().st_mtime, size, entry))
+    except OSError:
+        return []
+    found.sort(key=lambda t: t[0], reverse=True)
+    removed: list[Path] = []
+    total = 0
+    for count, (_, size, entry) in enumerate(found, 1):
+        total += size
+        if entry != keep and (count > max_entries or total > max_bytes):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+# -- one conversion ----------------------------------------------------------------------------
+
+
+def run_converter(argv: Sequence[str], *, cwd: Path, timeout_s: float) -> tuple[int | None, str, dict[str, Any]]:
+    """Run ``_tools.mnnconvert(argv)`` in the guarded worker: (exit status or None on timeout, log, status)."""
+    cmd = [sys.executable, "-c", WORKER, json.dumps(BLOCKED_EVENTS), json.dumps(list(argv)), STATUS_MARK]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return None, out, {}
+    log = (proc.stdout or "") + (proc.stderr or "")
+    status: dict[str, Any] = {}
+    kept = []
+    for line in log.splitlines():
+        if line.startswith(STATUS_MARK):
+            with contextlib.suppress(ValueError):
+                status = json.loads(line[len(STATUS_MARK) :])
+        else:
+            kept.append(line)
+    return proc.returncode, "\n".join(kept), status
+
+
+def _convert_in(work: Path, model: Model, args: Sequence[str], precision: str, verify: bool, timeout_s: float) -> Conversion:
+    if not converter_available():
+        raise CompileError("MNN's converter module _tools is missing: pip install 'nnport[mnn]'")
+    proto, upgraded = _prepared_proto(model)
+    (work / "model.onnx").write_bytes(proto.SerializeToString())
+    argv = ["mnnconvert", "-f", "ONNX", "--modelFile", "model.onnx", "--MNNModel", "model.mnn", "--bizCode", "nnport", *args]
+    conv = Conversion("model.mnn", mnn_version(), 0.0, list(args), upgraded_opset=upgraded)
+    start = time.perf_counter()
+    rc, log, status = run_converter(argv, cwd=work, timeout_s=timeout_s)
+    conv.seconds = time.perf_counter() - start
+    conv.log_tail = _tail(log)
+    conv.guard = {k: status[k] for k in ("guard", "blocked", "mnn_tools_imported") if k in status}
+    if rc is None:
+        conv.error = f"the MNN converter did not finish converting {model.name!r} within {timeout_s:.0f} s"
+        return conv
+    if status.get("blocked"):
+        conv.error = f"the MNN converter tried {sorted(set(status['blocked']))} (refused by nnport's worker): not using its output"
+        return conv
+    out = work / "model.mnn"
+    if rc != 0 or not _readable(out) or "exception" in status:
+        how = f"exit status {rc}" if rc >= 0 else f"killed by signal {-rc}"
+        extra = f"; {status['exception']}" if "exception" in status else ""
+        conv.error = f"the MNN converter cannot convert {model.name!r} ({how}{extra}): {_reason(log)}"
+        return conv
+    if verify:
+        conv.verified, conv.error = _verify(out, model, precision)
+    return conv
+
+
+def _prepared_proto(model: Model) -> tuple[Any, str | None]:
+    """A copy of the ONNX graph MNN's converter reads correctly: no initializer inputs, opset >= 13."""
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.CopyFrom(model.proto)
+    drop_initializer_inputs(proto)
+    upgraded = None
+    if model.opset is not None and model.opset < UPGRADE_OPSET:
+        try:
+            from onnx import version_converter
+
+            proto = version_converter.convert_version(proto, UPGRADE_OPSET)
+            upgraded = f"{model.opset} -> {UPGRADE_OPSET}"
+        except Exception as exc:  # keep the original graph; verification judges the result
+            upgraded = f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
+    return proto, upgraded
+
+
+# -- one-time check against ONNX Runtime -------------------------------------------------------
+
+VERIFY_TOLERANCE = {"fp32": 1e-3, "fp16": 5e-2, "int8": 2.5e-1}
+"""Max abs error relative to the reference's max abs value: loose on purpose, it
+catches conversions that are wrong (errors near 1), not rounding (near 1e-7)."""
+
+
+def verify_feeds(model: Model) -> dict[str, np.ndarray]:
+    """Seeded check inputs (open dims at 1, integer inputs in their declared or a small range)."""
+    from nnport.data import random_feeds
+
+    return random_feeds(model.inputs, seed=0)
+
+
+def _verify(path: Path, model: Model, precision: str) -> tuple[str, str | None]:
+    """Compare the converted model with ONNX Runtime on seeded inputs: (what was checked, error or None)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "not verified: onnxruntime is not installed", None
+    import onnxruntime as ort
+
+    from nnport.errors import ExecutionError, InputError
+
+    from .mnn import MnnProgram
+
+    try:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        session = ort.InferenceSession(model.serialized(), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        return f"not verified: ONNX Runtime cannot run the model ({str(exc)[:200]})", None
+    feeds = verify_feeds(model)
+    try:
+        ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+    except Exception as exc:
+        shapes = {k: list(v.shape) for k, v in feeds.items()}
+        return f"not verified: ONNX Runtime failed on the check inputs {shapes} ({str(exc)[:200]})", None
+    try:
+        program = MnnProgram.load(str(path), model, precision=precision, threads=1, backend_type=None)
+        got = program.infer(feeds)
+    except (ExecutionError, InputError, UnsupportedModel) as exc:
+        return "verification failed", f"the MNN model converted from {model.name!r} fails on the check inputs: {exc}"
+    for name, want in ref.items():
+        have = got.get(name)
+        if have is None:
+            return "verification failed", f"the MNN model converted from {model.name!r} has no output {name!r}"
+        if want.dtype.kind == "f" and not np.all(np.isfinite(want)):
+            return f"not verified: ONNX Runtime's output {name!r} is not finite on the seeded check inputs", None
+        scale = float(np.max(np.abs(want.astype(np.float64)))) if want.size else 0.0
+        same_shape = have.shape == want.shape
+        err = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64)))) if same_shape and want.size else 0.0
+        tol = VERIFY_TOLERANCE[precision] if want.dtype.kind == "f" else 0.0
+        if not same_shape or not err <= tol * max(scale, 1e-12) + (0 if want.dtype.kind == "f" else 0.5):
+            what = f"shape {list(have.shape)} vs {list(want.shape)}" if not same_shape else f"max abs error {err:.3g} at output scale {scale:.3g}"
+            return (
+                "verification failed",
+                f"MNN converted {model.name!r} but its model disagrees with ONNX Runtime on output {name!r} "
+                f"({what}, tolerance {tol:g} x scale): a conversion error, refusing to give wrong answers",
+            )
+    shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+    return f"verified against ONNX Runtime {ort.__version__} at {shapes}", None
+
+
+# -- the converter's output ----------------------------------------------------------------------
+
+_TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*\S*:\d+:\s*")
+
+
+def _tail(log: str, lines: int = 12) -> str:
+    return "\n".join([l for l in log.splitlines() if l.strip()][-lines:])
+
+
+def _reason(log: str) -> str:
+    """The informative lines of the converter's log (it echoes versions and progress first)."""
+    lines = [_TIMESTAMP.sub("", l).strip() for l in log.splitlines() if l.strip()]
+    lines = [l for l in lines if not l.startswith("The device supports")]
+    keys = ("error", "fail", "not support", "unsupported", "does not exist", "abort", "exception", "terminate", "can't", "cannot", "invalid", "what()")
+    picked = [l for l in lines if any(k in l.lower() for k in keys)]
+    text = "; ".join(dict.fromkeys(picked or lines[-3:]))
+    return text[:800] or "no message"

@@ -1,0 +1,453 @@
+"""Alibaba MNN: ONNX through MNN's converter (no telemetry), guarded inputs and outputs, fp32 parity.
+
+MNN is one of the edge engines users port to (phones, Arm boards).  Its Python
+binding is thin and has sharp edges; each guard below was observed with MNN
+3.6.1 (the PyPI wheel) before it was written:
+
+* **telemetry**: ``MNN.tools`` (the ``mnnconvert``/``mnnquant`` scripts) runs
+  ``pip install`` on import and uploads machine ids.  nnport converts with the
+  converter's C entry point in a guarded worker process and never imports
+  ``MNN.tools`` (see ``_mnn_convert``).
+* **float64** input: ``MNN.expr.const(float64 array)`` raises a bare
+  ``SystemError``.  Feeds are checked against the specs before any MNN call
+  (``CompiledModel.run`` does it, ``execute`` checks ``binding.inputs`` again,
+  and ``MnnProgram.infer`` checks for callers beneath the core).
+* **int64** input: ``const(int64 array, ..., int64)`` makes an int32 variable
+  that reads the int64 bytes as int32 (silently wrong ids).  MNN's converter
+  makes int64 tensors int32, so int64 (and bool) feeds are cast to int32, with
+  a range check (an id beyond int32 is an ``InputError``, never another id);
+  integer outputs come back int32 and are cast to the ONNX dtype.
+* **outputs** are copied out: ``Var.read()`` returns a numpy array over MNN's
+  own memory (``owndata`` False, no base), which the next ``forward``
+  overwrites.
+* **layouts**: an output that comes back in MNN's packed ``NC4HW4`` layout is
+  converted to NCHW before reading; inputs are given as NCHW.
+* **non-contiguous** inputs are made C-contiguous first (a flag test when they
+  already are).
+* **empty tensors**: ``Var.read()`` of a zero-size tensor fails inside MNN; a
+  zero-size input dim is an ``InputError`` (``UnsupportedModel`` at compile
+  when the model declares it).
+* **threads**: a ``Module`` is not shared between threads; each thread runs its
+  own ``clone()`` (weights shared).
+
+Devices: ``mnn:cpu``.  GPU backends (Vulkan, OpenCL, CUDA) are listed as
+devices only when MNN really creates them: the PyPI wheel has none, and asking
+for one silently runs on the CPU (the only sign is "Can't Find type=7 backend,
+use 0 instead" on stdout), so they are listed unavailable with that message,
+and a compile that sees the fallback refuses rather than report a CPU run as
+a GPU run.
+
+Precisions: fp32 (``PrecisionMode.High``: exact), fp16 (``PrecisionMode.Low``,
+Conv weights stored as fp16: fp16 arithmetic only where the CPU has it, which
+``compiled.info["fp16_arithmetic"]`` says), int8 (weight-only: the converter's
+``--weightQuantBits 8``; activations stay float, so ``calibration`` is not
+used).  Shapes: MNN runs dynamic shapes itself (a module resizes to each feed),
+so open dims need no specialisation; ``shapes=`` reaches it as a static model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import threading
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from nnport import hookimpl
+from nnport.backend import Backend
+from nnport.compiled import CompiledModel
+from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
+from nnport.model import Model
+from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
+
+from ._mnn_convert import captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
+
+PRECISIONS = ("fp32", "fp16", "int8")
+GPU_BACKENDS = {"vulkan": ("VULKAN", 7), "opencl": ("OPENCL", 3), "cuda": ("CUDA", 2)}
+"""nnport device suffix -> (MNN backend name, MNNForwardType)."""
+INT8_NOTE = (
+    "int8 is weight-only (the converter's --weightQuantBits 8: Conv/MatMul/LSTM weights stored as int8 per channel, "
+    "activations float); full int8 with calibration needs MNN's quantization tool, which nnport does not run"
+)
+
+_F32 = np.dtype(np.float32)
+_I32 = np.dtype(np.int32)
+_INT32_MIN, _INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
+
+# ONNX input dtype -> (how it is fed: numpy dtype MNN reads, MNN dtype name)
+INPUT_DTYPES = {
+    np.dtype(np.float32): (_F32, "float"),
+    np.dtype(np.int32): (_I32, "int"),
+    np.dtype(np.int64): (_I32, "int"),  # MNN's converter makes int64 tensors int32
+    np.dtype(np.bool_): (_I32, "int"),
+    np.dtype(np.uint8): (np.dtype(np.uint8), "uint8"),
+}
+OUTPUT_DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.int32, np.int64, np.bool_, np.uint8))
+
+
+class MnnBackend(Backend):
+    name = "mnn"
+    vendor = "Alibaba"
+    priority = 45
+    description = "Alibaba MNN (mobile/edge runtime): ONNX through MNN's converter; CPU (GPU backends where the build has them)"
+
+    _gpu_status: dict[str, str | None] | None = None
+
+    @classmethod
+    def probe(cls) -> str | None:
+        if importlib.util.find_spec("MNN") is None:
+            return "the MNN package is not installed (pip install 'nnport[mnn]')"
+        if not converter_available():
+            return "MNN's converter module _tools is missing from the MNN installation (pip install --force-reinstall 'MNN>=3.0')"
+        return None
+
+    def versions(self) -> dict[str, str]:
+        return {"mnn": mnn_version()}
+
+    def devices(self) -> list[Device]:
+        threads = default_threads()
+        found = [
+            Device(
+                id="mnn:cpu",
+                backend=self.name,
+                kind="cpu",
+                name=platform.processor() or platform.machine() or "CPU",
+                properties={"threads_default": threads, "cpu_features": cpu_features()},
+            )
+        ]
+        for suffix, why in gpu_status().items():
+            api = GPU_BACKENDS[suffix][0]
+            found.append(
+                Device(id=f"mnn:{suffix}", backend=self.name, kind="gpu", name=f"MNN {api}", available=why is None, reason=why, properties={"api": api})
+            )
+        return found
+
+    def capabilities(self, device: Device) -> Capabilities:
+        return Capabilities(
+            precisions=PRECISIONS,
+            dtypes=tuple(sorted(str(d) for d in INPUT_DTYPES)),
+            opset_min=None,
+            opset_max=None,
+            dynamic_shapes=True,
+            model_formats=("onnx",),
+            notes=(
+                "ONNX is converted by MNN's converter (in a guarded worker, no telemetry) and checked once against ONNX Runtime; cached on disk",
+                "open dims run as they are: an MNN module resizes to each feed shape",
+                "int64/bool inputs are fed as int32 (range-checked); integer outputs are cast back",
+                INT8_NOTE,
+            ),
+        )
+
+    # -- compile -------------------------------------------------------------------
+
+    def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
+        where = {"backend": self.name, "device": device.id}
+        if options.precision not in PRECISIONS:
+            raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: {list(PRECISIONS)}", **where)
+        if model.format != "onnx":
+            raise UnsupportedModel(f"MNN reads ONNX models (converted by MNN's converter), not {model.format}", **where)
+        check_convertible(model, where)
+        backend_type = None
+        if device.id != "mnn:cpu":
+            suffix = device.id.split(":", 1)[1]
+            if suffix not in GPU_BACKENDS:
+                raise CompileError(f"unknown MNN device {device.id!r}; devices: mnn:cpu, {', '.join('mnn:' + s for s in GPU_BACKENDS)}", **where)
+            backend_type = GPU_BACKENDS[suffix]
+        cache_root = Path(options.cache_dir) / "mnn" if options.cache_dir else default_cache_root()
+        try:
+            conversion = convert(
+                model,
+                precision=options.precision,
+                cache_root=cache_root,
+                extra=options.extra,
+                verify=bool(options.extra.get("mnn_verify", True)),
+                timeout_s=float(options.extra.get("mnn_convert_timeout_s", 600)),
+            )
+        except CompileError as exc:  # raised without a location: add it
+            raise type(exc)(str(exc), **where) from exc
+        threads = options.threads or default_threads()
+        try:
+            program = MnnProgram.load(conversion.path, model, precision=options.precision, threads=threads, backend_type=backend_type)
+        except CompileError as exc:
+            raise type(exc)(str(exc), **where) from exc
+        compiled = CompiledModel(self, model, device, options, native=program, inputs=model.inputs, outputs=model.outputs)
+        compiled.cache_hit = conversion.cache_hit
+        features = cpu_features()
+        compiled.info.update(
+            {
+                "mnn_model": conversion.path,
+                "mnn_version": conversion.mnn_version,
+                "converter_seconds": round(conversion.seconds, 4),
+                "converter_args": conversion.args,
+                "converter_guard": conversion.guard,
+                "verified": conversion.verified,
+                "upgraded_opset": conversion.upgraded_opset,
+                "threads": threads,
+                "precision_mode": program.precision_mode,
+                "input_feeds": {p.name: p.fed_as for p in program.ins},
+            }
+        )
+        if options.precision == "fp16":
+            compiled.info["fp16_arithmetic"] = (
+                "yes (the CPU has fp16 arithmetic)" if features.get("fp16") else "no: this CPU has no fp16 arithmetic (MNN reports fp16:0); fp16 weights, fp32 compute"
+            )
+        if options.precision == "int8":
+            compiled.info["int8"] = INT8_NOTE + ("; the calibration data given was not used" if options.calibration is not None else "")
+        return compiled
+
+    # -- run -------------------------------------------------------------------------
+
+    def execute(self, compiled: CompiledModel, binding: Binding) -> None:
+        # binding.inputs may have been edited by hand: validate again (never hand MNN a float64)
+        compiled.check_feeds(binding.inputs)
+        binding.outputs = compiled.native.run_checked(binding.inputs)
+
+    def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # CompiledModel.run validated names, dtypes, ranks and fixed dims against the specs.
+        return compiled.native.run_checked(feeds)
+
+
+# -- the loaded module and one inference -------------------------------------------------------------
+
+
+class InputPlan:
+    """How one ONNX input is fed to MNN: numpy dtype MNN reads, MNN dtype, range check for a narrowing cast."""
+
+    __slots__ = ("name", "spec", "feed_dtype", "mnn_dtype", "narrow", "fed_as")
+
+    def __init__(self, spec: TensorSpec, feed_dtype: np.dtype, mnn_dtype: Any) -> None:
+        self.name = spec.name
+        self.spec = spec
+        self.feed_dtype = feed_dtype
+        self.mnn_dtype = mnn_dtype
+        self.narrow = spec.dtype != feed_dtype and spec.dtype.kind in "iu"  # int64 -> int32 needs a range check
+        self.fed_as = str(feed_dtype) if feed_dtype == spec.dtype else f"{feed_dtype} (cast from {spec.dtype})"
+
+
+class MnnProgram:
+    """An MNN ``Module`` plus the plan that feeds it ONNX tensors and reads them back.
+
+    Two entry points: ``infer`` checks dtypes and shapes itself (any caller);
+    ``run_checked`` trusts feeds that ``CompiledModel.check_feeds`` accepted.
+    Each thread runs its own clone of the module (MNN modules keep per-call
+    state); the first thread uses the loaded module itself.
+    """
+
+    def __init__(self, module: Any, mnn: Any, model: Model, ins: list[InputPlan], precision_mode: str) -> None:
+        self.module = module
+        self.model = model
+        self.model_name = model.name
+        self.ins = ins
+        self.outs = [(s.name, s.dtype) for s in model.outputs]
+        self.precision_mode = precision_mode
+        self._const = mnn.expr.const
+        self._convert = mnn.expr.convert
+        self._NCHW = mnn.expr.NCHW
+        self._NC4HW4 = mnn.expr.NC4HW4
+        self._fast = [(p.name, p.mnn_dtype) for p in ins]
+        self._plain = all(not p.narrow and p.feed_dtype == p.spec.dtype for p in ins)
+        self._owner = threading.get_ident()
+        self._tls = threading.local()
+        self._clone_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str, model: Model, *, precision: str, threads: int, backend_type: tuple[str, int] | None) -> MnnProgram:
+        """Load ``path`` for ``model``'s inputs and outputs; raises ``UnsupportedModel``/``CompileError``."""
+        mnn = import_mnn()
+        F = mnn.expr
+        try:
+            with captured(1) as said:
+                probe = mnn.nn.load_module_from_file(path, [], [])
+        except Exception as exc:
+            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {type(exc).__name__}: {exc} {said.text().strip()[:300]}") from exc
+        if probe is None:
+            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}")
+        info = probe.get_info()
+        have_in, have_out = list(info.get("inputNames", [])), list(info.get("outputNames", []))
+        missing_in = [s.name for s in model.inputs if s.name not in have_in]
+        missing_out = [s.name for s in model.outputs if s.name not in have_out]
+        if missing_in or missing_out:
+            raise UnsupportedModel(
+                f"the MNN model converted from {model.name!r} lacks ONNX "
+                + " and ".join(x for x in (f"input(s) {missing_in}" if missing_in else "", f"output(s) {missing_out}" if missing_out else "") if x)
+                + f" (its inputs are {have_in}, its outputs {have_out}): MNN drops inputs the graph never reads and "
+                "cannot return an input or a constant as an output; nnport.compile serves such outputs itself"
+            )
+        mode = {"fp16": "Low"}.get(precision, "High")
+        kwargs: dict[str, Any] = {"precision_mode": getattr(F.PrecisionMode, mode), "thread_num": int(threads), "shape_mutable": True}
+        if backend_type is not None:
+            kwargs["backend"] = getattr(F.Backend, backend_type[0])
+        try:
+            with captured(1) as said:
+                module = mnn.nn.load_module_from_file(path, [s.name for s in model.inputs], [s.name for s in model.outputs], **kwargs)
+        except Exception as exc:
+            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {type(exc).__name__}: {exc}") from exc
+        if module is None:
+            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}")
+        if backend_type is not None and "Can't Find type=" in said.text():
+            raise CompileError(
+                f"MNN has no {backend_type[0]} backend here and would run on the CPU instead ({said.text().strip()[:200]!r}): "
+                "refusing to report a CPU run as a GPU run"
+            )
+        ins = []
+        for spec in model.inputs:
+            feed_dtype, mnn_name = INPUT_DTYPES[spec.dtype]
+            ins.append(InputPlan(spec, feed_dtype, getattr(F, mnn_name)))
+        return cls(module, mnn, model, ins, mode)
+
+    # -- per thread ----------------------------------------------------------------------
+
+    def _thread_module(self) -> Any:
+        if threading.get_ident() == self._owner:
+            module = self.module
+        else:
+            with self._clone_lock:
+                module = self.module.clone()
+        self._tls.module = module
+        return module
+
+    # -- inference -----------------------------------------------------------------------
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference for any caller: checks names, dtypes and ranks first (never hands MNN a float64)."""
+        from nnport.compiled import feed_problems
+
+        ok = isinstance(feeds, Mapping) and set(feeds) == {p.name for p in self.ins}
+        if ok:
+            for p in self.ins:
+                a = feeds[p.name]
+                if not isinstance(a, np.ndarray) or a.dtype != p.spec.dtype or not p.spec.accepts_shape(a.shape):
+                    ok = False
+                    break
+        if not ok:
+            raise InputError(feed_problems([p.spec for p in self.ins], feeds))
+        return self.run_checked(feeds)
+
+    def run_checked(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            module = self._tls.module
+        except AttributeError:
+            module = self._thread_module()
+        const, NCHW = self._const, self._NCHW
+        if self._plain:
+            args = []
+            for name, mnn_dtype in self._fast:
+                a = feeds[name]
+                if not a.flags.c_contiguous or 0 in a.shape:
+                    a = self._prepared(self.ins[len(args)], a)
+                args.append(const(a, a.shape, NCHW, mnn_dtype))
+        else:
+            args = [const(a, a.shape, NCHW, p.mnn_dtype) for p in self.ins for a in (self._prepared(p, feeds[p.name]),)]
+        try:
+            results = module.forward(args)
+        except Exception as exc:
+            raise ExecutionError(f"MNN failed to run model {self.model_name!r}: {type(exc).__name__}: {exc}") from exc
+        out: dict[str, np.ndarray] = {}
+        NC4HW4, array = self._NC4HW4, np.array
+        for (name, dtype), var in zip(self.outs, results):
+            if var.data_format == NC4HW4:
+                var = self._convert(var, NCHW)
+            try:
+                value = var.read()
+            except SystemError as exc:  # a zero-size output, or a shape MNN could not compute
+                raise ExecutionError(f"MNN could not produce output {name!r} of model {self.model_name!r} (shape {var.shape}): {exc}") from exc
+            out[name] = array(value, dtype=dtype)  # a copy: read() views MNN memory that the next forward overwrites
+        return out
+
+    def _prepared(self, plan: InputPlan, a: np.ndarray) -> np.ndarray:
+        """A feed as MNN reads it: contiguous, narrowed (range-checked), no zero-size dim."""
+        if 0 in a.shape:
+            raise InputError(f"input {plan.name!r} of model {self.model_name!r} has shape {list(a.shape)}: MNN cannot run zero-size tensors")
+        if plan.narrow and a.size:
+            low, high = int(a.min()), int(a.max())
+            if low < _INT32_MIN or high > _INT32_MAX:
+                raise InputError(
+                    f"input {plan.name!r} of model {self.model_name!r} holds values in [{low}, {high}]: MNN computes "
+                    f"{plan.spec.dtype} tensors as int32, which cannot hold them"
+                )
+        if a.dtype != plan.feed_dtype:
+            return a.astype(plan.feed_dtype, order="C")
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def check_convertible(model: Model, where: Mapping[str, Any]) -> None:
+    """What can be refused before conversion: dtypes MNN cannot feed or return, zero-size dims."""
+    for spec in model.inputs:
+        if spec.dtype not in INPUT_DTYPES:
+            raise UnsupportedModel(
+                f"MNN takes {sorted(str(d) for d in INPUT_DTYPES)} inputs; {spec} is {spec.dtype}", **where
+            )
+        if 0 in spec.shape:
+            raise UnsupportedModel(f"MNN cannot run zero-size tensors: input {spec} has a zero-size dim", **where)
+    for spec in model.outputs:
+        if spec.dtype not in OUTPUT_DTYPES:
+            raise UnsupportedModel(f"MNN returns {sorted(str(d) for d in OUTPUT_DTYPES)} outputs; {spec} is {spec.dtype}", **where)
+
+
+def default_threads() -> int:
+    """Threads when ``options.threads`` is None: the usable cores, at most 4 (MNN scales poorly beyond)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    return max(1, min(4, count))
+
+
+_cpu_features: dict[str, bool] | None = None
+
+
+def cpu_features() -> dict[str, bool]:
+    """What MNN says the CPU supports (its load banner: "i8sdot:0, fp16:0, ..."), read once."""
+    global _cpu_features
+    if _cpu_features is None:
+        import re
+
+        import_mnn()
+        from . import _mnn_convert
+
+        text = _mnn_convert.banner
+        _cpu_features = {k: v != "0" for k, v in re.findall(r"(\w+):\s*(\d)", text)}
+    return _cpu_features
+
+
+_gpu_lock = threading.Lock()
+_gpu: dict[str, str | None] | None = None
+
+
+def gpu_status() -> dict[str, str | None]:
+    """Per GPU backend: None when MNN creates it, else why not (read once per process).
+
+    A runtime of each type is created; MNN falls back to the CPU without an
+    error when the type is not built in and says so only on stdout ("Can't Find
+    type=7 backend, use 0 instead"), which is captured and quoted.
+    """
+    global _gpu
+    with _gpu_lock:
+        if _gpu is None:
+            mnn = import_mnn()
+            found: dict[str, str | None] = {}
+            for suffix, (api, code) in GPU_BACKENDS.items():
+                try:
+                    with captured(1) as said:
+                        mnn.nn.create_runtime_manager(({"backend": code, "precision": "high", "numThread": 1},))
+                except Exception as exc:
+                    found[suffix] = f"MNN cannot create a {api} runtime: {type(exc).__name__}: {exc}"
+                    continue
+                text = " ".join(said.text().split())
+                if "Can't Find type=" in text:
+                    found[suffix] = f"this MNN build has no {api} backend and runs on the CPU instead (MNN: {text[text.index('Can'):][:80]!r}) (the PyPI wheel is built without GPU backends)"
+                else:
+                    found[suffix] = None
+            _gpu = found
+        return _gpu
+
+
+@hookimpl
+def nnport_register_backends(register):
+    register(MnnBackend)
