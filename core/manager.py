@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = {
     "ncnn": "nnport.plugins.ncnn",
     "mnn": "nnport.plugins.mnn",
     "tensorrt": "nnport.plugins.tensorrt",
+    "litert": "nnport.plugins.litert",
 }
 
 

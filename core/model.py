@@ -20,7 +20,9 @@ import numpy as np
 from .errors import ModelLoadError
 from .types import TensorSpec
 
-NATIVE_FORMATS = {".xml": "openvino-ir", ".param": "ncnn"}
+NATIVE_FORMATS = {".xml": "openvino-ir", ".param": "ncnn", ".tflite": "tflite"}
+"""Suffix -> ``Model.format`` of the formats read natively (not ONNX).  A ``.tflite``
+model's specs come from the LiteRT interpreter (``nnport._tflite``, imported only then)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,6 +103,10 @@ def load(
         if path.is_dir():
             raise ModelLoadError(f"expected a model file, got a directory: {str(path)!r}")
         fmt = NATIVE_FORMATS.get(path.suffix.lower())
+        if fmt == "tflite":
+            from ._tflite import load_tflite
+
+            return load_tflite(path, inputs, outputs)
         if fmt is not None:
             return _native(path, fmt, inputs, outputs)
         proto = _parse(path.read_bytes(), str(path))
