@@ -114,7 +114,7 @@ class MnnBackend(Backend):
                 id="mnn:cpu",
                 backend=self.name,
                 kind="cpu",
-                name=platform.processor() or platform.machine() or "CPU",
+                name=cpu_name(),
                 properties={"threads_default": threads, "cpu_features": cpu_features()},
             )
         ]
@@ -388,6 +388,18 @@ def check_convertible(model: Model, where: Mapping[str, Any]) -> None:
     for spec in model.outputs:
         if spec.dtype not in OUTPUT_DTYPES:
             raise UnsupportedModel(f"MNN returns {sorted(str(d) for d in OUTPUT_DTYPES)} outputs; {spec} is {spec.dtype}", **where)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` starts ``uname -p``: no process here)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "processor\t: arm")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine() or "CPU"
 
 
 def default_threads() -> int:
