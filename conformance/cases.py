@@ -693,6 +693,10 @@ def select(patterns: Iterable[str] | str | None, cases: Sequence[Case] | None = 
     pats = [p for p in (patterns or []) if p]
     if cases is None:
         cases = all_cases(include_node=any(p.startswith("node") for p in pats))
+    if any(p.startswith("tflite") for p in pats):  # LiteRT's .tflite cases are opt-in, as node/ is
+        from .tflite_models import cases as tflite_cases
+
+        cases = [*cases, *(c for c in tflite_cases() if c.id not in {k.id for k in cases})]
     if not pats:
         return list(cases)
     ids = {c.id for c in cases}
@@ -707,6 +711,12 @@ def get(case_id: str) -> Case:
         from .onnx_backend import node_case
 
         return node_case(case_id[5:])
+    if case_id.startswith("tflite/"):  # LiteRT's .tflite cases, opt-in (nnport.conformance.tflite_models)
+        from .tflite_models import cases as tflite_cases
+
+        found = [c for c in tflite_cases() if c.id == case_id]
+        if found:
+            return found[0]
     for case in default_cases():
         if case.id == case_id:
             return case

@@ -29,9 +29,21 @@ REFERENCE_DEVICE = "onnxruntime:cpu"
 ORACLE = "onnx.reference"
 
 
-def reference_for(device_id: str) -> str:
-    """Which reference judges ``device_id``: ONNX Runtime CPU, or the ONNX oracle for ORT CPU itself."""
+# -- reference by model format (LiteRT): a .tflite model is judged by TFLite's own reference kernels --
+TFLITE_REFERENCE = "litert:ref"
+"""TFLite's reference kernels (BUILTIN_REF): ``litert:cpu`` with ``extra={"litert_op_resolver": "builtin_ref"}``."""
+
+
+def reference_for(device_id: str, model_format: str = "onnx") -> str:
+    """Which reference judges ``device_id`` on a model of ``model_format``.
+
+    ONNX: ONNX Runtime CPU, or the ONNX oracle for ORT CPU itself.  ``tflite``:
+    TFLite's reference kernels (no other runtime reads .tflite).
+    """
+    if model_format == "tflite":
+        return TFLITE_REFERENCE
     return ORACLE if device_id.lower() == REFERENCE_DEVICE else REFERENCE_DEVICE
+# -- end: reference by model format --
 
 
 def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], which: str, threads: int | None, cache: str | None) -> dict[str, np.ndarray]:
@@ -47,7 +59,13 @@ def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], whic
                     return {name: data[name] for name in model.output_names}
             except Exception:
                 pass  # a torn or foreign file: recompute
-    if which == ORACLE:
+    if which == TFLITE_REFERENCE:  # reference by model format (LiteRT)
+        import nnport
+
+        compiled = nnport.compile(model, "litert:cpu", fallback=False, threads=threads, extra={"litert_op_resolver": "builtin_ref"})
+        outputs = compiled.run(feeds)
+        del compiled
+    elif which == ORACLE:
         from onnx.reference import ReferenceEvaluator
 
         values = ReferenceEvaluator(model.proto).run(None, feeds)
@@ -87,6 +105,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
             model = fix_shapes(model, shapes)
         feeds = case.inputs(model)
         timings["build_s"] = time.perf_counter() - t
+        if model.format != "onnx":  # reference by model format (LiteRT): .tflite -> TFLite's reference kernels
+            which = result["reference"] = reference_for(device, model.format)
     except Exception as exc:
         from nnport.errors import ModelLoadError
 

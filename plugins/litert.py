@@ -42,10 +42,10 @@ ai-edge-litert 2.3.0 before it was written:
   converted lazily per feed shape (``nnport.specialize``), as for ncnn.
 * **Threads.** An interpreter is not thread-safe: each thread gets its own
   (created on first use from the same model bytes).
-* **Debug fast path.** ``LiteRtBackend.intermediates(compiled, feeds)`` runs
-  a second interpreter with ``experimental_preserve_all_tensors=True`` and
-  returns every tensor an operator computed, by LiteRT tensor name; optional,
-  for ``nnport debug``.
+* **Debug fast path.** ``LiteRtBackend.intermediates(model, device, options,
+  tensors, feeds)`` (optional, for ``nnport debug``) runs an interpreter built
+  with ``experimental_preserve_all_tensors=True`` and returns the requested
+  tensors LiteRT has by name (``LiteRtProgram.intermediates`` gives them all).
 
 Precisions: a ``.tflite`` model runs at the precision it was converted at
 (``fp32`` is "as it is"; other precisions are refused).  ONNX: ``fp32`` and
@@ -95,7 +95,7 @@ NATIVE_PRECISION_REASON = "a .tflite model runs at the precision it was converte
 class LiteRtBackend(Backend):
     name = "litert"
     vendor = "Google"
-    priority = 40
+    priority = 10
     description = "Google LiteRT (TensorFlow Lite): .tflite natively, ONNX through onnx2tf; XNNPACK on CPU"
 
     @classmethod
@@ -247,21 +247,30 @@ class LiteRtBackend(Backend):
 
     # -- debug (optional capability) -----------------------------------------------------
 
-    def intermediates(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Every tensor an operator computed for ``feeds``, by LiteRT tensor name (one interpreter run).
+    def intermediates(
+        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """The fast path of ``nnport debug``: one run exposing every tensor an operator computed.
 
-        An optional fast path for ``nnport debug``: the interpreter is built with
-        ``experimental_preserve_all_tensors=True`` (more memory; same kernels),
-        so no graph has to be cut and recompiled.  Graph outputs are included
-        under their LiteRT tensor names.  For an ONNX model converted by onnx2tf
-        the names are TensorFlow's, not ONNX's.
+        The interpreter is built with ``experimental_preserve_all_tensors=True``
+        (more memory, the same kernels), so no graph is cut and recompiled.
+        Returns the requested ``tensors`` found by LiteRT tensor name, plus the
+        model's outputs by their own names; a name LiteRT does not have is left
+        out (the caller cuts the graph there).  For an ONNX model converted by
+        onnx2tf most inner names are TensorFlow's, so little beyond the outputs matches.
         """
-        compiled.check_feeds(feeds)
+        compiled = self.compile(model, device, options)
         native = compiled.native
         if isinstance(native, specialize.Specializations):
-            inner = native.for_feeds(feeds)
-            return self.intermediates(inner, feeds)
-        return native.intermediates(feeds)
+            compiled = native.for_feeds(feeds)
+            native = compiled.native
+        compiled.check_feeds(feeds)
+        found = native.intermediates(feeds)
+        wanted = set(tensors)
+        exposed = {name: value for name, value in found.items() if name in wanted}
+        if wanted & {spec.name for spec in compiled.outputs}:
+            exposed.update({k: v for k, v in native.run(feeds).items() if k in wanted})
+        return exposed
 
 
 # -- the loaded model and one inference ------------------------------------------------------------
