@@ -24,6 +24,20 @@ setup() {
   "$VENV/bin/python" -m pip install -q --no-deps pnnx
 }
 
+# onnx2tf (ONNX -> .tflite for the litert plugin) pins TensorFlow 2.19, numpy 1.26 and onnx 1.19: it gets an
+# environment of its own (~2.6 GB, ~3 min), outside the repo, where the plugin looks for it (or $NNPORT_ONNX2TF).
+# Not part of `test`/`demo`: without it the ONNX-on-LiteRT tests skip and say so.
+setup_litert() {
+  local env="${NNPORT_ONNX2TF:-${NNPORT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nnport}/onnx2tf}"
+  if [ ! -x "$env/bin/onnx2tf" ]; then
+    echo "== building the onnx2tf environment in $env (TensorFlow 2.19, ~2.6 GB)"
+    "$PY" -m venv "$env"
+    "$env/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$env/bin/python" -m pip install -q --disable-pip-version-check "onnx2tf==1.29.24"
+  fi
+  echo "== onnx2tf: $env/bin/onnx2tf ($(du -sh "$env" | cut -f1)); nnport finds it there (or set NNPORT_ONNX2TF=$env)"
+}
+
 case "${1:-}" in
   demo)
     setup
@@ -41,9 +55,10 @@ case "${1:-}" in
     ;;
   setup)
     setup
+    if [ "${2:-}" = litert ]; then setup_litert; fi
     ;;
   *)
-    echo "usage: bash dev.sh demo|test|setup [pytest args]" >&2
+    echo "usage: bash dev.sh demo | test [pytest args] | setup [litert]" >&2
     exit 2
     ;;
 esac
