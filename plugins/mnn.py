@@ -63,7 +63,7 @@ from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedM
 from nnport.model import Model
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
-from ._mnn_convert import captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
+from ._mnn_convert import DEFERRED, FirstRunCheck, captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
 GPU_BACKENDS = {"vulkan": ("VULKAN", 7), "opencl": ("OPENCL", 3), "cuda": ("CUDA", 2)}
@@ -190,6 +190,8 @@ class MnnBackend(Backend):
                 "input_feeds": {p.name: p.fed_as for p in program.ins},
             }
         )
+        if conversion.verified.startswith(DEFERRED):
+            program.defer_check(FirstRunCheck(model, options.precision, conversion.verified), compiled.info)
         if options.precision == "fp16":
             compiled.info["fp16_arithmetic"] = (
                 "yes (the CPU has fp16 arithmetic)" if features.get("fp16") else "no: this CPU has no fp16 arithmetic (MNN reports fp16:0); fp16 weights, fp32 compute"
@@ -232,6 +234,8 @@ class MnnProgram:
 
     Two entry points: ``infer`` checks dtypes and shapes itself (any caller);
     ``run_checked`` trusts feeds that ``CompiledModel.check_feeds`` accepted.
+    A model with open dims whose seeded check could not decide is checked
+    against ONNX Runtime on its first run (``defer_check``).
     Each thread runs its own clone of the module (MNN modules keep per-call
     state); the first thread uses the loaded module itself.
     """
@@ -252,6 +256,32 @@ class MnnProgram:
         self._owner = threading.get_ident()
         self._tls = threading.local()
         self._clone_lock = threading.Lock()
+        self.pending: FirstRunCheck | None = None
+        self.info: dict[str, Any] = {}
+        self.run_checked = self._run  # an instance attribute: no per-call test once nothing is pending
+
+    def defer_check(self, check: FirstRunCheck, info: dict[str, Any]) -> None:
+        """Check the first run's outputs against ONNX Runtime (``info["verified"]`` gets the verdict)."""
+        self.pending, self.info = check, info
+        self.run_checked = self._first_run
+
+    def _first_run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        check = self.pending
+        if check is None:
+            return self._run(feeds)
+        with check.lock:
+            if check.error is not None:
+                raise check.error
+            if self.pending is None:  # another thread decided meanwhile
+                return self._run(feeds)
+            out = self._run(feeds)
+            check.judge(feeds, out)
+            self.info["verified"] = check.verdict
+            if check.error is not None:
+                raise check.error
+            self.pending = None
+            self.run_checked = self._run
+            return out
 
     @classmethod
     def load(cls, path: str, model: Model, *, precision: str, threads: int, backend_type: tuple[str, int] | None) -> MnnProgram:
@@ -326,7 +356,8 @@ class MnnProgram:
             raise InputError(feed_problems([p.spec for p in self.ins], feeds))
         return self.run_checked(feeds)
 
-    def run_checked(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One inference from checked feeds (``run_checked`` is this, or ``_first_run`` while a check is pending)."""
         try:
             module = self._tls.module
         except AttributeError:

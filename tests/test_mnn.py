@@ -411,8 +411,8 @@ def test_converter_that_says_true_but_writes_nothing(tmp_path, monkeypatch):
 
 
 def test_verification_rejects_a_wrong_conversion_and_selection_falls_back(tmp_path, monkeypatch):
-    real = mnn_plugin.MnnProgram.run_checked
-    monkeypatch.setattr(mnn_plugin.MnnProgram, "run_checked", lambda self, feeds: {k: v * 2 + 1 for k, v in real(self, feeds).items()})
+    real = mnn_plugin.MnnProgram._run
+    monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v * 2 + 1 for k, v in real(self, feeds).items()})
     model = nnport.zoo.load("cnn")
     with pytest.raises(UnsupportedModel, match="disagrees with ONNX Runtime"):
         nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
@@ -559,3 +559,34 @@ def test_multi_io_names_map_by_name(tmp_path):
     got = compiled.run(feeds)
     assert list(got) == ["omega", "gamma", "beta"]
     assert max_rel_error(got, nnport.compile(model, "onnxruntime:cpu").run(feeds)) <= 1e-5
+
+
+def reshape_model() -> nnport.Model:
+    """x[1, n] -> Reshape(-1, 4) -> Relu: cannot run at the guessed n = 1, only at multiples of 4."""
+    shape = numpy_helper.from_array(np.array([-1, 4], np.int64), "shape")
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "reshape", [_vi("x", [1, "n"])], [_vi("y", ["m", 4])], [shape])
+    return nnport.load(_model(graph))
+
+
+def test_open_dims_the_seeded_check_cannot_run_are_checked_at_the_first_run(tmp_path):
+    model = reshape_model()
+    compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
+    assert compiled.info["verified"].startswith("deferred to the first run")
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 12)).astype(np.float32)}
+    got = compiled.run(feeds)
+    assert compiled.info["verified"].startswith("verified against ONNX Runtime at the first run's shapes x:1x12")
+    np.testing.assert_array_equal(got["y"], np.maximum(feeds["x"].reshape(3, 4), 0))
+    np.testing.assert_array_equal(compiled.run({"x": np.ones((1, 8), np.float32)})["y"], np.ones((2, 4), np.float32))
+
+
+def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch):
+    model = reshape_model()
+    compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
+    real = mnn_plugin.MnnProgram._run
+    monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v + 1 for k, v in real(self, feeds).items()})
+    compiled.native.run_checked = compiled.native._first_run  # (the patch above replaced the method the instance holds)
+    for _ in range(2):
+        with pytest.raises(UnsupportedModel, match="first run's shapes x:1x8"):
+            compiled.run({"x": np.ones((1, 8), np.float32)})
+    assert compiled.info["verified"] == "verification failed at the first run"
