@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SDKS = ("onnxruntime", "openvino", "ncnn", "tensorrt", "pnnx", "torch", "nncf", "polygraphy", "ai_edge_litert", "tensorflow")
+SDKS = ("onnxruntime", "openvino", "ncnn", "tensorrt", "pnnx", "torch", "nncf", "polygraphy", "ai_edge_litert", "tensorflow", "MNN", "_tools", "_mnncengine")
 
 
 def test_import_and_listing_import_no_sdk():
@@ -61,6 +61,6 @@ def test_backends_work_without_any_runtime_installed(bare_site):
     proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
-    for name in ("onnxruntime", "openvino", "ncnn", "tensorrt", "litert"):
+    for name in ("onnxruntime", "openvino", "ncnn", "tensorrt", "litert", "mnn"):
         assert rows[name]["status"] == "unavailable", rows[name]
         assert "not installed" in rows[name]["reason"]
