@@ -21,9 +21,9 @@ from .runner import FAILING, STATUSES, Report, Result
 
 SCHEMA = "nnport.conformance/1"
 
-SYMBOLS = {"pass": "pass", "fail": "FAIL", "xfail": "xfail", "xpass": "XPASS", "skip": "skip", "crash": "CRASH", "timeout": "TIMEOUT"}
-COLORS = {"pass": "32", "fail": "31;1", "xfail": "33", "xpass": "35;1", "skip": "2", "crash": "31;1", "timeout": "31;1"}
-HTML_COLORS = {"pass": "#c8f0c8", "fail": "#f4a6a6", "xfail": "#f5e2a8", "xpass": "#e0b8f0", "skip": "#e8e8e8", "crash": "#e06666", "timeout": "#f08c5a"}
+SYMBOLS = {"pass": "pass", "fail": "FAIL", "xfail": "xfail", "xpass": "XPASS", "skip": "skip", "crash": "CRASH", "timeout": "TIMEOUT", "lost": "LOST"}
+COLORS = {"pass": "32", "fail": "31;1", "xfail": "33", "xpass": "35;1", "skip": "2", "crash": "31;1", "timeout": "31;1", "lost": "31;1"}
+HTML_COLORS = {"pass": "#c8f0c8", "fail": "#f4a6a6", "xfail": "#f5e2a8", "xpass": "#e0b8f0", "skip": "#e8e8e8", "crash": "#e06666", "timeout": "#f08c5a", "lost": "#c9a0dc"}
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def to_junit(report: Report) -> ET.Element:
             name=device,
             tests=str(len(rows)),
             failures=str(counts["fail"]),
-            errors=str(counts["crash"] + counts["timeout"]),
+            errors=str(counts["crash"] + counts["timeout"] + counts["lost"]),
             skipped=str(counts["skip"] + counts["xfail"]),
             time=f"{sum(r.duration_s for r in rows):.3f}",
             timestamp=report.started,
@@ -128,7 +128,7 @@ def to_junit(report: Report) -> ET.Element:
             case = ET.SubElement(suite, "testcase", classname=f"{device}.{r.case.rsplit('/', 1)[0].replace('/', '.')}", name=r.case, time=f"{r.duration_s:.3f}")
             if r.status == "fail":
                 ET.SubElement(case, "failure", message=r.reason[:500], type="mismatch").text = r.reason
-            elif r.status in ("crash", "timeout"):
+            elif r.status in ("crash", "timeout", "lost"):
                 ET.SubElement(case, "error", message=r.reason[:500], type=r.status).text = r.reason
             elif r.status in ("skip", "xfail"):
                 ET.SubElement(case, "skipped", message=f"{r.status}: {r.reason}"[:500])

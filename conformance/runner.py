@@ -11,8 +11,9 @@ ONNX Runtime) is paid once per worker, not once per case.
 Statuses: ``pass``, ``fail``, ``xfail`` (failed as the backend's
 expected-failures file says, with its reason), ``xpass`` (listed as expected
 to fail but passed: reported, not fatal), ``skip`` (unsupported, with the
-reason), ``crash``, ``timeout``.  A run fails (``Report.ok`` is False) when any
-task is ``fail``, ``crash`` or ``timeout``, or when nothing ran at all (every
+reason), ``crash``, ``timeout``, ``lost`` (a farm device whose node died or
+left mid-run: ``nnport.plugins.farm``).  A run fails (``Report.ok`` is False) when any
+task is ``fail``, ``crash``, ``timeout`` or ``lost``, or when nothing ran at all (every
 result a ``skip``): a gate must not pass on nothing.
 
 Expected failures live in ``conformance/xfail/<backend>.toml``::
@@ -46,8 +47,8 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Any, Callable, Mapping, Sequence
 
-STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "crash", "timeout")
-FAILING = frozenset({"fail", "crash", "timeout"})
+STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "crash", "timeout", "lost")
+FAILING = frozenset({"fail", "crash", "timeout", "lost"})
 XFAIL_DIR = Path(__file__).parent / "xfail"
 
 
@@ -144,6 +145,8 @@ class Result:
     """For xfail/xpass: the raw status before the expectation was applied."""
     outputs: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    remote: dict[str, Any] = field(default_factory=dict)
+    """For a farm device: the node, its local device, and the nnport and runtime versions that ran the case."""
 
     @property
     def failing(self) -> bool:
@@ -239,6 +242,16 @@ def resolve_targets(names: Sequence[str] | None) -> list[Target]:
             continue
         if ":" in name:
             match = [d for d in devices if d.id.lower() == name.lower()]
+            if not match:  # a kind or a backend's own form (farm:openvino): every usable device it names
+                try:
+                    from nnport.selection import candidates
+
+                    picked = candidates(nnport.get_plugin_manager(), name)
+                except NnportError:
+                    picked = []
+                targets.extend(Target(d.id, backend) for d in picked)
+                if picked:
+                    continue
             if not match:
                 targets.append(Target(name, backend, f"no device {name!r}; {backend} devices: {[d.id for d in devices]}"))
             elif not match[0].available:
@@ -413,7 +426,7 @@ class Pool:
         duration = time.monotonic() - start
         if isinstance(answer, dict):
             self._idle.put(worker)
-            return Result(status=answer.get("status", "fail"), reason=answer.get("reason", ""), duration_s=duration, reference=answer.get("reference", ""), outputs=answer.get("outputs", []), timings=answer.get("timings", {}), **base)
+            return Result(status=answer.get("status", "fail"), reason=answer.get("reason", ""), duration_s=duration, reference=answer.get("reference", ""), outputs=answer.get("outputs", []), timings=answer.get("timings", {}), remote=answer.get("remote") or {}, **base)
         if answer == "timeout":
             tail = worker.log_tail(log_start)
             worker.kill()
@@ -442,9 +455,9 @@ class Pool:
 ProgressFn = Callable[[int, int, Result], None]
 
 
-def apply_expectations(result: Result, expectations: Expectations) -> Result:
-    """Turn a raw result into xfail/xpass where the backend's file lists the case."""
-    reason = expectations.xfail_reason(result.case, result.device)
+def apply_expectations(result: Result, expectations: Expectations, device: str | None = None) -> Result:
+    """Turn a raw result into xfail/xpass where the backend's file lists the case (on ``device``, default the result's)."""
+    reason = expectations.xfail_reason(result.case, device or result.device)
     if reason is None:
         return result
     if result.status == "pass":
@@ -455,6 +468,22 @@ def apply_expectations(result: Result, expectations: Expectations) -> Result:
         result.status = "xfail"
         result.reason = f"{reason} [observed {result.observed}: {result.reason}]"
     return result
+
+
+def _judged_as(device: str) -> str:
+    """The device id expectations are written for: a farm device's own id on its node (``ncnn:vulkan:0``)."""
+    from nnport.farm import split_device_id
+
+    remote = split_device_id(device)
+    return remote[1] if remote else device
+
+
+def _expectations_of(target: Target, extra: Sequence[str | os.PathLike]) -> Expectations:
+    """The target backend's expectations; a farm device gets those of the backend that runs it on its node."""
+    local = _judged_as(target.device)
+    if local == target.device:
+        return expectations_for(target.backend, extra)
+    return expectations_for(local.split(":", 1)[0], extra).merged(expectations_for(target.backend, extra))
 
 
 def run(
@@ -479,7 +508,7 @@ def run(
     """
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
-    exp = {t.backend: expectations_for(t.backend, expectations) for t in targets}
+    exp = {t.device: _expectations_of(t, expectations) for t in targets}
     results: list[Result] = []
     pending: list[Task] = []
     for case in cases:
@@ -487,7 +516,7 @@ def run(
             if target.unavailable:
                 results.append(Result(case.id, target.device, target.backend, "skip", f"backend unavailable: {target.unavailable}"))
                 continue
-            skip = exp[target.backend].skip_reason(case.id, target.device)
+            skip = exp[target.device].skip_reason(case.id, _judged_as(target.device))
             if skip:
                 results.append(Result(case.id, target.device, target.backend, "skip", f"listed in [skip]: {skip}"))
                 continue
@@ -517,7 +546,7 @@ def run(
                     task = queue.get_nowait()
                 except Empty:
                     return
-                result = apply_expectations(pool.run_task(task), exp[task.backend])
+                result = apply_expectations(pool.run_task(task), exp[task.device], device=_judged_as(task.device))
                 with lock:
                     results.append(result)
                     done += 1

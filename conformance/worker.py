@@ -85,7 +85,7 @@ def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], whic
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one case on one device and judge it; never raises."""
-    from nnport.errors import BackendUnavailable, NnportError, UnsupportedModel, UnsupportedPrecision
+    from nnport.errors import BackendUnavailable, DeviceLost, DeviceNotFound, NnportError, UnsupportedModel, UnsupportedPrecision, WorkerCrashed
 
     from . import cases
     from .compare import Comparator
@@ -132,16 +132,25 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         compiled = nnport.compile(model, device, fallback=False, precision=precision, threads=threads, **extra)
         timings["compile_s"] = time.perf_counter() - t
+    except (WorkerCrashed, DeviceLost, DeviceNotFound) as exc:  # a farm device: its worker or its node died
+        status = _remote_status(exc, device)
+        if status is not None:
+            return {**result, "status": status, "reason": f"compile: {_short(exc)}"}
+        return {**result, "status": "fail", "reason": f"compile failed: {type(exc).__name__}: {_short(exc)}"}
     except (UnsupportedModel, UnsupportedPrecision, BackendUnavailable) as exc:
         return {**result, "status": "skip", "reason": f"unsupported: {_short(exc)}"}
     except NnportError as exc:
         return {**result, "status": "fail", "reason": f"compile failed: {type(exc).__name__}: {_short(exc)}"}
     except Exception as exc:
         return {**result, "status": "fail", "reason": f"compile raised a non-nnport error {type(exc).__name__}: {_short(exc)}"}
+    if compiled.info.get("farm"):
+        result["remote"] = compiled.info["farm"]  # the node, its device, nnport and runtime versions
     try:
         t = time.perf_counter()
         outputs = compiled.run(feeds)
         timings["run_s"] = time.perf_counter() - t
+    except (WorkerCrashed, DeviceLost) as exc:
+        return {**result, "status": _remote_status(exc, device), "reason": f"run: {_short(exc)}"}
     except NnportError as exc:
         return {**result, "status": "fail", "reason": f"run failed: {type(exc).__name__}: {_short(exc)}"}
     except Exception as exc:
@@ -157,6 +166,18 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if comparison:
         return {**result, "status": "pass", "reason": ""}
     return {**result, "status": "fail", "reason": "; ".join(comparison.reasons())[:2000]}
+
+
+def _remote_status(exc: BaseException, device: str) -> str | None:
+    """``crash`` for a remote worker that died, ``lost`` for a farm device whose node died or left; else None."""
+    from nnport.errors import DeviceLost, DeviceNotFound, WorkerCrashed
+    from nnport.farm import split_device_id
+
+    if isinstance(exc, WorkerCrashed):
+        return "crash"
+    if isinstance(exc, DeviceLost) or isinstance(exc, DeviceNotFound) and split_device_id(device) is not None:
+        return "lost"  # resolved before the run started, so it was there: its node has gone since
+    return None
 
 
 CALIBRATION_SAMPLES = 8

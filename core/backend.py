@@ -87,6 +87,15 @@ class Backend:
 
         return default_measure(self, compiled, binding, settings)
 
+    def select(self, devices: Sequence[Device], spec: str) -> list[Device]:
+        """Devices that ``<name>:<spec>`` names when ``spec`` is neither a local id nor a kind.
+
+        Selection calls it for forms of the backend's own (the farm's
+        ``farm:openvino``, ``farm:node1``); the default knows none.  Return the
+        matching usable devices from ``devices`` in priority order.
+        """
+        return []
+
     def versions(self) -> dict[str, str]:
         """Runtime versions recorded with measurements and reports (SDK imported)."""
         return {}

@@ -89,6 +89,22 @@ class ExecutionError(NnportError):
     """The runtime failed while running a model whose inputs were valid."""
 
 
+class DeviceLost(ExecutionError):
+    """The device went away mid-call: its host died or left (a farm node), so the call has no result.
+
+    Raised within a bounded time (``nnport.plugins.farm``); conformance records
+    the case as ``lost``, not as a failure of the model.
+    """
+
+
+class WorkerCrashed(ExecutionError):
+    """The process that held the compiled model died (segfault, abort) while its host stayed up.
+
+    A remote worker's crash (a farm actor); conformance records it as ``crash``,
+    as it does when a local worker process dies.
+    """
+
+
 class MeasurementError(NnportError, ValueError):
     """Measurement settings are invalid, or the measured run could not complete."""
 

@@ -46,6 +46,7 @@ DEFAULT_PLUGINS = {
     "mnn": "nnport.plugins.mnn",
     "tensorrt": "nnport.plugins.tensorrt",
     "litert": "nnport.plugins.litert",
+    "farm": "nnport.plugins.farm",  # remote devices of a Ray cluster; unavailable (no Ray import) unless NNPORT_FARM is set
 }
 
 

@@ -238,6 +238,8 @@ def _resolve_one(pm: NnportPluginManager, spec: str | Device) -> list[Device]:
         exact = [d for d in devices if d.id.lower() == low]
         if not exact and rest.lower() in KIND_RANK:
             exact = [d for d in devices if d.kind == rest.lower() and d.available]
+        if not exact:  # a form of the backend's own, e.g. farm:openvino (every remote OpenVINO device)
+            exact = list(pm.backend(backend.lower()).select(devices, rest))
         if exact:
             unusable = [d for d in exact if not d.available]
             if unusable and len(unusable) == len(exact):
