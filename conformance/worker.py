@@ -98,7 +98,7 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         case = cases.get(task["case"])
         t = time.perf_counter()
         model = case.model()
-        shapes = {k: v for k, v in (task.get("shapes") or {}).items() if k in model.input_names}
+        shapes = {k: v for k, v in {**case.shapes, **(task.get("shapes") or {})}.items() if k in model.input_names}
         if shapes:
             from nnport.shapes import fix_shapes
 
@@ -112,7 +112,10 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 
         # A node test nnport cannot represent (sequence/optional types) is unsupported, not wrong;
         # a default-suite case that does not build is a bug in the suite.
-        status = "skip" if isinstance(exc, ModelLoadError) and task["case"].startswith("node/") else "fail"
+        # A real-corpus model that cannot be fetched (no registry) is a skip with pip's reason.
+        from .corpus import CorpusUnavailable
+
+        status = "skip" if isinstance(exc, ModelLoadError) and task["case"].startswith("node/") or isinstance(exc, CorpusUnavailable) else "fail"
         return {**result, "status": status, "reason": f"case could not be built: {type(exc).__name__}: {_short(exc)}"}
     if case.expected is not None:
         result["reference"] = "stored outputs"
