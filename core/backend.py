@@ -87,6 +87,19 @@ class Backend:
 
         return default_measure(self, compiled, binding, settings)
 
+    def intermediates(
+        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """Optional fast path of ``nnport debug``: run once, return ``{name: value}`` of the ``tensors`` it can expose.
+
+        The default offers nothing (None); ``nnport debug`` then cuts the ONNX
+        graph and compiles prefixes, which works on every backend.  A backend
+        that can mark intermediate tensors as outputs in one compile overrides
+        it, leaves out the names it cannot expose, and declares
+        ``Capabilities(intermediates=True)``.
+        """
+        return None
+
     def select(self, devices: Sequence[Device], spec: str) -> list[Device]:
         """Devices that ``<name>:<spec>`` names when ``spec`` is neither a local id nor a kind.
 

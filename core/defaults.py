@@ -33,3 +33,8 @@ def nnport_execute(backend, compiled, binding):
 @hookimpl(trylast=True)
 def nnport_measure(backend, compiled, binding, settings):
     return backend.measure(compiled, binding, settings)
+
+
+@hookimpl(trylast=True)
+def nnport_intermediates(backend, model, device, options, tensors, feeds):
+    return backend.intermediates(model, device, options, tensors, feeds)

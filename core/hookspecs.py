@@ -125,6 +125,40 @@ def nnport_measure(backend: Backend, compiled: CompiledModel, binding: Binding, 
     """
 
 
+@hookspec(firstresult=True)
+def nnport_intermediates(
+    backend: Backend, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Run ``model`` once on ``device`` and return the values of intermediate ``tensors`` (a fast path).
+
+    The optional capability behind ``nnport debug``'s fast path: one compile
+    that exposes many intermediate tensors (ONNX Runtime: extra graph outputs;
+    OpenVINO: ``Model.add_outputs`` by tensor name).  No backend has to offer
+    it; without it ``nnport debug`` cuts the ONNX graph and compiles prefixes,
+    which needs nothing but ``compile`` and ``run``.  Marking a tensor as an
+    output can change a runtime's fusions, so ``nnport debug`` confirms what
+    the fast path finds with the cut path.
+
+    *Called by* ``nnport.conformance.debug.first_divergence`` (for the device
+    under test and for the reference) and ``nnport.conformance.reduce``.  The
+    core default (``trylast``) calls ``backend.intermediates``, whose base
+    implementation returns None.
+
+    :param backend: the ``Backend`` instance that owns ``device``.
+    :param model: the loaded ``nnport.Model`` (ONNX, static shapes).
+    :param device: the ``Device`` to run on.
+    :param options: the ``CompileOptions``.
+    :param tensors: names of tensors of the ONNX graph to expose.
+    :param feeds: input name -> numpy array, already matching the model's inputs.
+
+    *Returns* ``{tensor name: array}`` for the tensors the runtime could expose
+    (a name it cannot expose, fused away or renamed, is left out: the caller
+    falls back to cutting the graph there); None means "not handled": the next
+    implementation runs, and None from all of them means the backend offers no
+    fast path.
+    """
+
+
 @hookspec
 def nnport_energy_meters(register: Callable[[Any], None]) -> None:
     """Register the energy meters a plugin provides.

@@ -158,6 +158,8 @@ class Capabilities:
     dynamic_shapes: bool = False
     model_formats: tuple[str, ...] = ("onnx",)
     notes: tuple[str, ...] = ()
+    intermediates: bool = False
+    """The backend implements ``Backend.intermediates`` (the fast path of ``nnport debug``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}

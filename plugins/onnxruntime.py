@@ -103,6 +103,7 @@ class OnnxRuntimeBackend(Backend):
             opset_max=_max_opset(),
             dynamic_shapes=True,
             model_formats=("onnx",),
+            intermediates=True,
         )
 
     # -- compile -------------------------------------------------------------------
@@ -245,6 +246,46 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:
             raise _run_error(exc, compiled, feeds) from exc
 
+
+    # -- optional: intermediate tensors (the fast path of nnport debug) -------------
+
+    def intermediates(
+        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """Every requested tensor a node of the main graph computes, as extra graph outputs of one session.
+
+        ONNX Runtime keeps a tensor that is a graph output, so fusions that
+        would consume it do not happen here: ``nnport debug`` confirms a finding
+        on the cut graph.  fp32 only (None otherwise).
+        """
+        import onnx
+        import onnxruntime as ort
+
+        if model.format != "onnx" or options.precision != "fp32":
+            return None
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model.proto)
+        produced = {o for node in proto.graph.node for o in node.output if o}
+        present = {o.name for o in proto.graph.output}
+        wanted = [t for t in dict.fromkeys(tensors) if t in produced]
+        proto.graph.output.extend(onnx.ValueInfoProto(name=t) for t in wanted if t not in present)
+        provider = device.properties["provider"]
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+        level_name = str(options.extra.get("graph_optimization_level", "all"))
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS.get(level_name, "ORT_ENABLE_ALL"))
+        providers = [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+        try:
+            session = ort.InferenceSession(proto.SerializeToString(), sess_options=so, providers=providers)
+        except Exception as exc:
+            raise _compile_error(exc, self.name, device.id) from exc
+        try:
+            values = session.run(wanted, dict(feeds))
+        except Exception as exc:
+            raise ExecutionError(f"ONNX Runtime failed on device {device.id}: {str(exc).strip()}") from exc
+        return dict(zip(wanted, values))
 
 def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
     text = str(exc).strip()
