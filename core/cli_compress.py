@@ -2,11 +2,17 @@
 
     nnport compress MODEL --precision int8 --calibration DIR|random --out OUT.onnx
                     [--method static|dynamic] [--report] [--device D ...] [--native] [--json F]
+                    [--eval-data DIR] [--fail-under [COSINE]] [--quantize-mixed-ranges]
 
 The written file is plain ONNX (QDQ for int8 static), so every backend can
-compile it.  ``--report`` compares it with the fp32 model on each ``--device``
-(default: the reference, onnxruntime:cpu): size, accuracy delta on held-out
-inputs and the fp32/compressed latency ratio measured interleaved.
+compile it.  A Concat/Split whose parts span ranges far apart (a detector's
+pixel boxes joined with its 0-1 scores) stays float by default, with the nodes
+after it; ``--quantize-mixed-ranges`` quantizes it anyway.  ``--report``
+compares the result with the fp32 model on each ``--device`` (default: the
+reference, onnxruntime:cpu): size, accuracy delta on held-out inputs per output
+and per part of a joined output, and the fp32/compressed latency ratio measured
+interleaved.  A part below the precision's threshold is marked LOW; with
+``--fail-under`` the command then exits 1.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ def register(sub: Any) -> None:
     p.add_argument("--device", "-d", action="append", help="device for the report (repeat; default onnxruntime:cpu)")
     p.add_argument("--native", action="store_true", help="report also each device's own conversion (compile the fp32 model with --precision)")
     p.add_argument("--eval-samples", type=int, default=16, help="held-out inputs for the accuracy delta (seeds 0..N-1)")
+    p.add_argument("--eval-data", metavar="DIR|FILE", help="held-out inputs for the accuracy delta (same forms as --calibration; never the calibration data)")
+    p.add_argument("--fail-under", nargs="?", type=float, const=-1.0, default=None, metavar="COSINE",
+                   help="implies --report: exit 1 when an output or output part is below the precision's threshold "
+                   "(int8: cosine 0.98, fp16: 0.999; top-1 agreement for classifiers), or below COSINE when given")
+    p.add_argument("--quantize-mixed-ranges", action="store_true",
+                   help="int8 static: quantize Concat/Split nodes whose parts span ranges far apart (kept float by default)")
     p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of interleaved timing per device")
     p.add_argument("--json", metavar="FILE", help="write the report (or a summary) as JSON to FILE ('-' for stdout)")
     add_shapes_argument(p)
@@ -50,7 +62,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
     activations = args.activations or ("int8" if any("tensorrt" in d.lower() for d in args.device or ()) else "uint8")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)
-        compressed = compress.quantize(model, args.precision, args.calibration, args.method, samples=args.samples, activations=activations)
+        compressed = compress.quantize(
+            model, args.precision, args.calibration, args.method, samples=args.samples, activations=activations,
+            keep_mixed_ranges_float=not args.quantize_mixed_ranges,
+        )
     for w in caught:
         if issubclass(w.category, RandomCalibrationWarning):
             print(f"nnport: warning: {w.message}")
@@ -58,8 +73,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     before, after = len(model.serialized()), len(compressed.serialized())
     info = compressed.metadata.get("compression", {})
     print(f"wrote {path} ({args.precision}{' ' + info['method'] if 'method' in info else ''}): {before:,} -> {after:,} bytes")
+    for name, why in (info.get("kept_float") or {}).items():
+        print(f"  kept float: {name}: {why}")
     summary: dict[str, Any] = {"model": model.name, "out": str(path), "precision": args.precision, "size_before": before, "size_after": after, "compression": info}
-    if args.report:
+    status = 0
+    if args.report or args.fail_under is not None:
+        threshold = None
+        if args.fail_under is not None and args.fail_under >= 0:
+            default = compress.THRESHOLDS.get(args.precision)
+            threshold = compress.Threshold(min_cosine=args.fail_under, min_top1=default.min_top1 if default else None)
+        eval_feeds = None
+        if args.eval_data:
+            from .calibration import calibration_feeds
+
+            eval_feeds = calibration_feeds(args.eval_data, model.inputs, samples=args.eval_samples)
         result = compress.report(
             model,
             compressed,
@@ -69,10 +96,18 @@ def cmd_compress(args: argparse.Namespace) -> int:
             method=args.method,
             native=args.native,
             samples=args.eval_samples,
+            eval_feeds=eval_feeds,
             min_duration_s=args.duration,
+            threshold=threshold,
         )
         print(result.format())
         summary = {**summary, "report": result.to_dict()}
+        failures = result.below_threshold()
+        if failures and args.fail_under is not None:
+            print(f"nnport: {len(failures)} result(s) below the threshold (--fail-under):")
+            for line in failures:
+                print(f"  {line}")
+            status = 1
     if args.json:
         text = json.dumps(summary, indent=2, default=str)
         if args.json == "-":
@@ -80,4 +115,4 @@ def cmd_compress(args: argparse.Namespace) -> int:
         else:
             with open(args.json, "w") as fh:
                 fh.write(text + "\n")
-    return 0
+    return status

@@ -94,6 +94,7 @@ def quantize(
     reduce_range: bool | None = None,
     exclude_nodes: Sequence[str] = (),
     activations: str = "uint8",
+    keep_mixed_ranges_float: bool = True,
 ) -> Model:
     """Return ``model`` compressed to ``precision`` as a new ``nnport.Model`` (portable ONNX).
 
@@ -107,6 +108,13 @@ def quantize(
     keeps the full 8 bits for post-ReLU tensors; ``"int8"`` quantizes them
     symmetric signed, the only Q/DQ form TensorRT accepts (no zero points),
     at some cost in accuracy and, on ONNX Runtime CPU, in speed.
+
+    ``keep_mixed_ranges_float`` (default True): a Concat/Split whose parts span
+    ranges far apart on the calibration data (a detector's pixel boxes joined
+    with its 0-1 scores) stays float with the nodes after it, because one int8
+    scale would round the narrow part to nothing (``nnport.ranges``).  The
+    result's ``metadata["compression"]["kept_float"]`` names every node left
+    float and why; ``["mixed_ranges"]`` lists the joins found.
 
     Raises ``InputError`` (no or mismatched calibration data, unknown precision
     or method), ``UnsupportedModel`` (already quantized, not ONNX, nothing to
@@ -140,7 +148,9 @@ def quantize(
             per_channel = bool(original.operators() & {"Conv", "Gemm", "MatMul", "ConvTranspose"})
         if reduce_range is None:
             reduce_range = _needs_reduce_range()
-        proto = _static_int8(original, feeds, per_channel=per_channel, reduce_range=reduce_range, exclude_nodes=exclude_nodes, activations=activations)
+        proto, kept_float, mixed = _static_int8(
+            original, feeds, per_channel=per_channel, reduce_range=reduce_range, exclude_nodes=exclude_nodes, activations=activations, keep_mixed=keep_mixed_ranges_float
+        )
         info = {
             "precision": "int8",
             "method": "static",
@@ -148,8 +158,11 @@ def quantize(
             "per_channel": per_channel,
             "reduce_range": reduce_range,
             "calibration_samples": len(feeds),
+            "keep_mixed_ranges_float": keep_mixed_ranges_float,
         }
     _mark(proto, info)
+    if precision == "int8" and method == "static":
+        info = {**info, "kept_float": kept_float, "mixed_ranges": [m.to_dict() for m in mixed]}
     result = load(proto)
     object.__setattr__(result, "name", f"{original.name}-{precision}")
     result.metadata["compression"] = {**info, "source_hash": original.hash, "source_name": original.name}
@@ -213,8 +226,16 @@ def _prepared_proto(original: Model, opset: int | None = None) -> Any:
 
 
 def _static_int8(
-    original: Model, feeds: Sequence[Mapping[str, np.ndarray]], *, per_channel: bool, reduce_range: bool, exclude_nodes: Sequence[str], activations: str
-) -> Any:
+    original: Model,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    per_channel: bool,
+    reduce_range: bool,
+    exclude_nodes: Sequence[str],
+    activations: str,
+    keep_mixed: bool = True,
+) -> tuple[Any, dict[str, str], list[Any]]:
+    """The QDQ model, the nodes kept float (name -> why) and the mixed-range joins found."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -234,7 +255,15 @@ def _static_int8(
         src, pre, out = (os.path.join(tmp, n) for n in ("model.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, src)
         pre = _preprocess(src, pre)
-        exclude_nodes = list(exclude_nodes) + _output_activations(onnx.load(pre))
+        prepared = onnx.load(pre)
+        kept_float = {name: "excluded by the caller" for name in exclude_nodes}
+        for name in _output_activations(prepared):
+            kept_float.setdefault(name, OUTPUT_ACTIVATION_REASON)
+        mixed = _mixed_ranges(prepared, feeds, keep_mixed)
+        for join in mixed:
+            for name in join.float_nodes:
+                kept_float.setdefault(name, join.reason if name == join.node else f"after mixed-range {join.op_type} {join.node!r}")
+        exclude_nodes = list(kept_float)
         try:
             quantize_static(
                 pre,
@@ -256,9 +285,21 @@ def _static_int8(
         result = onnx.load(out)
     if not _quantized_ops(result):
         raise UnsupportedModel(f"static quantization found no operator to quantize in {original.name!r} (operators: {sorted(original.operators())})")
-    return result
+    return result, kept_float, mixed
 
 
+def _mixed_ranges(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]], keep_float: bool) -> list[Any]:
+    """Mixed-range joins of ``proto`` on ``feeds`` (``nnport.ranges``); [] with a warning if the fp32 run fails."""
+    from . import ranges
+
+    try:
+        return ranges.find_mixed_ranges(proto, feeds, keep_float=keep_float)
+    except Exception as exc:  # a model ONNX Runtime cannot run with intermediates exposed: quantize as before
+        warnings.warn(f"could not check the model's Concat/Split parts for mixed ranges ({type(exc).__name__}: {exc}); quantizing them", RuntimeWarning, stacklevel=3)
+        return []
+
+
+OUTPUT_ACTIVATION_REASON = "output Softmax/Sigmoid: a fixed 1/255 grid would zero small probabilities"
 OUTPUT_ACTIVATIONS = {"Softmax", "LogSoftmax", "Sigmoid"}
 SHAPE_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity"}
 
@@ -375,8 +416,12 @@ def save(model: Model, path: str | os.PathLike) -> Path:
 
 @dataclass(frozen=True)
 class AccuracyDelta:
-    """How far one output of the compressed model is from the fp32 reference, over all samples.
+    """How far one output (or one part of it) of the compressed model is from the fp32 reference, over all samples.
 
+    ``part`` is None for a whole output, else the slice of the output that one
+    input of its final Concat fills (``[:,0:4]``, the boxes of a YOLOv8 head),
+    with ``source`` naming that input: a whole-output cosine is dominated by the
+    part with the largest values and can hide a destroyed narrow part.
     ``top1``/``top5`` are agreement rates (fraction of samples whose reference
     top-1 class is the compressed model's top-1 / in its top-5); None when the
     output is not a classifier's ``[N, classes]``.  ``reference_classes`` counts
@@ -392,47 +437,96 @@ class AccuracyDelta:
     top1: float | None = None
     top5: float | None = None
     reference_classes: int | None = None
+    part: str | None = None
+    source: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``output0`` or ``output0[:,0:4]``."""
+        return self.output + (self.part or "")
+
+    def below(self, threshold: Threshold) -> list[str]:
+        """Why this result is below ``threshold`` ([] when it is not)."""
+        why = []
+        if threshold.min_cosine is not None and not self.cosine >= threshold.min_cosine:
+            why.append(f"cosine {self.cosine:.4f} < {threshold.min_cosine}")
+        if threshold.min_top1 is not None and self.top1 is not None and not self.top1 >= threshold.min_top1:
+            why.append(f"top-1 agreement {100 * self.top1:.1f}% < {100 * threshold.min_top1:.0f}%")
+        return why
 
 
-def accuracy_delta(reference: Sequence[Mapping[str, np.ndarray]], got: Sequence[Mapping[str, np.ndarray]]) -> list[AccuracyDelta]:
-    """Per-output error metrics of ``got`` against ``reference`` (lists of output dicts, one per sample)."""
+@dataclass(frozen=True)
+class Threshold:
+    """What a compressed model must keep against fp32, per output and per part."""
+
+    min_cosine: float | None
+    min_top1: float | None
+
+
+THRESHOLDS = {
+    "fp16": Threshold(min_cosine=0.999, min_top1=0.99),
+    "int8": Threshold(min_cosine=0.98, min_top1=0.9),
+}
+"""Per precision: the cosine floors of ``specs/conformance.md`` (fp16 0.999, int8 0.98), and top-1
+agreement floors for classifier outputs over many held-out samples (a sample whose two best classes
+are nearly tied may flip under int8 rounding, so agreement is not required on every one)."""
+
+
+def accuracy_delta(
+    reference: Sequence[Mapping[str, np.ndarray]],
+    got: Sequence[Mapping[str, np.ndarray]],
+    segments: Mapping[str, Sequence[Any]] | None = None,
+) -> list[AccuracyDelta]:
+    """Per-output error metrics of ``got`` against ``reference`` (lists of output dicts, one per sample).
+
+    ``segments`` (``nnport.ranges.output_segments``) adds one result per part of
+    each output so split, right after that output's whole-output result.
+    """
     if len(reference) != len(got) or not reference:
         raise ValueError(f"need the same non-zero number of reference and compressed results, got {len(reference)} and {len(got)}")
+    segments = segments or {}
     results = []
     for name in reference[0]:
         ref = [np.asarray(r[name], dtype=np.float64) for r in reference]
         out = [np.asarray(g[name], dtype=np.float64) for g in got]
-        flat_r = np.concatenate([r.ravel() for r in ref])
-        flat_o = np.concatenate([o.ravel() for o in out])
-        diff = flat_o - flat_r
-        denom = float(np.linalg.norm(flat_r) * np.linalg.norm(flat_o))
-        cosine = float(flat_r @ flat_o / denom) if denom > 0 else (1.0 if not np.any(diff) else 0.0)
-        top1 = top5 = None
-        classes = None
-        rows_r = [_class_rows(r) for r in ref]
-        if all(r is not None for r in rows_r):
-            rows_o = [_class_rows(o) for o in out]
-            rr = np.concatenate(rows_r)
-            oo = np.concatenate(rows_o)
-            ref_top = rr.argmax(axis=1)
-            top1 = float(np.mean(oo.argmax(axis=1) == ref_top))
-            if rr.shape[1] > 5:
-                top5_sets = np.argsort(-oo, axis=1)[:, :5]
-                top5 = float(np.mean([t in s for t, s in zip(ref_top, top5_sets)]))
-            classes = int(len(set(ref_top.tolist())))
-        results.append(
-            AccuracyDelta(
-                output=name,
-                samples=len(ref),
-                max_abs_error=float(np.max(np.abs(diff))) if diff.size else 0.0,
-                mse=float(np.mean(diff**2)) if diff.size else 0.0,
-                cosine=cosine,
-                top1=top1,
-                top5=top5,
-                reference_classes=classes,
-            )
-        )
+        results.append(_delta(name, ref, out))
+        for seg in segments.get(name, ()):
+            if all(seg.axis < r.ndim and r.shape[seg.axis] >= seg.stop for r in ref + out):
+                results.append(_delta(name, [seg.take(r) for r in ref], [seg.take(o) for o in out], part=seg.label, source=seg.source))
     return results
+
+
+def _delta(name: str, ref: list[np.ndarray], out: list[np.ndarray], part: str | None = None, source: str | None = None) -> AccuracyDelta:
+    flat_r = np.concatenate([r.ravel() for r in ref])
+    flat_o = np.concatenate([o.ravel() for o in out])
+    diff = flat_o - flat_r
+    denom = float(np.linalg.norm(flat_r) * np.linalg.norm(flat_o))
+    cosine = float(flat_r @ flat_o / denom) if denom > 0 else (1.0 if not np.any(diff) else 0.0)
+    top1 = top5 = None
+    classes = None
+    rows_r = [_class_rows(r) for r in ref]
+    if all(r is not None for r in rows_r):
+        rows_o = [_class_rows(o) for o in out]
+        rr = np.concatenate(rows_r)
+        oo = np.concatenate(rows_o)
+        ref_top = rr.argmax(axis=1)
+        top1 = float(np.mean(oo.argmax(axis=1) == ref_top))
+        if rr.shape[1] > 5:
+            top5_sets = np.argsort(-oo, axis=1)[:, :5]
+            top5 = float(np.mean([t in s for t, s in zip(ref_top, top5_sets)]))
+        classes = int(len(set(ref_top.tolist())))
+    return AccuracyDelta(
+        output=name,
+        samples=len(ref),
+        max_abs_error=float(np.max(np.abs(diff))) if diff.size else 0.0,
+        mse=float(np.mean(diff**2)) if diff.size else 0.0,
+        cosine=cosine,
+        top1=top1,
+        top5=top5,
+        reference_classes=classes,
+        part=part,
+        source=source,
+    )
 
 
 def _class_rows(array: np.ndarray) -> np.ndarray | None:
@@ -504,6 +598,8 @@ class DeviceResult:
     compressed_ms: float | None = None
     speedup: float | None = None
     rounds: int = 0
+    kept_float: dict[str, str] = field(default_factory=dict)
+    """Native path: what the backend's own quantizer left float, and why (``compiled.info["int8"]``)."""
 
 
 @dataclass
@@ -521,6 +617,9 @@ class CompressionReport:
     devices: list[DeviceResult] = field(default_factory=list)
     cpu: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    kept_float: dict[str, str] = field(default_factory=dict)
+    mixed_ranges: list[dict[str, Any]] = field(default_factory=list)
+    threshold: Threshold | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -529,7 +628,29 @@ class CompressionReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["size_ratio"] = self.size_ratio
+        data["below_threshold"] = self.below_threshold()
         return data
+
+    def below_threshold(self, threshold: Threshold | None = None) -> list[str]:
+        """One line per output or part below ``threshold`` (default: the precision's), per device.
+
+        A device that failed with an error (not a refused precision) counts too,
+        as does a report in which no device gave a result: a gate fails closed.
+        """
+        threshold = threshold or self.threshold or THRESHOLDS.get(self.precision)
+        found = []
+        checked = 0
+        for d in self.devices:
+            if d.status == "error":
+                found.append(f"{d.device} ({d.path}): error: {d.error}")
+            for acc in d.accuracy:
+                checked += 1
+                why = acc.below(threshold) if threshold else []
+                if why:
+                    found.append(f"{d.device} ({d.path}) {acc.label}: " + "; ".join(why))
+        if not checked:
+            found.append("no device gave a result to check")
+        return found
 
     def format(self) -> str:
         """The printed report: sizes, then one row per device and output."""
@@ -542,26 +663,49 @@ class CompressionReport:
         ]
         cpu = ", ".join(k for k, v in self.cpu.items() if v and k != "model") or "none of the int8 extensions"
         lines.append(f"  cpu: {self.cpu.get('model', '?')}; int8/bf16 features: {cpu}")
-        header = ["device", "path", "output", "max|err|", "mse", "cosine", "top1", "top5", "fp32 ms", f"{self.precision} ms", "speedup"]
+        threshold = self.threshold or THRESHOLDS.get(self.precision)
+        if threshold is not None:
+            floors = [f"cosine >= {threshold.min_cosine}"] if threshold.min_cosine is not None else []
+            floors += [f"top-1 agreement >= {100 * threshold.min_top1:.0f}% (classifier outputs)"] if threshold.min_top1 is not None else []
+            lines.append(f"  threshold ({self.precision}): {', '.join(floors)} on every output and every part of a joined output; LOW marks a miss")
+        header = ["device", "path", "output", "max|err|", "mse", "cosine", "top1", "top5", "", "fp32 ms", f"{self.precision} ms", "speedup"]
         rows = []
         for d in self.devices:
             if d.status != "ok":
-                rows.append([d.device, d.path, "-", "-", "-", "-", "-", "-", "-", "-", f"{d.status}: {(d.error or '')[:90]}"])
+                rows.append([d.device, d.path, "-", "-", "-", "-", "-", "-", "", "-", "-", f"{d.status}: {(d.error or '')[:90]}"])
                 continue
             for i, acc in enumerate(d.accuracy):
                 timing = [_num(d.fp32_ms, ".3g"), _num(d.compressed_ms, ".3g"), _num(d.speedup, ".2f") + "x"] if i == 0 else ["", "", ""]
                 top1 = _pct(acc.top1) + (f" ({acc.reference_classes} cls)" if acc.reference_classes is not None else "")
-                rows.append([d.device, d.path, acc.output, f"{acc.max_abs_error:.3g}", f"{acc.mse:.3g}", f"{acc.cosine:.5f}", top1, _pct(acc.top5), *timing])
+                flag = "LOW" if threshold is not None and acc.below(threshold) else ""
+                label = acc.output if acc.part is None else f"  {acc.label} {_short_name(acc.source)}"
+                rows.append([d.device, d.path, label, f"{acc.max_abs_error:.3g}", f"{acc.mse:.3g}", f"{acc.cosine:.5f}", top1, _pct(acc.top5), flag, *timing])
         from .cli import table
 
         lines.append("")
         lines.append(table(rows, header))
+        for name, why in self.kept_float.items():
+            lines.append(f"  kept float: {name}: {why}")
+        for d in self.devices:
+            for name, why in d.kept_float.items():
+                lines.append(f"  kept float on {d.device} ({d.path}): {name}: {why}")
+        for join in self.mixed_ranges:
+            if not join.get("kept_float"):
+                lines.append(f"  mixed ranges, quantized anyway: {join['node']}: {join['reason']}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
+
+
+def _short_name(tensor: str | None) -> str:
+    """``/model.22/Sigmoid_output_0`` -> ``(Sigmoid)``: the op that made a part, for the report's part rows."""
+    if not tensor:
+        return ""
+    name = tensor.rsplit("/", 1)[-1]
+    return f"({name[: -len('_output_0')] if name.endswith('_output_0') else name})"
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -588,6 +732,7 @@ def report(
     min_duration_s: float = 2.0,
     min_rounds: int = 20,
     threads: int | None = None,
+    threshold: Threshold | None = None,
 ) -> CompressionReport:
     """Compare ``compressed`` with ``original`` on each of ``devices``; returns a ``CompressionReport``.
 
@@ -597,6 +742,12 @@ def report(
     ``native=True`` each device also compiles the fp32 model with
     ``precision=...`` (its own conversion) and gets a second row.  A device that
     fails gets a row with the error instead of stopping the report.
+
+    Each output that a Concat makes is also judged part by part (``nnport.ranges.output_segments``):
+    a detector's boxes and scores get rows of their own.  ``threshold`` (default
+    ``THRESHOLDS[precision]``) is what ``CompressionReport.below_threshold`` checks.
+    Random held-out inputs of a model with symbolic dims take their shapes from the
+    first calibration sample where there is one.
     """
     from . import compile as nn_compile
 
@@ -613,7 +764,8 @@ def report(
             raise InputError(f"evaluation seeds {seed}..{seed + samples - 1} would overlap the random calibration seeds (from {RANDOM_SEED_BASE})")
         from .data import random_feeds
 
-        eval_feeds = [random_feeds(source.inputs, seed=seed + i) for i in range(samples)]
+        shapes = _calibration_shapes(source, calibration)
+        eval_feeds = [random_feeds(source.inputs, seed=seed + i, shapes=shapes) for i in range(samples)]
         seeds = f"seeds {seed}..{seed + samples - 1}"
     else:
         eval_feeds = list(eval_feeds)
@@ -630,17 +782,46 @@ def report(
         eval_seeds=seeds,
         reference_device=reference.device.id,
         cpu={"model": _cpu_model(), **cpu_int8_features()},
+        kept_float=dict(info.get("kept_float") or {}),
+        mixed_ranges=list(info.get("mixed_ranges") or []),
+        threshold=threshold,
     )
+    segments: dict[str, Any] = {}
+    try:
+        from .ranges import output_segments
+
+        segments = output_segments(source.proto, eval_feeds[0])
+    except Exception as exc:  # parts unknown: whole outputs are still reported
+        result.notes.append(f"per-part accuracy unavailable: could not trace the outputs' Concat parts ({type(exc).__name__}: {exc})")
     for device in devices:
         paths = [("onnx", packed, "fp32")] + ([("native", source, precision)] if native else [])
         for path, target, compile_precision in paths:
             result.devices.append(
-                _device_result(device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method)
+                _device_result(
+                    device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method, segments
+                )
             )
     return result
 
 
-def _device_result(device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method) -> DeviceResult:
+def _calibration_shapes(source: Model, calibration: Any) -> dict[str, tuple[int, ...]] | None:
+    """Input shapes of the first calibration sample, for a model with symbolic input dims (else None)."""
+    if calibration is None or all(all(isinstance(d, int) for d in s.shape) for s in source.inputs):
+        return None
+    if isinstance(calibration, str) and calibration.strip().lower() == "random":
+        return None
+    if not isinstance(calibration, (str, os.PathLike, list, tuple, Mapping)):
+        return None  # an iterator: reading its first sample here would take it from the quantizer
+    try:
+        first = calibration_feeds(calibration, source.inputs, samples=1)[0]
+    except (InputError, TypeError):
+        return None
+    return {name: tuple(array.shape) for name, array in first.items()}
+
+
+def _device_result(
+    device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method, segments=None
+) -> DeviceResult:
     from . import compile as nn_compile
 
     row = DeviceResult(device=device, path=path)
@@ -650,7 +831,10 @@ def _device_result(device, path, source, target, compile_precision, calibration,
         extra = {"int8_method": method} if compile_precision == "int8" else {}
         small = nn_compile(target, fp32.device.id, fallback=False, threads=threads, precision=compile_precision, calibration=calibration, extra=extra)
         got = [small.run(f) for f in eval_feeds]
-        row.accuracy = accuracy_delta(expected, got)
+        row.accuracy = accuracy_delta(expected, got, segments)
+        if path == "native":
+            int8 = small.info.get("int8") or {}
+            row.kept_float = {str(k): str(v) for k, v in (int8.get("kept_float") or {}).items()}
         t32, tsmall = interleaved_latency(fp32, small, eval_feeds[0], min_rounds=min_rounds, min_duration_s=min_duration_s)
         row.fp32_ms = float(np.median(t32))
         row.compressed_ms = float(np.median(tsmall))

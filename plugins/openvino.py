@@ -43,6 +43,7 @@ import contextlib
 import hashlib
 import importlib.util
 import io
+import json
 import re
 import threading
 from pathlib import Path
@@ -176,7 +177,6 @@ class OpenVinoBackend(Backend):
             dynamic_shapes=kind != "npu",
             model_formats=("onnx", "openvino-ir"),
             notes=("int8 is NNCF post-training quantization and needs calibration data",) if "int8" in precisions else (),
-            intermediates=True,
         )
 
     # -- compile ---------------------------------------------------------------------------
@@ -315,7 +315,13 @@ class OpenVinoBackend(Backend):
     def _quantize(self, ov_model: Any, model: Model, device: Device, options: CompileOptions) -> tuple[Any, dict[str, Any]]:
         """NNCF post-training int8 quantization; the result is kept as IR under ``cache_dir``.
 
-        Returns the quantized OpenVINO model and what to report about it.
+        A Concat/Split of an ONNX model whose parts span ranges far apart on the
+        calibration data (a detector's pixel boxes joined with its 0-1 scores;
+        ``nnport.ranges``, run here on OpenVINO itself) is kept float with the
+        nodes after it, through NNCF's ``IgnoredScope(names=...)``;
+        ``extra={"keep_mixed_ranges_float": False}`` quantizes it anyway.
+        Returns the quantized OpenVINO model and what to report about it
+        (``kept_float``: name -> why, ``mixed_ranges``: the joins found).
         """
         from nnport.calibration import calibration_feeds, fingerprint
 
@@ -329,20 +335,35 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         nncf_options = dict(options.extra.get("nncf_options", {}))
-        kept_float = sorted({op.get_type_name() for op in ov_model.get_ops()} & FLOAT_IN_INT8)
-        if kept_float and "ignored_scope" not in nncf_options:
-            nncf_options["ignored_scope"] = nncf.IgnoredScope(types=kept_float, validate=False)
+        keep_mixed = bool(options.extra.get("keep_mixed_ranges_float", True))
         stored: Path | None = None
-        if options.cache_dir:
+        if options.cache_dir:  # what NNCF is asked below follows from these (the mixed-range check is deterministic)
             key = hashlib.sha256(
-                "|".join([INT8_RECIPE, model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), ov.get_version(), nncf.__version__]).encode()
+                "|".join(
+                    [INT8_RECIPE, model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), f"mixed={keep_mixed}", ov.get_version(), nncf.__version__]
+                ).encode()
             ).hexdigest()[:24]
             stored = Path(options.cache_dir) / "openvino" / "int8" / f"{model.name}-{key}.xml"
         report: dict[str, Any] = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None}
-        if kept_float and nncf_options["ignored_scope"].types == kept_float:
-            report["kept_float"] = {t: FLOAT_IN_INT8_REASON for t in kept_float}
         if stored is not None and stored.exists() and stored.with_suffix(".bin").exists():
+            sidecar = stored.with_suffix(".json")
+            if sidecar.exists():
+                with contextlib.suppress(ValueError, OSError):
+                    report.update(json.loads(sidecar.read_text()))
             return self.core().read_model(str(stored)), {**report, "from_cache": True}
+        kept_types = sorted({op.get_type_name() for op in ov_model.get_ops()} & FLOAT_IN_INT8)
+        kept_float: dict[str, str] = {t: FLOAT_IN_INT8_REASON for t in kept_types}
+        mixed, mixed_names = self._mixed_ranges(ov_model, model, feeds, report, keep_mixed)
+        kept_float.update(mixed_names)
+        if "ignored_scope" in nncf_options:
+            report["kept_float"] = {"nncf_options['ignored_scope']": "given by the caller; nnport's own choices (below) not applied"}
+            report["not_applied"] = kept_float
+        elif kept_float:
+            names = sorted(n for n in kept_float if n not in kept_types)
+            nncf_options["ignored_scope"] = nncf.IgnoredScope(types=kept_types, names=names, validate=False)
+            report["kept_float"] = kept_float
+        if mixed:
+            report["mixed_ranges"] = [m.to_dict() for m in mixed]
         nncf.set_log_level(40)  # errors only
         chatter = io.StringIO()  # NNCF draws rich progress bars on stdout: keep them off the caller's terminal
         try:
@@ -368,8 +389,57 @@ class OpenVinoBackend(Backend):
             tmp = stored.with_name(stored.stem + f".tmp{threading.get_ident()}.xml")
             ov.save_model(quantized, str(tmp), compress_to_fp16=False)
             tmp.with_suffix(".bin").replace(stored.with_suffix(".bin"))
+            remembered = {k: report[k] for k in ("kept_float", "not_applied", "mixed_ranges", "mixed_ranges_error", "folded_constants") if k in report}
+            tmp.with_suffix(".json").write_text(json.dumps(remembered, default=str))
+            tmp.with_suffix(".json").replace(stored.with_suffix(".json"))
             tmp.replace(stored)
         return quantized, {**report, "from_cache": False}
+
+    def _mixed_ranges(
+        self, ov_model: Any, model: Model, feeds: Sequence[Mapping[str, np.ndarray]], report: dict[str, Any], keep_float: bool
+    ) -> tuple[list[Any], dict[str, str]]:
+        """Mixed-range joins of an ONNX ``model`` on ``feeds``, and the OpenVINO op names to keep float (name -> why).
+
+        The fp32 ONNX model runs on this OpenVINO's CPU with the joins' parts
+        exposed; ONNX node names become OpenVINO op names through the tensor
+        names OpenVINO keeps (an op producing a graph output is renamed after
+        that output).  A model that is not ONNX, or that fails the check, is
+        quantized without it (``report["mixed_ranges_error"]`` says why).
+        """
+        if model.format != "onnx" or model.proto is None:
+            return [], {}
+        from nnport import ranges
+
+        try:
+            mixed = ranges.find_mixed_ranges(model.proto, feeds, runner=self._run_onnx, keep_float=keep_float)
+        except Exception as exc:
+            report["mixed_ranges_error"] = f"{type(exc).__name__}: {_ov_message(exc)}"[:500]
+            return [], {}
+        producers = {n.name or n.output[0]: list(n.output) for n in model.proto.graph.node}
+        op_by_tensor = {name: op for op in ov_model.get_ops() for out in op.outputs() for name in out.get_names()}
+        names: dict[str, str] = {}
+        for join in mixed:
+            if not join.kept_float:
+                continue
+            for node in join.float_nodes:
+                why = join.reason if node == join.node else f"after mixed-range {join.op_type} {join.node!r}"
+                for op in _ops_of(op_by_tensor, producers.get(node, ())):
+                    names.setdefault(op.get_friendly_name(), why)
+        return mixed, names
+
+    def _run_onnx(self, onnx_bytes: bytes, feeds: Sequence[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+        """``nnport.ranges`` runner: the ONNX model in fp32 on OpenVINO's CPU, outputs by tensor name."""
+        core = self.core()
+        ov_model = core.read_model(onnx_bytes)
+        compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        ports = [(sorted(p.get_names()), i) for i, p in enumerate(compiled.outputs)]
+        results = []
+        for feed in feeds:
+            request.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
+            arrays = [request.get_output_tensor(i).data for i in range(len(compiled.outputs))]
+            results.append({name: np.array(arrays[i]) for names, i in ports for name in names})
+        return results
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -400,57 +470,6 @@ class OpenVinoBackend(Backend):
             raise _run_error(exc, compiled, feeds) from exc
         return native.collect(slot.request, result)
 
-
-    # -- optional: intermediate tensors (the fast path of nnport debug) ---------------------
-
-    def intermediates(
-        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
-    ) -> dict[str, np.ndarray] | None:
-        """The requested tensors that OpenVINO's model still names, as extra outputs (``Model.add_outputs``) of one compile.
-
-        OpenVINO's ONNX frontend keeps ONNX tensor names on the ops it creates,
-        but a tensor it decomposed or folded while reading has no port of that
-        name: such names are left out, and ``nnport debug`` cuts the graph there
-        instead.  A marked tensor can stop a fusion the plain compile does, so
-        ``nnport debug`` confirms a finding on the cut graph.  fp32 only.
-        """
-        if options.precision != "fp32":
-            return None
-        ov_name = self._ov_device(device)
-        ov_model = self._read(model, device)
-        _check_ranks(ov_model, device, self.name)
-        ports: dict[str, Any] = {}
-        for op in ov_model.get_ordered_ops():
-            if op.get_type_name() in ("Parameter", "Result", "Constant"):
-                continue
-            for port in op.outputs():
-                for name in port.get_names():
-                    ports.setdefault(name, port)
-        wanted = [t for t in dict.fromkeys(tensors) if t in ports]
-        added = ov_model.add_outputs([ports[t] for t in wanted]) if wanted else []
-        config = self._config(ov_name, device, options)
-        config.update(_workarounds(ov_model, ov_name, config))
-        try:
-            compiled_model = self.core().compile_model(ov_model, ov_name, config)
-        except Exception as exc:
-            raise _compile_error(exc, self.name, device.id) from exc
-        feed_index = _input_ports(model, model.inputs, list(compiled_model.inputs), {"backend": self.name, "device": device.id})
-        request = compiled_model.create_infer_request()
-        try:
-            request.infer({index: np.ascontiguousarray(feeds[name]) for index, name in feed_index})
-        except Exception as exc:
-            raise ExecutionError(f"OpenVINO failed on device {device.id}: {_ov_message(exc)}") from exc
-        outputs = list(compiled_model.outputs)
-        by_name = {n: i for i, port in reversed(list(enumerate(outputs))) for n in port.get_names()}
-        first_added = len(outputs) - len(added)
-        found: dict[str, np.ndarray] = {}
-        for offset, name in enumerate(wanted):
-            i = first_added + offset
-            if name not in outputs[i].get_names():  # Results reordered: find the port by its name
-                i = by_name.get(name, -1)
-            if i >= 0:
-                found[name] = np.array(request.get_output_tensor(i).data)
-        return found
 
 class OpenVinoNative:
     """What ``compiled.native`` holds: the OpenVINO objects and per-thread infer requests.
@@ -672,7 +691,7 @@ def _workarounds(ov_model: Any, ov_name: str, config: Mapping[str, Any]) -> dict
     return {}
 
 
-INT8_RECIPE = "nnport-openvino-int8-2"
+INT8_RECIPE = "nnport-openvino-int8-3"
 """Part of the stored int8 IR's key: changes whenever what nnport asks of NNCF changes."""
 
 FLOAT_IN_INT8 = frozenset({"LSTMSequence", "GRUSequence", "RNNSequence"})
@@ -681,6 +700,27 @@ FLOAT_IN_INT8_REASON = (
     "('LSTMSequence ... expects Constant for port 5'); left in float (nncf_options['ignored_scope'] overrides)"
 )
 """Operator types NNCF leaves in float by default, and why."""
+
+
+def _ops_of(op_by_tensor: Mapping[str, Any], tensors: Sequence[str]) -> list[Any]:
+    """The OpenVINO ops one ONNX node became: those producing its ``tensors``, and the unnamed ops before them.
+
+    An ONNX node may become several ops (``Conv`` with a bias: a ``Convolution``
+    named ``.../WithoutBiases`` and an ``Add`` that carries the output name); only
+    the last carries the ONNX tensor name, the others have none.
+    """
+    found: dict[int, Any] = {}
+    stack = [op_by_tensor[t] for t in tensors if t in op_by_tensor]
+    while stack:
+        op = stack.pop()
+        if id(op) in found:
+            continue
+        found[id(op)] = op
+        for value in op.input_values():
+            source = value.get_node()
+            if source.get_type_name() not in ("Constant", "Parameter") and not any(out.get_names() for out in source.outputs()):
+                stack.append(source)
+    return list(found.values())
 
 
 def _fold_constants(ov_model: Any) -> None:
