@@ -177,6 +177,7 @@ class OpenVinoBackend(Backend):
             dynamic_shapes=kind != "npu",
             model_formats=("onnx", "openvino-ir"),
             notes=("int8 is NNCF post-training quantization and needs calibration data",) if "int8" in precisions else (),
+            intermediates=True,
         )
 
     # -- compile ---------------------------------------------------------------------------
@@ -470,6 +471,57 @@ class OpenVinoBackend(Backend):
             raise _run_error(exc, compiled, feeds) from exc
         return native.collect(slot.request, result)
 
+
+    # -- optional: intermediate tensors (the fast path of nnport debug) ---------------------
+
+    def intermediates(
+        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """The requested tensors that OpenVINO's model still names, as extra outputs (``Model.add_outputs``) of one compile.
+
+        OpenVINO's ONNX frontend keeps ONNX tensor names on the ops it creates,
+        but a tensor it decomposed or folded while reading has no port of that
+        name: such names are left out, and ``nnport debug`` cuts the graph there
+        instead.  A marked tensor can stop a fusion the plain compile does, so
+        ``nnport debug`` confirms a finding on the cut graph.  fp32 only.
+        """
+        if options.precision != "fp32":
+            return None
+        ov_name = self._ov_device(device)
+        ov_model = self._read(model, device)
+        _check_ranks(ov_model, device, self.name)
+        ports: dict[str, Any] = {}
+        for op in ov_model.get_ordered_ops():
+            if op.get_type_name() in ("Parameter", "Result", "Constant"):
+                continue
+            for port in op.outputs():
+                for name in port.get_names():
+                    ports.setdefault(name, port)
+        wanted = [t for t in dict.fromkeys(tensors) if t in ports]
+        added = ov_model.add_outputs([ports[t] for t in wanted]) if wanted else []
+        config = self._config(ov_name, device, options)
+        config.update(_workarounds(ov_model, ov_name, config))
+        try:
+            compiled_model = self.core().compile_model(ov_model, ov_name, config)
+        except Exception as exc:
+            raise _compile_error(exc, self.name, device.id) from exc
+        feed_index = _input_ports(model, model.inputs, list(compiled_model.inputs), {"backend": self.name, "device": device.id})
+        request = compiled_model.create_infer_request()
+        try:
+            request.infer({index: np.ascontiguousarray(feeds[name]) for index, name in feed_index})
+        except Exception as exc:
+            raise ExecutionError(f"OpenVINO failed on device {device.id}: {_ov_message(exc)}") from exc
+        outputs = list(compiled_model.outputs)
+        by_name = {n: i for i, port in reversed(list(enumerate(outputs))) for n in port.get_names()}
+        first_added = len(outputs) - len(added)
+        found: dict[str, np.ndarray] = {}
+        for offset, name in enumerate(wanted):
+            i = first_added + offset
+            if name not in outputs[i].get_names():  # Results reordered: find the port by its name
+                i = by_name.get(name, -1)
+            if i >= 0:
+                found[name] = np.array(request.get_output_tensor(i).data)
+        return found
 
 class OpenVinoNative:
     """What ``compiled.native`` holds: the OpenVINO objects and per-thread infer requests.
