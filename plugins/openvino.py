@@ -336,6 +336,7 @@ class OpenVinoBackend(Backend):
         import openvino as ov
 
         nncf_options = dict(options.extra.get("nncf_options", {}))
+        overflow = _overflow_fix(nncf_options)  # before the cache key: the quantized IR depends on it
         keep_mixed = bool(options.extra.get("keep_mixed_ranges_float", True))
         stored: Path | None = None
         if options.cache_dir:  # what NNCF is asked below follows from these (the mixed-range check is deterministic)
@@ -345,7 +346,7 @@ class OpenVinoBackend(Backend):
                 ).encode()
             ).hexdigest()[:24]
             stored = Path(options.cache_dir) / "openvino" / "int8" / f"{model.name}-{key}.xml"
-        report: dict[str, Any] = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None}
+        report: dict[str, Any] = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None, **overflow}
         if stored is not None and stored.exists() and stored.with_suffix(".bin").exists():
             sidecar = stored.with_suffix(".json")
             if sidecar.exists():
@@ -871,6 +872,32 @@ def _unavailable(ov_name: str, reason: str) -> Device:
 
 def _has_nncf() -> bool:
     return importlib.util.find_spec("nncf") is not None
+
+
+def _overflow_fix(nncf_options: dict[str, Any]) -> dict[str, str]:
+    """7-bit weights in every layer (NNCF ``OverflowFix.ENABLE``) on an x86 CPU without VNNI/AMX.
+
+    Without VNNI, x86 int8 kernels multiply u8 activations by s8 weights with
+    ``vpmaddubsw``, whose int16 pair sums saturate; NNCF's default fix halves the
+    weight range of the first layer only.  Measured on an AVX2-only CPU (qemu
+    EPYC-Rome: no AVX-512, no VNNI) with the two-Gemm model of
+    ``test_int8_weight_computed_from_an_initializer``: cosine against fp32
+    0.966 with NNCF's default, 0.993 with the fix, as with VNNI (0.993 either
+    way).  ONNX Runtime's int8 takes the same precaution (``reduce_range``, in
+    ``nnport.compress``).  A caller's own ``advanced_parameters`` are kept.
+    Sets ``nncf_options["advanced_parameters"]`` where needed; returns what to
+    report (``compiled.info["int8"]["overflow_fix"]``).
+    """
+    from nnport import isa
+
+    if "advanced_parameters" in nncf_options:
+        return {"overflow_fix": "as nncf_options['advanced_parameters'] says"}
+    if not isa.is_x86() or isa.has_int8_dot_product():
+        return {"overflow_fix": f"NNCF's default (first layer only): {isa.describe()}"}
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    nncf_options["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
+    return {"overflow_fix": f"every layer (7-bit weights): no VNNI/AMX, u8*s8 pair sums would saturate int16; {isa.describe()}"}
 
 
 # -- errors ---------------------------------------------------------------------------------------

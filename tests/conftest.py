@@ -22,3 +22,11 @@ def _fresh_plugin_manager():
     old = manager.set_plugin_manager(None)
     yield
     manager.set_plugin_manager(old)
+
+
+def pytest_report_header(config):
+    """Which CPU path the numerics take here (AVX2 vs AVX-512, int8 with or without VNNI): in every run's header."""
+    from nnport import isa
+
+    dot = "VNNI/AMX" if isa.has_int8_dot_product() else "none (x86 int8 uses 7-bit weights)"
+    return f"nnport cpu: {isa.describe()}; int8 dot product: {dot}"

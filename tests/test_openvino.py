@@ -28,8 +28,9 @@ SLOW_LIGHT = {"light_bvlc_alexnet", "light_vgg19", "light_zfnet512"}
 ILL_CONDITIONED = {
     "light_squeezenet": (
         "its weights are constant, so all 1000 logits are equal in exact arithmetic (about 1.2e10, where one float32 ulp "
-        "is 1024); ONNX Runtime's summation order yields equal logits (uniform 0.001), OpenVINO's blocked kernels differ "
-        "by a few ulps and the Softmax turns that into 0.125 on 8 classes. The logits agree (test_squeezenet_logits_agree)."
+        "is 1024); which of them round highest depends on the CPU's kernels (OpenVINO with AVX-512: 8 tie, Softmax 0.125 "
+        "on those 8; with AVX2 only, and ONNX Runtime: all 1000 tie, uniform 0.001). Judged on its logits, and on each "
+        "runtime's Softmax of its own logits (test_ill_conditioned_model_is_judged_on_its_logits)."
     )
 }
 
@@ -38,8 +39,6 @@ def _param(name: str):
     marks = []
     if name in SLOW_LIGHT:
         marks.append(pytest.mark.slow)
-    if name in ILL_CONDITIONED:
-        marks.append(pytest.mark.xfail(strict=True, reason=ILL_CONDITIONED[name]))
     return pytest.param(name, marks=marks)
 
 
@@ -121,7 +120,7 @@ def test_unknown_device_lists_the_available_ones():
 # -- fp32 parity with the reference --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [_param(n) for n in zoo.names() + zoo.light_names()])
+@pytest.mark.parametrize("name", [_param(n) for n in zoo.names() + zoo.light_names() if n not in ILL_CONDITIONED])
 def test_fp32_matches_onnxruntime(name):
     model = zoo.load_any(name)
     compiled = nnport.compile(model, "openvino:CPU", fallback=False)
@@ -132,22 +131,40 @@ def test_fp32_matches_onnxruntime(name):
     assert_matches_reference(compiled.run(feeds), reference.run(feeds))
 
 
-def test_squeezenet_logits_agree():
-    """What the xfail above says: OpenVINO computes squeezenet right up to the ill-conditioned Softmax."""
-    model = zoo.load_any("light_squeezenet")
-    proto = model.proto
-    softmax = proto.graph.node[-1]
-    assert softmax.op_type == "Softmax"
-    proto = type(proto)()
+def _softmax_2d(logits: np.ndarray) -> np.ndarray:
+    """Softmax before opset 13: over every dim from axis 1 on, in float64."""
+    flat = logits.reshape(logits.shape[0], -1).astype(np.float64)
+    e = np.exp(flat - flat.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).reshape(logits.shape)
+
+
+@pytest.mark.parametrize("name", sorted(ILL_CONDITIONED))
+def test_ill_conditioned_model_is_judged_on_its_logits(name, record_property):
+    """What holds on any CPU: the logits agree at fp32, and each runtime's Softmax is the Softmax of its own logits.
+
+    Which probabilities come out depends on which of the equal-in-exact-arithmetic
+    logits round highest on this CPU (``ILL_CONDITIONED``); the test records that
+    path instead of asserting one of them.
+    """
+    from nnport import isa
+
+    model = zoo.load_any(name)
+    softmax = model.proto.graph.node[-1]
+    assert softmax.op_type == "Softmax" and model.proto.opset_import[0].version < 13
+    proto = type(model.proto)()
     proto.CopyFrom(model.proto)
     proto.graph.output.append(vi(softmax.input[0], TensorProto.FLOAT, None))
     probed = nnport.load(proto, check=False)  # the checker wants a shape on the added output
     feeds = random_feeds(model.inputs, seed=0)
     got = nnport.compile(probed, "openvino:CPU", fallback=False).run(feeds)
     ref = nnport.compile(probed, "onnxruntime:cpu", fallback=False).run(feeds)
-    logits = softmax.input[0]
-    assert relative_error(got[logits], ref[logits]) <= FP32_TOLERANCE
-    assert relative_error(got[proto.graph.output[0].name], ref[proto.graph.output[0].name]) > 1.0  # the known Softmax gap
+    logits, probs = softmax.input[0], proto.graph.output[0].name
+    ties = {label: int((out[logits] == out[logits].max()).sum()) for label, out in (("openvino", got), ("onnxruntime", ref))}
+    path = f"classes tied at the top: {ties}; cpu {isa.describe()}"
+    record_property("path", path)
+    assert relative_error(got[logits], ref[logits]) <= FP32_TOLERANCE, path
+    for label, out in (("openvino", got), ("onnxruntime", ref)):
+        np.testing.assert_allclose(out[probs], _softmax_2d(out[logits]), rtol=1e-5, atol=1e-7, err_msg=f"{label}: {path}")
 
 
 def test_fp32_pin_matters_on_this_cpu():
