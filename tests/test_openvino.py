@@ -569,8 +569,31 @@ def _int8_agrees(model, seeds=range(4), min_cosine=0.98):
         feeds = random_feeds(compiled.inputs, seed=seed)
         got, ref = compiled.run(feeds), reference.run(feeds)
         for name in ref:
-            assert cosine(got[name], ref[name]) >= min_cosine, f"{name}: cosine {cosine(got[name], ref[name]):.4f}"
+            path = compiled.info["int8"].get("overflow_fix", "")
+            assert cosine(got[name], ref[name]) >= min_cosine, f"{name}: cosine {cosine(got[name], ref[name]):.4f}; overflow fix: {path}"
     return compiled
+
+
+@pytest.mark.parametrize("vnni", [True, False], ids=["vnni", "avx2-only"])
+def test_int8_overflow_fix_follows_the_cpu(monkeypatch, vnni):
+    """Without VNNI/AMX every layer gets 7-bit weights (u8*s8 pair sums saturate int16); with it, NNCF's default."""
+    pytest.importorskip("nncf")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    from nnport import isa
+    from nnport.plugins.openvino import _overflow_fix
+
+    monkeypatch.setattr(isa, "features", lambda: dict.fromkeys(isa.FEATURES, False) | {"avx2": True, "fma": True, "avx512_vnni": vnni})
+    monkeypatch.setattr(isa, "is_x86", lambda: True)
+    options: dict = {}
+    report = _overflow_fix(options)
+    if vnni:
+        assert options == {} and report["overflow_fix"].startswith("NNCF's default")
+    else:
+        assert options["advanced_parameters"].overflow_fix == OverflowFix.ENABLE
+        assert report["overflow_fix"].startswith("every layer (7-bit weights)")
+    given = {"advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE)}
+    assert _overflow_fix(given)["overflow_fix"].startswith("as nncf_options") and given["advanced_parameters"].overflow_fix == OverflowFix.DISABLE
 
 
 def test_int8_weight_computed_from_an_initializer():
