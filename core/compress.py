@@ -180,28 +180,22 @@ def _mark(proto: Any, info: Mapping[str, Any]) -> None:
 
 
 def _needs_reduce_range() -> bool:
-    """x86 without VNNI: ONNX Runtime advises 7-bit weights against u8*s8 saturation."""
-    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
-        return False
-    flags = cpu_int8_features()
-    return not (flags.get("avx512_vnni") or flags.get("avx_vnni") or flags.get("amx_int8"))
+    """x86 without VNNI/AMX: ONNX Runtime advises 7-bit weights against u8*s8 saturation (``nnport.isa``)."""
+    from . import isa
+
+    return isa.is_x86() and not isa.has_int8_dot_product()
 
 
 def cpu_int8_features() -> dict[str, bool]:
-    """Which int8/bf16 instruction sets this CPU has (from /proc/cpuinfo; empty where unreadable).
+    """Which int8/bf16 instruction sets this CPU has (``nnport.isa``: CPUID, then /proc/cpuinfo).
 
     int8 speedups depend on them: VNNI (``avx512_vnni``, ``avx_vnni``) does a
     u8*s8 dot product in one instruction, AMX (``amx_int8``) in tiles; without
-    them int8 kernels gain little over fp32.
+    them int8 kernels gain little over fp32.  Empty off x86.
     """
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    flags = set(line.split(":", 1)[-1].split())
-    return {f: f in flags for f in wanted}
+    from . import isa
+
+    return isa.features() if isa.is_x86() else {}
 
 
 def _prepared_proto(original: Model, opset: int | None = None) -> Any:

@@ -26,6 +26,7 @@ FEATURES: dict[str, str | None] = {
     "avx512_vnni": "AVX512VNNI",
     "avx512_bf16": "AVX512BF16",
     "avx_vnni": None,
+    "amx_tile": None,
     "amx_int8": None,
     "amx_bf16": None,
 }
