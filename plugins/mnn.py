@@ -37,7 +37,9 @@ use 0 instead" on stdout), so they are listed unavailable with that message,
 and a compile that sees the fallback refuses rather than report a CPU run as
 a GPU run.
 
-Precisions: fp32 (``PrecisionMode.High``: exact), fp16 (``PrecisionMode.Low``,
+Precisions: fp32 (``PrecisionMode.High`` and Winograd convolution off, whose
+fp32 error is ~3e-4 x scale on 5x5 kernels; ``extra={"mnn_winograd": True}``
+turns it back on for speed), fp16 (``PrecisionMode.Low``,
 Conv weights stored as fp16: fp16 arithmetic only where the CPU has it, which
 ``compiled.info["fp16_arithmetic"]`` says), int8 (weight-only: the converter's
 ``--weightQuantBits 8``; activations stay float, so ``calibration`` is not
@@ -66,6 +68,8 @@ from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSp
 from ._mnn_convert import DEFERRED, FirstRunCheck, captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
+WINOGRAD_MEMORY_LEVEL = 3
+"""MNN's ``Interpreter::HintMode`` for the Winograd level; 0 turns Winograd convolution off."""
 GPU_BACKENDS = {"vulkan": ("VULKAN", 7), "opencl": ("OPENCL", 3), "cuda": ("CUDA", 2)}
 """nnport device suffix -> (MNN backend name, MNNForwardType)."""
 INT8_NOTE = (
@@ -170,7 +174,11 @@ class MnnBackend(Backend):
             raise type(exc)(str(exc), **where) from exc
         threads = options.threads or default_threads()
         try:
-            program = MnnProgram.load(conversion.path, model, precision=options.precision, threads=threads, backend_type=backend_type)
+            winograd = options.extra.get("mnn_winograd")
+            program = MnnProgram.load(
+                conversion.path, model, precision=options.precision, threads=threads, backend_type=backend_type,
+                winograd=None if winograd is None else bool(winograd),
+            )
         except CompileError as exc:
             raise type(exc)(str(exc), **where) from exc
         compiled = CompiledModel(self, model, device, options, native=program, inputs=model.inputs, outputs=model.outputs)
@@ -187,6 +195,7 @@ class MnnBackend(Backend):
                 "upgraded_opset": conversion.upgraded_opset,
                 "threads": threads,
                 "precision_mode": program.precision_mode,
+                "winograd": program.winograd,
                 "input_feeds": {p.name: p.fed_as for p in program.ins},
             }
         )
@@ -256,6 +265,8 @@ class MnnProgram:
         self._owner = threading.get_ident()
         self._tls = threading.local()
         self._clone_lock = threading.Lock()
+        self.runtime: Any = None
+        self.winograd = True
         self.pending: FirstRunCheck | None = None
         self.info: dict[str, Any] = {}
         self.run_checked = self._run  # an instance attribute: no per-call test once nothing is pending
@@ -284,8 +295,16 @@ class MnnProgram:
             return out
 
     @classmethod
-    def load(cls, path: str, model: Model, *, precision: str, threads: int, backend_type: tuple[str, int] | None) -> MnnProgram:
-        """Load ``path`` for ``model``'s inputs and outputs; raises ``UnsupportedModel``/``CompileError``."""
+    def load(
+        cls, path: str, model: Model, *, precision: str, threads: int, backend_type: tuple[str, int] | None, winograd: bool | None = None
+    ) -> MnnProgram:
+        """Load ``path`` for ``model``'s inputs and outputs; raises ``UnsupportedModel``/``CompileError``.
+
+        ``winograd`` (default: off for fp32, on otherwise): MNN's CPU Winograd
+        convolution is off by ~3e-4 x scale for 5x5 and 7x7 kernels in fp32
+        (a plain 5x5 Conv: 3.5e-4 relative with it, 2.7e-7 without), so fp32
+        turns it off (runtime hint ``WINOGRAD_MEMORY_LEVEL`` = 0).
+        """
         mnn = import_mnn()
         F = mnn.expr
         try:
@@ -307,9 +326,21 @@ class MnnProgram:
                 "cannot return an input or a constant as an output; nnport.compile serves such outputs itself"
             )
         mode = {"fp16": "Low"}.get(precision, "High")
-        kwargs: dict[str, Any] = {"precision_mode": getattr(F.PrecisionMode, mode), "thread_num": int(threads), "shape_mutable": True}
+        # shape_mutable: resize on each call; a static model skips it (~15% of a tiny model's call)
+        shape_mutable = any(not isinstance(d, int) for s in model.inputs for d in s.shape)
+        kwargs: dict[str, Any] = {"precision_mode": getattr(F.PrecisionMode, mode), "thread_num": int(threads), "shape_mutable": shape_mutable}
         if backend_type is not None:
             kwargs["backend"] = getattr(F.Backend, backend_type[0])
+        if winograd is None:
+            winograd = precision != "fp32"
+        runtime, told = None, ""
+        if not winograd:
+            config = {"backend": backend_type[1] if backend_type else 0, "precision": mode.lower(), "numThread": int(threads)}
+            with captured(1) as made:
+                runtime = mnn.nn.create_runtime_manager((config,))
+            told = made.text()
+            runtime.set_hint(WINOGRAD_MEMORY_LEVEL, 0)
+            kwargs["runtime_manager"] = runtime
         try:
             with captured(1) as said:
                 module = mnn.nn.load_module_from_file(path, [s.name for s in model.inputs], [s.name for s in model.outputs], **kwargs)
@@ -317,16 +348,20 @@ class MnnProgram:
             raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {type(exc).__name__}: {exc}") from exc
         if module is None:
             raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}")
-        if backend_type is not None and "Can't Find type=" in said.text():
+        told += said.text()
+        if backend_type is not None and "Can't Find type=" in told:
             raise CompileError(
-                f"MNN has no {backend_type[0]} backend here and would run on the CPU instead ({said.text().strip()[:200]!r}): "
+                f"MNN has no {backend_type[0]} backend here and would run on the CPU instead ({' '.join(told.split())[:200]!r}): "
                 "refusing to report a CPU run as a GPU run"
             )
         ins = []
         for spec in model.inputs:
             feed_dtype, mnn_name = INPUT_DTYPES[spec.dtype]
             ins.append(InputPlan(spec, feed_dtype, getattr(F, mnn_name)))
-        return cls(module, mnn, model, ins, mode)
+        program = cls(module, mnn, model, ins, mode)
+        program.runtime = runtime  # the module's runtime lives as long as the program
+        program.winograd = winograd
+        return program
 
     # -- per thread ----------------------------------------------------------------------
 

@@ -590,3 +590,23 @@ def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch
         with pytest.raises(UnsupportedModel, match="first run's shapes x:1x8"):
             compiled.run({"x": np.ones((1, 8), np.float32)})
     assert compiled.info["verified"] == "verification failed at the first run"
+
+
+def conv_model(k: int) -> nnport.Model:
+    weight = numpy_helper.from_array((np.random.default_rng(k).standard_normal((6, 4, k, k)) * 0.3).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)], f"conv{k}", [_vi("x", [1, 4, 12, 12])], [_vi("y", [1, 6, 12, 12])], [weight])
+    return nnport.load(_model(graph, 13))
+
+
+@pytest.mark.parametrize("k", [5, 7])
+def test_fp32_turns_winograd_off(tmp_path, k):
+    """MNN's Winograd convolution is ~3e-4 x scale off on 5x5/7x7 kernels: fp32 runs without it."""
+    model = conv_model(k)
+    feeds = random_feeds(model.inputs, seed=k)
+    want = nnport.compile(model, "onnxruntime:cpu").run(feeds)
+    exact = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
+    assert exact.info["winograd"] is False
+    assert max_rel_error(exact.run(feeds), want) <= 1e-5
+    fast = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_winograd": True})
+    assert fast.info["winograd"] is True
+    assert 1e-5 < max_rel_error(fast.run(feeds), want) < 1e-2  # the defect itself, so a fixed MNN shows up here
