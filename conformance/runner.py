@@ -577,6 +577,7 @@ def run(
 def environment(targets: Sequence[Target]) -> dict[str, Any]:
     """Host and runtime versions recorded in every report."""
     import nnport
+    from nnport import isa
 
     env: dict[str, Any] = {
         "nnport": nnport.__version__,
@@ -584,6 +585,7 @@ def environment(targets: Sequence[Target]) -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        "cpu": isa.describe(),  # which numerical path ran (AVX2 vs AVX-512, int8 with or without VNNI)
         "versions": {},
         "unavailable": {t.device: t.unavailable for t in targets if t.unavailable},
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html.parser
 import json
 import os
+import platform
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -366,9 +367,12 @@ def test_cli_conformance_run_wide_tolerances(tmp_path):
     default = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "-j", "1", "--json", str(j))
     assert default.returncode == 0, default.stdout + default.stderr
     assert json.loads(j.read_text())["results"][0]["outputs"][0]["tolerance"].endswith("(fp32 defaults)")
-    tight = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "-j", "1", "--atol", "1e-12", "--rtol", "1e-12", "--json", str(j))
+    h = tmp_path / "r.html"
+    tight = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "-j", "1", "--atol", "1e-12", "--rtol", "1e-12", "--json", str(j), "--html", str(h))
     assert tight.returncode == 1, tight.stdout + tight.stderr
+    assert "probs: atol=1e-12 rtol=1e-12 (given)" in h.read_text() and "tolerances: atol=1e-12, rtol=1e-12 given" in h.read_text()
     doc = json.loads(j.read_text())
+    assert doc["environment"]["cpu"].startswith(platform.machine())
     assert doc["tolerances"] == {"atol": 1e-12, "rtol": 1e-12}
     assert doc["results"][0]["status"] == "fail" and doc["results"][0]["outputs"][0]["tolerance"] == "atol=1e-12 rtol=1e-12 (given)"
     assert "probs: atol=1e-12 rtol=1e-12 (given)" in tight.stdout and "tolerances: atol=1e-12, rtol=1e-12 given" in tight.stdout
