@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 from .errors import NnportError
 
@@ -61,6 +61,7 @@ WORKER_PORT_SPAN = 200
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 _address_override: str | None = None
+_connected: str | None = None
 _children: dict[int, subprocess.Popen] = {}
 
 
@@ -142,8 +143,11 @@ def connect(address: str | None = None) -> Any:
         import ray
     except ImportError as exc:
         raise FarmError("the farm needs Ray: pip install 'nnport[farm]'") from exc
+    global _connected
     if ray.is_initialized():
-        return ray
+        if _connected in (None, address):
+            return ray
+        ray.shutdown()  # configured for another farm since: reconnect
     import logging
 
     kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False, "namespace": "nnport"}
@@ -155,6 +159,7 @@ def connect(address: str | None = None) -> Any:
         ray.init(**kwargs)
     except Exception as exc:
         raise FarmError(f"cannot connect to the farm at {address}: {type(exc).__name__}: {exc}") from exc
+    _connected = address
     return ray
 
 
@@ -250,8 +255,8 @@ def node_alive(node_id: str) -> bool:
 # -- facts of this host ----------------------------------------------------------------------
 
 
-def local_versions() -> dict[str, str]:
-    """nnport's and every available backend's runtime versions, in this process's environment."""
+def local_versions(only: Collection[str] | None = None) -> dict[str, str]:
+    """nnport's and every available backend's runtime versions (or ``only`` those backends'), in this process."""
     from . import __version__
     from .api import backends
     from .manager import get_plugin_manager
@@ -259,7 +264,7 @@ def local_versions() -> dict[str, str]:
     versions = {"nnport": __version__, "python": platform.python_version()}
     pm = get_plugin_manager()
     for row in backends():
-        if row.status != "available" or row.name == PREFIX:
+        if row.status != "available" or row.name == PREFIX or only is not None and row.name not in only:
             continue
         try:
             versions.update(pm.backend(row.name).versions())
@@ -624,9 +629,11 @@ def node_pids(node: LocalNode) -> dict[str, list[int]]:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        prog = Path(argv[0].decode(errors="replace")).name if argv and argv[0] else "?"
-        if prog.startswith("python") and len(argv) > 1:
-            prog = Path(argv[1].decode(errors="replace")).name
+        words = [a.decode(errors="replace") for a in argv if a]
+        prog = Path(words[0]).name if words else "?"
+        if prog.startswith("python"):
+            script = next((w for w in words[1:] if not w.startswith("-")), prog)
+            prog = Path(script).name
         found.setdefault(prog, []).append(pid)
     return found
 

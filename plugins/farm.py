@@ -110,7 +110,7 @@ class FarmBackend(Backend):
     def devices(self) -> list[Device]:
         nodes = farm.cluster_nodes()
         self._nodes = {n.name: n for n in nodes}
-        mine = farm.local_versions()
+        mine = farm.local_versions(only={d["backend"] for n in nodes for d in n.devices})
         found = []
         for node in nodes:
             differ = farm.version_differences(node.versions, mine)
@@ -324,6 +324,7 @@ class _Lease:
         import ray
         from ray import exceptions as rex
 
+        unreachable = getattr(rex, "ActorUnavailableError", ())  # Ray >= 2.22; older Rays only say ActorDiedError
         unavailable_since: float | None = None
         last_check = time.monotonic()
         while True:
@@ -339,7 +340,7 @@ class _Lease:
                     if self.node_id and not farm.node_alive(self.node_id):
                         raise DeviceLost(f"farm node {self.device.properties.get('node')} died during {what} on {self.device.id}")
                 continue
-            except rex.ActorUnavailableError as exc:
+            except unreachable as exc:
                 # Unreachable: the node may be dying (then Ray says so within its health-check period),
                 # or the network hiccupped.  The call is lost either way; wait for Ray's verdict, boundedly.
                 unavailable_since = unavailable_since or time.monotonic()

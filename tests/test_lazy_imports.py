@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SDKS = ("onnxruntime", "openvino", "ncnn", "tensorrt", "pnnx", "torch", "nncf", "polygraphy", "ai_edge_litert", "tensorflow", "MNN", "_tools", "_mnncengine")
+SDKS = ("onnxruntime", "openvino", "ncnn", "tensorrt", "pnnx", "torch", "nncf", "polygraphy", "ai_edge_litert", "tensorflow", "MNN", "_tools", "_mnncengine", "ray")
 
 
 def test_import_and_listing_import_no_sdk():
