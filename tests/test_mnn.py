@@ -610,3 +610,15 @@ def test_fp32_turns_winograd_off(tmp_path, k):
     fast = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_winograd": True})
     assert fast.info["winograd"] is True
     assert 1e-5 < max_rel_error(fast.run(feeds), want) < 1e-2  # the defect itself, so a fixed MNN shows up here
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_onnx_gelu_is_computed_in_its_own_form(tmp_path, approximate):
+    """MNN's GELU kernel is 4.7e-4 off the erf form: an ONNX Gelu is converted as its formula."""
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)], "gelu", [_vi("x", [1, 1000])], [_vi("y", [1, 1000])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    proto.ir_version = 9
+    model = nnport.load(proto)
+    feeds = {"x": np.linspace(-6, 6, 1000, dtype=np.float32).reshape(1, 1000)}
+    got = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False).run(feeds)
+    assert max_rel_error(got, nnport.compile(model, "onnxruntime:cpu").run(feeds)) <= 1e-5
