@@ -150,6 +150,12 @@ def connect(address: str | None = None) -> Any:
         ray.shutdown()  # configured for another farm since: reconnect
     import logging
 
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:  # fail in seconds, not after Ray's minute of retries
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise FarmError(f"cannot reach the farm's head at {address}: {exc} (is `nnport farm join --head` running there?)") from exc
     kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False, "namespace": "nnport"}
     ip = os.environ.get("NNPORT_FARM_IP")
     if ip:

@@ -90,7 +90,7 @@ class FarmBackend(Backend):
             return f"no farm configured: set {farm.ENV_ADDRESS}=<head HOST:PORT> (a cluster started with `nnport farm join --head`)"
         if importlib.util.find_spec("ray") is None:
             return "the farm needs Ray, which is not installed (pip install 'nnport[farm]')"
-        return None
+        return _head_answers(farm.configured_address() or "")
 
     def __init__(self) -> None:
         self._leases: dict[str, _Lease] = {}
@@ -389,6 +389,25 @@ class _Lease:
             pass
         if self.dead is None:
             self.dead = ExecutionError(f"the lease on farm device {self.device.id} was released")
+
+
+_answered: set[str] = set()
+
+
+def _head_answers(address: str) -> str | None:
+    """None when the farm's head accepts a TCP connection (once it has, not checked again in this process), else why not."""
+    if address in _answered:
+        return None
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit() and "://" not in address:
+        try:
+            socket.create_connection((host, int(port)), timeout=3).close()
+        except OSError as exc:
+            return f"the farm's head {address} ({farm.ENV_ADDRESS}) does not answer: {exc}"
+    _answered.add(address)
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
