@@ -23,10 +23,13 @@ What onnx2tf needs and what it gets wrong, and what this module does about it:
   conversion runs in a fresh directory pre-seeded with a seeded stand-in of
   that file (images in [0, 1]; used only for onnx2tf's own checks), so it
   never downloads anything.
-* **Layout.** By default it makes 4-D inputs channels-last.  ``-kat`` with
-  every input keeps the ONNX layout on inputs; outputs may still come out
-  channels-last, so each output's shape is compared with the ONNX one and a
-  transpose back is recorded (the verification decides between candidates).
+* **Layout.** By default it makes 3-D to 5-D inputs channels-last.  ``-k``
+  with those inputs keeps the ONNX layout on inputs (onnx2tf transposes inside
+  the graph; ``-kat``, "keep the shape absolutely", computed wrong results on a
+  BatchNormalization and a batch-2 Conv).  Outputs may still come out
+  channels-last, with a shape that can equal the ONNX one (``[2, 8, 8, 8]``):
+  the one-time run beside ONNX Runtime picks, per output, the transpose back
+  (identity first) whose result agrees.
 * **Names.** Tensor names become ``serving_default_x:0``/``PartitionedCall:0``;
   the signature (``-osd``) carries the ONNX names, which the plugin uses.
 * **Silent errors.** Each conversion is run once beside ONNX Runtime (when it
@@ -60,7 +63,7 @@ from nnport.errors import CompileError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "3"
 """Bump when this module changes what it writes, so old cache entries are ignored."""
 
 ONNX2TF_ENV = "NNPORT_ONNX2TF"
@@ -286,10 +289,10 @@ def _convert_in(
     drop_initializer_inputs(proto)
     (work / "model.onnx").write_bytes(proto.SerializeToString())
     np.save(work / CALIBRATION_SAMPLE, _stand_in_images())  # onnx2tf's offline trap: never download it
-    names = [s.name for s in model.inputs]
+    keep = [s.name for s in model.inputs if 3 <= len(s.shape) <= 5]  # NCW/NCHW/NCDHW kept (onnx2tf transposes inside)
     args = [str(exe), "-i", "model.onnx", "-o", "out", "-osd", "-n"]
-    if names:
-        args += ["-kat", *names]
+    if keep:
+        args += ["-k", *keep]
     if precision == "int8":
         args += ["-oiqt", "-qt", "per-channel"]
         args += _calibration_args(work, model, feeds)
@@ -332,15 +335,13 @@ def _stand_in_images() -> np.ndarray:
 
 
 def _calibration_args(work: Path, model: Model, feeds: list[dict[str, np.ndarray]]) -> list[str]:
-    """``-cind NAME FILE.npy MEAN STD`` per input: nnport's calibration samples, stacked, as onnx2tf reads them."""
+    """``-cind NAME FILE.npy MEAN STD`` per input: nnport's calibration samples, stacked in the ONNX layout (kept by ``-k``)."""
     args: list[str] = []
     for spec in model.inputs:
         stacked = np.concatenate([np.asarray(f[spec.name], np.float32) for f in feeds], axis=0)
         path = work / f"calib_{len(args)}.npy"
         np.save(path, stacked)
-        zeros = "[" + ",".join(["0.0"] * (stacked.shape[1] if stacked.ndim > 1 else 1)) + "]"
-        ones = "[" + ",".join(["1.0"] * (stacked.shape[1] if stacked.ndim > 1 else 1)) + "]"
-        args += ["-cind", spec.name, str(path), zeros, ones]
+        args += ["-cind", spec.name, str(path), "[0.0]", "[1.0]"]  # already normalised: (x - 0) / 1, broadcast
     return args
 
 
@@ -357,10 +358,14 @@ def _port_plans(tflite: Path, model: Model) -> tuple[list[PortPlan], list[PortPl
 
     interpreter = Interpreter(model_path=str(tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     signatures = interpreter.get_signature_list()
-    if len(signatures) != 1:
+    if len(signatures) > 1:
         raise UnsupportedModel(f"onnx2tf's output for {model.name!r} has {len(signatures)} signatures, expected one")
-    runner = interpreter.get_signature_runner(next(iter(signatures)))
-    sig_in, sig_out = runner.get_input_details(), runner.get_output_details()
+    if signatures:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        sig_in, sig_out = runner.get_input_details(), runner.get_output_details()
+    else:  # onnx2tf sometimes writes none: tensor names, in the graph's order
+        sig_in = {d["name"]: d for d in interpreter.get_input_details()}
+        sig_out = {d["name"]: d for d in interpreter.get_output_details()}
     ins = [_match(spec, sig_in, i, "input") for i, spec in enumerate(model.inputs)]
     outs = [_match(spec, sig_out, i, "output") for i, spec in enumerate(model.outputs)]
     for plan, spec in zip(ins, model.inputs):
@@ -420,15 +425,24 @@ def _verify(tflite: Path, model: Model, conv: Conversion, precision: str) -> tup
     except Exception as exc:
         return f"not verified: ONNX Runtime cannot run the model ({type(exc).__name__})", None
     interpreter = Interpreter(model_path=str(tflite))
-    runner = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
-    got = runner(**{p.tensor: feeds[p.name] for p in conv.inputs})
+    if interpreter.get_signature_list():
+        runner = interpreter.get_signature_runner(next(iter(interpreter.get_signature_list())))
+        got = runner(**{p.tensor: feeds[p.name] for p in conv.inputs})
+    else:
+        interpreter.allocate_tensors()
+        by_name = {d["name"]: d["index"] for d in (*interpreter.get_input_details(), *interpreter.get_output_details())}
+        for p in conv.inputs:
+            interpreter.set_tensor(by_name[p.tensor], feeds[p.name])
+        interpreter.invoke()
+        got = {p.tensor: interpreter.get_tensor(by_name[p.tensor]) for p in conv.outputs}
     atol, rtol = VERIFY_TOLERANCE[precision]
     worst = 0.0
     problems = []
     for plan, spec in zip(conv.outputs, model.outputs):
         ref = np.asarray(want[spec.name])
         raw = np.asarray(got[plan.tensor])
-        candidates = [plan.perm] if plan.perm is None else [list(p) for p in _candidate_perms(raw.shape, list(ref.shape))]
+        candidates: list[list[int] | None] = [None] if raw.shape == ref.shape else []  # identity first: it wins ties
+        candidates += [list(p) for p in _candidate_perms(raw.shape, list(ref.shape)) if list(p) != list(range(raw.ndim))]
         best: tuple[float, list[int] | None] | None = None
         for perm in candidates:
             value = raw if perm is None else raw.transpose(perm)

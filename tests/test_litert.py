@@ -384,3 +384,20 @@ def test_onnx_open_batch_specialised_per_feed_shape(conversion_cache):
     for key in ref:
         np.testing.assert_allclose(got[key], ref[key], atol=1e-4, rtol=1e-4)
     assert compiled.info["specializations"][0]["shapes"]
+
+
+@pytest.mark.slow
+@needs_converter
+def test_onnx_int8_through_onnx2tf_calibrated(conversion_cache):
+    """onnx2tf's integer quantisation (float I/O, int8 inside), calibrated on nnport's samples: close to fp32, not equal."""
+    from nnport import zoo
+    from nnport.data import random_feeds
+
+    model = nnport.load(zoo.build("cnn"))
+    calibration = [random_feeds(model.inputs, seed=100 + i) for i in range(8)]
+    compiled = nnport.compile(model, "litert:cpu", fallback=False, precision="int8", calibration=calibration, cache_dir=conversion_cache)
+    assert compiled.inputs[0].dtype == np.float32 and "(int8)" in compiled.info["verified"]
+    feeds = random_feeds(model.inputs, seed=5)
+    got = compiled.run(feeds)["probs"]
+    ref = nnport.compile(model, "onnxruntime:cpu").run(feeds)["probs"]
+    assert np.max(np.abs(got - ref)) < 0.05 and int(np.argmax(got)) == int(np.argmax(ref))
