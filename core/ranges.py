@@ -18,8 +18,11 @@ OpenVINO plugin's NNCF int8) and for the compression report:
   fewer than 255/16 = 16 of the 8-bit levels).  A flagged join and everything
   after it up to the outputs (its *tail*) is to stay in float, unless that tail
   holds more than ``FLOAT_TAIL_WEIGHT_SHARE`` of the model's weights (a
-  mid-network join: keeping it float would keep most of the model float), in
-  which case it is reported and left quantized.
+  mid-network join: keeping it float would keep most of the model float).  Then
+  only the join itself stays float: its consumers still quantize the joined
+  tensor with one scale (reported), but no quantizer unifies the scales of the
+  join's inputs, which NNCF does for a quantized Concat and which would carry
+  the damage upstream into every other consumer of those inputs.
 * ``output_segments`` gives, per graph output made by a ``Concat`` (directly or
   through ``Identity``/``Transpose``), the slice each part occupies, so that
   accuracy is reported per part (boxes vs scores) and not only per output.
@@ -72,8 +75,8 @@ class MixedRange:
     """A Concat/Split whose parts span ranges too far apart for one int8 scale.
 
     ``tail`` names the nodes after it up to the outputs; ``kept_float`` says
-    whether the compressor keeps it and its tail float, ``reason`` says why
-    (in words a report can print).
+    whether the compressor keeps the join float, ``tail_float`` whether its
+    tail too; ``reason`` says why (in words a report can print).
     """
 
     node: str
@@ -83,11 +86,14 @@ class MixedRange:
     tail: tuple[str, ...]
     kept_float: bool
     reason: str
+    tail_float: bool = False
 
     @property
     def float_nodes(self) -> tuple[str, ...]:
-        """Node names to keep float: the join and its tail (empty when not kept float)."""
-        return (self.node, *self.tail) if self.kept_float else ()
+        """Node names to keep float: the join, and its tail where that is kept float too."""
+        if not self.kept_float:
+            return ()
+        return (self.node, *self.tail) if self.tail_float else (self.node,)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +103,7 @@ class MixedRange:
             "parts": [{"tensor": p.tensor, "low": p.low, "high": p.high, "extent": p.extent} for p in self.parts],
             "tail": list(self.tail),
             "kept_float": self.kept_float,
+            "tail_float": self.tail_float,
             "reason": self.reason,
         }
 
@@ -254,15 +261,18 @@ def find_mixed_ranges(
             f"{node.op_type} parts span ranges {spread:.0f}x apart: {narrow.tensor!r} [{narrow.low:.3g}, {narrow.high:.3g}] vs "
             f"{wide.tensor!r} [{wide.low:.3g}, {wide.high:.3g}]; one 8-bit scale would leave the narrow part ~{levels:.1f} levels"
         )
-        kept = keep_float and share <= max_tail_share
+        tail_float = keep_float and share <= max_tail_share
         if not keep_float:
             reason = what + "; quantized anyway (keeping mixed-range joins float was turned off)"
-        elif kept:
+        elif tail_float:
             reason = what + (f"; kept float with the {len(tail)} node(s) after it" if tail else "; kept float")
         else:
-            reason = what + f"; left quantized: the {len(tail)} node(s) after it hold {100 * share:.0f}% of the weights (exclude them by name to keep it float)"
+            reason = what + (
+                f"; the join kept float, but the {len(tail)} node(s) after it hold {100 * share:.0f}% of the weights and stay int8, "
+                "so they still see the joined tensor on one scale (exclude them by name to keep them float)"
+            )
         names = tuple(n.name or n.output[0] for n in tail)
-        found.append(MixedRange(key, node.op_type, parts, spread, names, kept, reason))
+        found.append(MixedRange(key, node.op_type, parts, spread, names, keep_float, reason, tail_float))
     return found
 
 

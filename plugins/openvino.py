@@ -760,7 +760,9 @@ def _ops_of(op_by_tensor: Mapping[str, Any], tensors: Sequence[str]) -> list[Any
 
     An ONNX node may become several ops (``Conv`` with a bias: a ``Convolution``
     named ``.../WithoutBiases`` and an ``Add`` that carries the output name); only
-    the last carries the ONNX tensor name, the others have none.
+    the last carries the ONNX tensor name, the others have none.  The walk
+    follows each op's first (data) input only: the side inputs of such ops are
+    shape arithmetic (the bias reshape), not part of the quantized path.
     """
     found: dict[int, Any] = {}
     stack = [op_by_tensor[t] for t in tensors if t in op_by_tensor]
@@ -769,8 +771,8 @@ def _ops_of(op_by_tensor: Mapping[str, Any], tensors: Sequence[str]) -> list[Any
         if id(op) in found:
             continue
         found[id(op)] = op
-        for value in op.input_values():
-            source = value.get_node()
+        if op.get_input_size():
+            source = op.input_value(0).get_node()
             if source.get_type_name() not in ("Constant", "Parameter") and not any(out.get_names() for out in source.outputs()):
                 stack.append(source)
     return list(found.values())
