@@ -326,8 +326,9 @@ class MnnProgram:
                 "cannot return an input or a constant as an output; nnport.compile serves such outputs itself"
             )
         mode = {"fp16": "Low"}.get(precision, "High")
-        # shape_mutable: resize on each call; a static model skips it (~15% of a tiny model's call)
-        shape_mutable = any(not isinstance(d, int) for s in model.inputs for d in s.shape)
+        # shape_mutable stays on even for static models: with it off, an LSTM's sequence output
+        # (MNN runs LSTM/GRU as a While loop) came back wrong (0.4 x scale) while its final state was right
+        shape_mutable = True
         kwargs: dict[str, Any] = {"precision_mode": getattr(F.PrecisionMode, mode), "thread_num": int(threads), "shape_mutable": shape_mutable}
         if backend_type is not None:
             kwargs["backend"] = getattr(F.Backend, backend_type[0])

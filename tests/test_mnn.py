@@ -622,3 +622,15 @@ def test_onnx_gelu_is_computed_in_its_own_form(tmp_path, approximate):
     feeds = {"x": np.linspace(-6, 6, 1000, dtype=np.float32).reshape(1, 1000)}
     got = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False).run(feeds)
     assert max_rel_error(got, nnport.compile(model, "onnxruntime:cpu").run(feeds)) <= 1e-5
+
+
+@pytest.mark.parametrize("case_id", ["op/LSTM/forward_h16", "op/GRU/forward_h16"])
+def test_recurrent_sequence_outputs(tmp_path, case_id):
+    """MNN runs LSTM/GRU as a While loop; with shape_mutable off their sequence output came back wrong."""
+    from nnport.conformance import cases
+
+    case = next(c for c in cases.default_cases() if c.id == case_id)
+    model = nnport.load(case.model())
+    feeds = random_feeds(model.inputs, seed=0)
+    got = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False).run(feeds)
+    assert max_rel_error(got, nnport.compile(model, "onnxruntime:cpu").run(feeds)) <= 1e-5
