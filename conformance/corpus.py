@@ -1227,6 +1227,8 @@ def _versions() -> dict[str, str]:
     import platform
 
     found = {"python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    with contextlib.suppress(OSError, AttributeError):
+        found["load average at the start"] = " ".join(f"{v:.1f}" for v in os.getloadavg()) + " (timings are from a machine shared with other work when this is above the CPU count)"
     for dist in ("nnport", "onnx", "onnxruntime", "openvino", "ncnn", "pnnx", "numpy", "Pillow", "matplotlib"):
         with contextlib.suppress(md.PackageNotFoundError):
             found[dist] = md.version(dist)
@@ -1275,7 +1277,15 @@ def worse_than_raw(results: Sequence[Outcome]) -> list[tuple[Outcome, Outcome]]:
     return pairs
 
 
-def markdown(results: Sequence[Outcome], entries: Sequence[RealModel], *, backends: Sequence[str] = TARGETS, wall_s: float | None = None, command: str = REGENERATE) -> str:
+def markdown(
+    results: Sequence[Outcome],
+    entries: Sequence[RealModel],
+    *,
+    backends: Sequence[str] = TARGETS,
+    wall_s: float | None = None,
+    command: str = REGENERATE,
+    environment: Mapping[str, Any] | None = None,
+) -> str:
     """The ``docs/real-models.md`` text."""
     by = {(r.model, r.target): r for r in results}
     lines = [
@@ -1345,7 +1355,7 @@ def markdown(results: Sequence[Outcome], entries: Sequence[RealModel], *, backen
         if r.compile_s is not None:
             lines.append(f"| `{r.model}` | {target_label(r.target)} | {r.compile_s:.2f} | {'' if r.run_s is None else f'{r.run_s:.3f}'} |")
     lines += ["", "## Environment", ""]
-    for k, v in _versions().items():
+    for k, v in (environment if environment is not None else _versions()).items():
         lines.append(f"- {k}: {v}")
     if wall_s is not None:
         lines.append(f"- report wall time: {wall_s:.0f} s")
@@ -1363,6 +1373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="runtime threads (default: each runtime's own)")
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT_S, help="seconds per target")
     parser.add_argument("--fetch-only", action="store_true", help="fetch the models into the cache and exit")
+    parser.add_argument("--from-json", metavar="FILE", help="render --markdown from the outcomes a --json run wrote, without running anything")
     parser.add_argument("--list", action="store_true", help="list the corpus and exit")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1386,16 +1397,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(out: Outcome) -> None:
         print(f"{out.model:50s} {target_label(out.target):34s} {out.status:8s} {(out.reason or '')[:110]}", flush=True)
 
-    results = run_corpus(entries, targets, jobs=args.jobs, threads=args.threads, timeout_s=args.timeout, progress=progress)
-    wall = time.monotonic() - start
-    argv_text = " ".join(argv if argv is not None else sys.argv[1:])
-    command = REGENERATE if argv_text.strip() == "--markdown docs/real-models.md" else f"python -m nnport.conformance.corpus {argv_text}".strip()
+    wall: float | None
+    environment: dict[str, Any] | None = None
+    if args.from_json:
+        data = json.loads(Path(args.from_json).read_text())
+        results = [Outcome.from_dict(d) for d in data["outcomes"]] if isinstance(data, dict) else [Outcome.from_dict(d) for d in data]
+        wall = data.get("wall_s") if isinstance(data, dict) else None
+        environment = data.get("environment") if isinstance(data, dict) else None
+        chosen = {e.id for e in entries}
+        results = [r for r in results if r.model in chosen]
+    else:
+        environment = _versions()
+        results = run_corpus(entries, targets, jobs=args.jobs, threads=args.threads, timeout_s=args.timeout, progress=progress)
+        wall = time.monotonic() - start
+    same = not args.models and not args.backend and args.threads is None and args.markdown == "docs/real-models.md"
+    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--json", args.json, "--from-json", args.from_json)]
+    command = REGENERATE if same else f"python -m nnport.conformance.corpus {' '.join(shown)}".strip()
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(results, entries, backends=backends, wall_s=wall, command=command))
+        Path(args.markdown).write_text(markdown(results, entries, backends=backends, wall_s=wall, command=command, environment=environment))
         print(f"wrote {args.markdown}")
     if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=1, default=_json_default))
+        Path(args.json).write_text(json.dumps({"wall_s": wall, "environment": environment, "outcomes": [r.to_dict() for r in results]}, indent=1, default=_json_default))
         print(f"wrote {args.json}")
     for device, row in summary(results, backends).items():
         print(f"{device}: nnport shapes= {row['nnport shapes=']}/{row['nnport shapes= of']}, nnport no shapes {row['nnport no shapes']}/{row['nnport no shapes of']}, raw {row['raw']}/{row['raw of']}")
