@@ -12,7 +12,11 @@ with nnport's devices as the check:
    the reference's value (float data), or a constant holding it (indices,
    shapes), as Polygraphy freezes the tensors of cut-away branches.  A
    bisection over *j* finds the latest start that still fails.
-3. **linear**: on a result of at most ``linear_limit`` nodes, both passes again
+3. **fold**: one trial with every tensor that does not depend on the inputs'
+   values (``Shape`` arithmetic, constant subgraphs) frozen at the reference's
+   value; kept when it still fails (``Constant`` nodes are initializers from
+   the start).
+4. **linear**: on a result of at most ``linear_limit`` nodes, both passes again
    one node at a time, which finds smaller models in branchy graphs.
 
 Of every failing trial the one with the fewest nodes wins.  "Fails the same
@@ -21,7 +25,10 @@ tolerances), ``compile`` (``nnport.compile`` refuses or fails; the sub-model
 must run on the reference, so that a cut the reference rejects is not taken
 for the device's failure) or ``crash`` (the runtime's process dies);
 ``match`` (a regular expression) must also be found in the failure's text
-when given.  Each trial runs in a worker process (``nnport.conformance.trial``),
+when given; without it a compile failure or crash must have the whole model's
+*signature* (error class and the first words of the message, names and numbers
+left out; a crash's signal), so that a cut which fails for another reason (an
+input of a rank the runtime cannot take) is not taken for the failure.  Each trial runs in a worker process (``nnport.conformance.trial``),
 so a segfault or a hang is a trial result: a hang (``timeout``) counts as not
 failing, and the search goes on.
 
@@ -64,7 +71,7 @@ class ReduceTrial:
     """One candidate sub-model tried on the device."""
 
     phase: str
-    """``whole``, ``outputs``, ``inputs``, ``linear-outputs`` or ``linear-inputs``."""
+    """``whole``, ``outputs``, ``inputs``, ``fold`` (shape arithmetic frozen), ``linear-outputs`` or ``linear-inputs``."""
     nodes: int
     failed: bool
     status: str
@@ -136,6 +143,7 @@ def reduce(
     scale_tol: Tol | None = None,
     precision: str = "fp32",
     match: str | None = None,
+    same_failure: bool = True,
     linear_limit: int = LINEAR_LIMIT,
     isolate: bool = True,
     timeout_s: float = 300.0,
@@ -148,7 +156,10 @@ def reduce(
     Arguments as ``nnport.conformance.debug.first_divergence``; ``mode`` is
     ``mismatch``, ``compile`` or ``crash``; ``strategy`` ``bisect`` (then
     linear on a small result) or ``linear``; ``match`` a regular expression the
-    failure's text must contain; ``out_dir`` where the files go (none written
+    failure's text must contain; without it, ``same_failure`` keeps only
+    failures with the whole model's signature (``signature``: the error class
+    and the first words of its message, names and numbers left out; the signal
+    for a crash); ``out_dir`` where the files go (none written
     when None).  Returns a ``ReduceResult`` whose ``status`` is
     ``not-reproduced`` when the whole model does not fail that way.
     """
@@ -161,7 +172,7 @@ def reduce(
     start = time.perf_counter()
     s = prepare(model, feeds=feeds, seed=seed, shapes=shapes, reference=reference_for(device), precision=precision, atol=atol, rtol=rtol, scale_tol=scale_tol)
     with TrialRunner(device, precision=precision, threads=threads, extra=extra, isolate=isolate, timeout_s=timeout_s) as runner:
-        r = _Reducer(s, runner, mode, pattern, say)
+        r = _Reducer(s, runner, mode, pattern, say, same_failure)
         result = r.run(strategy, linear_limit)
     result = _result(s, device, mode, strategy, result, r.trials, time.perf_counter() - start)
     if out_dir is not None and result.status == "reduced":
@@ -170,7 +181,7 @@ def reduce(
 
 
 class _Reducer:
-    def __init__(self, s: Session, runner: TrialRunner, mode: str, pattern: re.Pattern[str] | None, say: Callable[[str], None]) -> None:
+    def __init__(self, s: Session, runner: TrialRunner, mode: str, pattern: re.Pattern[str] | None, say: Callable[[str], None], same_failure: bool = True) -> None:
         self.s = s
         self.g = s.graph
         self.runner = runner
@@ -182,11 +193,21 @@ class _Reducer:
         self.best: _State | None = None
         self.best_failure = ""
         self.candidates = set(s.candidates)
+        self.same_failure = same_failure
+        self.signature: str | None = None
+        g = self.g
+        self.constants = [o for node in g.nodes if node.op_type == "Constant" for o in node.output if o in s.values]
+        self.folded = [t for t in g.all_tensors() if t not in g.data and t in s.values]
 
-    def state(self, outputs: Sequence[str], cut: Sequence[str]) -> _State:
+    def state(self, outputs: Sequence[str], cut: Sequence[str], fold: bool = False) -> _State:
+        """The sub-model computing ``outputs`` from ``cut``; Constant nodes become initializers, and with ``fold``
+        every tensor that does not depend on the inputs' values (shape arithmetic) is frozen too."""
         outputs = tuple(outputs)
-        cut = tuple(t for t in dict.fromkeys(cut) if t not in outputs)
-        return _State(outputs, cut, tuple(self.g.ancestors(outputs, cut)))
+        frozen = self.folded if fold else self.constants
+        cut = tuple(t for t in dict.fromkeys([*cut, *frozen]) if t not in outputs)
+        nodes = tuple(self.g.ancestors(outputs, cut))
+        needed = set(outputs).union(*(self.g.reads[i] for i in nodes))
+        return _State(outputs, tuple(t for t in cut if t in needed), nodes)
 
     def fails(self, st: _State, phase: str) -> bool:
         key = (st.outputs, st.nodes)
@@ -213,7 +234,10 @@ class _Reducer:
                 return False, "invalid", f"the reference cannot run this cut: {problem}", time.perf_counter() - start
         trial = self.runner.run(proto, feeds)
         seconds = time.perf_counter() - start
-        return (*self._verdict(trial, [o.name for o in proto.graph.output]), seconds)
+        verdict = self._verdict(trial, [o.name for o in proto.graph.output])
+        if self.same_failure and self.signature is None and verdict[0]:
+            self.signature = signature(trial)  # the whole model's failure: what every reduction must keep
+        return (*verdict, seconds)
 
     def _verdict(self, trial: TrialResult, outputs: Sequence[str]) -> tuple[bool, str, str]:
         if self.mode == "mismatch":
@@ -229,6 +253,8 @@ class _Reducer:
             wanted = "compile-error" if self.mode == "compile" else "crash"
             failed = trial.status == wanted
             status, text = trial.status, _detail(trial)
+            if failed and self.pattern is None and self.signature is not None and signature(trial) != self.signature:
+                return False, status, f"(another failure than the whole model's) {text}"
         if failed and self.pattern is not None and not self.pattern.search(text):
             return False, status, f"(does not match {self.pattern.pattern!r}) {text}"
         return failed, status, text
@@ -238,13 +264,16 @@ class _Reducer:
     def _output_positions(self, st: _State) -> list[int]:
         return [i for i in st.nodes if any(o in self.candidates for o in self.g.nodes[i].output)]
 
+    def _fold(self, st: _State) -> bool:
+        return any(t in self.folded and t not in self.constants for t in st.cut)
+
     def _at_output(self, i: int, st: _State) -> _State:
         outs = [o for o in self.g.nodes[i].output if o in self.candidates]
-        return self.state(outs, [t for t in st.cut if t in self.g.boundary(self.g.ancestors(outs, st.cut))])
+        return self.state(outs, st.cut, fold=self._fold(st))
 
     def _at_input(self, j: int, st: _State) -> _State:
         keep = [i for i in st.nodes if i >= st.nodes[j]]
-        return self.state(st.outputs, self.g.boundary(keep))
+        return self.state(st.outputs, [*self.g.boundary(keep), *st.cut], fold=self._fold(st))
 
     def outputs_pass(self, st: _State, linear: bool) -> _State:
         positions = self._output_positions(st)
@@ -294,11 +323,27 @@ class _Reducer:
         if strategy == "bisect":
             st = self.outputs_pass(st, linear=False)
             st = self.inputs_pass(st, linear=False)
+        folded = self.state(st.outputs, st.cut, fold=True)
+        if len(folded.nodes) < len(st.nodes) and self.fails(folded, "fold"):
+            st = folded
         if strategy == "linear" or len(st.nodes) <= linear_limit:
             st = self.outputs_pass(st, linear=True)
             st = self.inputs_pass(st, linear=True)
         st = self.best or st
         return {"status": "reduced", "message": f"{len(st.nodes)} of {len(self.g)} node(s) still fail ({self.mode})", "state": st, "failure": self.best_failure}
+
+
+def signature(trial: TrialResult) -> str:
+    """What makes two failures "the same": the status, the error class and the first words of the message
+    with quoted names, bracketed lists and numbers left out (a crash: its signal)."""
+    if trial.status == "crash":
+        m = re.search(r"signal \w+|exited with status -?\d+", trial.error)
+        return f"crash {m.group(0) if m else ''}".strip()
+    if trial.status in ("ok", "timeout"):
+        return trial.status
+    text = re.sub(r"^backend '[^']*', device '[^']*': ", "", trial.error)
+    text = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\([^)]*\)|-?\d+(\.\d+)?", "_", text)
+    return " ".join([trial.status, trial.error_type, *text.split()[:6]])
 
 
 def _detail(trial: TrialResult) -> str:
@@ -446,8 +491,12 @@ subprocess.run([pnnx, "model.onnx", f"inputshape={{shape}}", "fp16=0"], cwd=work
 net = ncnn.Net()
 net.opt.use_vulkan_compute = {vulkan!r}
 net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
-net.load_param(str(work / "model.ncnn.param"))
-net.load_model(str(work / "model.ncnn.bin"))
+param = work / "model.ncnn.param"
+unknown = sorted({{ln.split()[0] for ln in param.read_text().splitlines()[2:] if ln.split() and ncnn.layer_to_index(ln.split()[0]) < 0}})
+if unknown:
+    raise SystemExit(f"pnnx left layer(s) {{unknown}} that ncnn does not have: ncnn cannot load {{param}}")
+if net.load_param(str(param)) != 0 or net.load_model(str(work / "model.ncnn.bin")) != 0:
+    raise SystemExit(f"ncnn cannot load {{param}}")
 ex = net.create_extractor()
 for i, name in enumerate(INPUT_NAMES):
     a = np.ascontiguousarray(INPUTS[name].astype(np.float32))
@@ -455,6 +504,8 @@ for i, name in enumerate(INPUT_NAMES):
 got = {{}}
 for i, name in enumerate(OUTPUT_NAMES):
     ret, mat = ex.extract(f"out{{i}}")
+    if ret != 0:
+        raise SystemExit(f"ncnn failed to compute out{{i}} ({{name}}): status {{ret}}")
     got[name] = np.array(mat)
 raise SystemExit(1 if check(got) else 0)
 '''

@@ -37,6 +37,8 @@ def register(sub: Any) -> None:
                    help="bisect (then linear on a small result), or linear: one node at a time (default bisect)")
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="where to write reduced.onnx, inputs.npz, reference_outputs.npz, repro.py, report.json")
     p.add_argument("--match", metavar="REGEX", help="the failure's message must also match this regular expression")
+    p.add_argument("--any-failure", action="store_true",
+                   help="compile/crash: accept any failure of that kind, not only one with the whole model's signature (error class, message)")
     p.add_argument("--linear-limit", type=int, default=32, metavar="N", help="after bisecting, run the linear passes on at most N nodes (default 32)")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the result as JSON to FILE (default: stdout)")
     p.set_defaults(func=cmd_reduce)
@@ -127,7 +129,8 @@ def cmd_debug(args: argparse.Namespace) -> int:
 def cmd_reduce(args: argparse.Namespace) -> int:
     from nnport.conformance import reduce
 
-    result = reduce.reduce(mode=args.mode, strategy=args.strategy, out_dir=args.out, match=args.match, linear_limit=args.linear_limit, **_kwargs(args))
+    result = reduce.reduce(mode=args.mode, strategy=args.strategy, out_dir=args.out, match=args.match,
+                           same_failure=not args.any_failure, linear_limit=args.linear_limit, **_kwargs(args))
     if args.json == "-":
         _write_json("-", result.to_dict())
     else:

@@ -376,19 +376,66 @@ def test_slow_light_resnet50(device):
         assert report.status == "agrees", report.message
 
 
-@pytest.mark.slow
-def test_slow_ncnn_reduce_compile_on_a_real_ocr_recognizer(tmp_path):
-    """PP-OCRv4's recogniser: pnnx leaves ops ncnn cannot load; reduce keeps <= 5 nodes that still fail on ncnn and run on ORT."""
-    if not usable("ncnn:cpu"):
-        pytest.skip("ncnn:cpu is not usable here")
+def _corpus_model(model_id: str):
     from nnport.conformance import corpus
 
-    entry = corpus.get("real/rapidocr-onnxruntime/ch_PP-OCRv4_rec")
+    entry = corpus.get(model_id)
     try:
-        path = corpus.fetch(entry)
+        return entry, corpus.fetch(entry)
     except corpus.CorpusUnavailable as exc:
         pytest.skip(str(exc))
+
+
+@pytest.mark.slow
+@needs("ncnn:cpu")
+def test_slow_ncnn_reduce_compile_on_a_real_model_pnnx_crashes_on(tmp_path):
+    """magika (95 nodes, tf2onnx): pnnx segfaults converting it; reduce keeps <= 5 nodes that still make pnnx crash
+    and that ONNX Runtime runs (measured: 1 node, `Max(constant, x[2])`, 14 trials)."""
+    entry, path = _corpus_model("real/magika/standard_v3_3")
     result = reduce.reduce(path, "ncnn:cpu", mode="compile", feeds=entry.feeds(), out_dir=tmp_path)
     print(f"{result.nodes_before} -> {result.nodes_after} nodes {result.op_types}, {len(result.trials)} trials, {result.seconds:.0f} s")
-    assert result.status == "reduced" and result.nodes_after <= 5
+    assert result.status == "reduced" and result.nodes_after <= 5 and "exit status -11" in result.failure
     assert reduce._reference_problem(result.proto, result.feeds) == ""
+
+
+@pytest.mark.slow
+@needs("ncnn:cpu")
+def test_slow_ncnn_reduce_compile_on_a_real_ocr_recognizer(tmp_path):
+    """PP-OCRv4's recogniser (860 nodes): pnnx leaves `torch.unbind` that ncnn cannot load.  The smallest graph that fails
+    *that way* is one attention block (12 nodes: the unbind pattern needs its Transpose; starting after it gives a 5-D
+    input, which ncnn refuses for another reason, and the signature check rejects that)."""
+    entry, path = _corpus_model("real/rapidocr-onnxruntime/ch_PP-OCRv4_rec")
+    result = reduce.reduce(path, "ncnn:cpu", mode="compile", feeds=entry.feeds(), out_dir=tmp_path)
+    print(f"{result.nodes_before} -> {result.nodes_after} nodes {result.op_types}, {len(result.trials)} trials, {result.seconds:.0f} s")
+    assert result.status == "reduced" and result.nodes_after <= 12 and "unconverted" in result.failure
+    assert reduce._reference_problem(result.proto, result.feeds) == ""
+
+
+@pytest.mark.slow
+@needs("ncnn:cpu")
+def test_slow_ncnn_reduce_crash_isolates_the_split_that_segfaults(tmp_path):
+    """ncnn's Slice layer from a Split-13 without `split` segfaults (conformance/xfail/ncnn.toml): reduce --mode crash
+    isolates the Split, and the repro script crashes with the runtime's own tools."""
+    w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8, 1, 1)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Split", ["r"], ["a", "b"], name="split", axis=1),
+             helper.make_node("Add", ["a", "b"], ["s"], name="add"), helper.make_node("Sigmoid", ["s"], ["y"], name="sigmoid")]
+    graph = helper.make_graph(nodes, "split13", [helper.make_tensor_value_info("x", 1, [1, 8, 4, 4])], [helper.make_tensor_value_info("y", 1, [1, 4, 4, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    result = reduce.reduce(model, "ncnn:cpu", mode="crash", out_dir=tmp_path)
+    assert result.op_types == ("Split",) and "SIGSEGV" in result.failure
+    run = subprocess.run([sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode != 0 and "SIG" in (run.stdout + run.stderr)
+
+
+@pytest.mark.slow
+def test_slow_debug_names_a_sigmoid_made_hardsigmoid_in_a_real_detector(faulty):
+    """YOLOv8n (nudenet 320n, 323 nodes, 58 Sigmoids): one SiLU's Sigmoid made HardSigmoid in a vendor backend."""
+    entry, path = _corpus_model("real/nudenet/320n")
+    faulty.setenv("NNPORT_FAKE_REWRITE", "/model.12/m.0/cv2/act/Sigmoid:HardSigmoid")
+    report = debug.first_divergence(path, "rewrite:cpu", feeds=entry.feeds())
+    print(f"{report.compiles} compiles, {report.seconds:.1f} s over {report.positions} positions")
+    assert report.node is not None and report.node.name == "/model.12/m.0/cv2/act/Sigmoid"
+    result = reduce.reduce(path, "rewrite:cpu", feeds=entry.feeds())
+    print(f"reduce: {result.nodes_after} nodes {result.op_types}, {len(result.trials)} trials, {result.seconds:.1f} s")
+    assert "/model.12/m.0/cv2/act/Sigmoid" in result.node_names and result.nodes_after <= 3
