@@ -323,18 +323,35 @@ def _judge(entry, device, mode, table):
         assert "unstable_outputs" not in mine.details, f"two runs of the same feeds differ: {mine.details['unstable_outputs']}"
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("device", corpus.TARGETS)
-@pytest.mark.parametrize("entry", DEFAULT, ids=lambda e: e.id)
+BACKEND_LIMITS = {
+    ("real/silero-vad/silero_vad", "onnxruntime:cpu", "shapes"): (
+        "ONNX Runtime 1.32 cannot create a session once this model's unnamed input dims are static: If_0's then-branch "
+        "LSTM fails ORT's subgraph shape inference ('First input tensor must have rank 3'); ORT given the same static "
+        "input dims by hand fails the same way (the model as shipped, dynamic, runs)"
+    ),
+}
+"""Measured limitations of a runtime itself (the raw runtime at the feed shapes fails the same way): strict xfails."""
+
+
+def _params(entries):
+    params = []
+    for entry in entries:
+        for device in corpus.TARGETS:
+            for mode in MODES:
+                why = BACKEND_LIMITS.get((entry.id, device, mode))
+                marks = [pytest.mark.xfail(strict=True, reason=why)] if why else []
+                params.append(pytest.param(entry, device, mode, marks=marks, id=f"{entry.id}-{device}-{mode}"))
+    return params
+
+
+@pytest.mark.parametrize(("entry", "device", "mode"), _params(DEFAULT))
 def test_nnport_agrees_whenever_the_raw_runtime_does(entry, device, mode, outcomes, fetched):
     _require(fetched, entry)
     _judge(entry, device, mode, outcomes)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("device", corpus.TARGETS)
-@pytest.mark.parametrize("entry", SLOW, ids=lambda e: e.id)
+@pytest.mark.parametrize(("entry", "device", "mode"), _params(SLOW))
 def test_slow_models_nnport_agrees_whenever_the_raw_runtime_does(entry, device, mode, slow_outcomes, fetched):
     _require(fetched, entry)
     _judge(entry, device, mode, slow_outcomes)
