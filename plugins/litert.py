@@ -173,6 +173,12 @@ class LiteRtBackend(Backend):
         if options.precision not in ("fp32", "fp16", "int8"):
             raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16', 'int8']", **where)
         exe = convert_.onnx2tf_executable(options.extra.get("litert_onnx2tf"))
+        if exe is None and options.precision != "fp32":  # capabilities() lists fp32 only without the converter
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported here: ONNX models reach LiteRT through onnx2tf, "
+                f"which was not found ({convert_.missing_reason()}); supported: ['fp32'] (.tflite models at their own precision)",
+                **where,
+            )
         if exe is None:
             raise UnsupportedModel(f"ONNX models run on LiteRT after conversion by onnx2tf, which was not found: {convert_.missing_reason()}", **where)
         convert_.check_convertible(model, where)
