@@ -43,8 +43,12 @@ turns it back on for speed), fp16 (``PrecisionMode.Low``,
 Conv weights stored as fp16: fp16 arithmetic only where the CPU has it, which
 ``compiled.info["fp16_arithmetic"]`` says), int8 (weight-only: the converter's
 ``--weightQuantBits 8``; activations stay float, so ``calibration`` is not
-used).  Shapes: MNN runs dynamic shapes itself (a module resizes to each feed),
-so open dims need no specialisation; ``shapes=`` reaches it as a static model.
+used).  Shapes: MNN runs dynamic shapes itself (a module resizes to each feed), so
+open dims need no specialisation, as long as MNN's dynamic model is right: it
+is checked against ONNX Runtime at the first run's shapes, and where it
+disagrees (an LSTM over a symbolic sequence) each feed shape gets a static
+model instead (``nnport.specialize``).  ``shapes=`` reaches it as a static
+model.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from nnport.backend import Backend
 from nnport.compiled import CompiledModel
 from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
 from nnport.model import Model
+from nnport.specialize import Specializations, open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
 from ._mnn_convert import DEFERRED, FirstRunCheck, captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
@@ -200,7 +205,11 @@ class MnnBackend(Backend):
             }
         )
         if conversion.verified.startswith(DEFERRED):
-            program.defer_check(FirstRunCheck(model, options.precision, conversion.verified), compiled.info)
+            axes = open_axes(model)
+            static = None
+            if options.extra.get("mnn_specialize", True):  # if the dynamic model disagrees: one static model per feed shape
+                static = Specializations(self, model, device, options, axes)
+            program.defer_check(FirstRunCheck(model, options.precision, conversion.verified), compiled.info, static)
         if options.precision == "fp16":
             compiled.info["fp16_arithmetic"] = (
                 "yes (the CPU has fp16 arithmetic)" if features.get("fp16") else "no: this CPU has no fp16 arithmetic (MNN reports fp16:0); fp16 weights, fp32 compute"
@@ -268,13 +277,26 @@ class MnnProgram:
         self.runtime: Any = None
         self.winograd = True
         self.pending: FirstRunCheck | None = None
+        self.static: Specializations | None = None
         self.info: dict[str, Any] = {}
         self.run_checked = self._run  # an instance attribute: no per-call test once nothing is pending
 
-    def defer_check(self, check: FirstRunCheck, info: dict[str, Any]) -> None:
-        """Check the first run's outputs against ONNX Runtime (``info["verified"]`` gets the verdict)."""
-        self.pending, self.info = check, info
+    def defer_check(self, check: FirstRunCheck, info: dict[str, Any], static: Specializations | None = None) -> None:
+        """Check the first run's outputs against ONNX Runtime (``info["verified"]`` gets the verdict).
+
+        When the dynamic model disagrees and ``static`` is given, every call from
+        then on runs a static model converted (and checked) at its feed shapes,
+        as ``nnport.specialize`` does for backends that need static shapes:
+        MNN's dynamic conversion of an LSTM over a symbolic sequence
+        (silero_vad_16k_sequence) was wrong where its static one is right.
+        """
+        self.pending, self.info, self.static = check, info, static
         self.run_checked = self._first_run
+
+    def _specialized(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self.static is not None
+        inner = self.static.for_feeds(feeds)
+        return inner.native.run_checked(feeds)
 
     def _first_run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         check = self.pending
@@ -288,6 +310,13 @@ class MnnProgram:
             out = self._run(feeds)
             check.judge(feeds, out)
             self.info["verified"] = check.verdict
+            if check.error is not None and self.static is not None:
+                self.info["verified"] = f"{check.error}; so each feed shape gets a static model, converted and checked"
+                self.info["specialized_lazily"] = "MNN's model with open dims disagreed with ONNX Runtime at the first run's shapes"
+                self.info["specializations"] = self.static.report
+                self.pending = None
+                self.run_checked = self._specialized
+                return self._specialized(feeds)
             if check.error is not None:
                 raise check.error
             self.pending = None

@@ -580,12 +580,25 @@ def test_open_dims_the_seeded_check_cannot_run_are_checked_at_the_first_run(tmp_
     np.testing.assert_array_equal(compiled.run({"x": np.ones((1, 8), np.float32)})["y"], np.ones((2, 4), np.float32))
 
 
-def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch):
+def test_first_run_disagreement_specialises_per_feed_shape(tmp_path, monkeypatch):
     model = reshape_model()
     compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
+    program = compiled.native
+    real = mnn_plugin.MnnProgram._run
+    broken = {id(program)}  # only the dynamic model is wrong; the static ones it falls back to are right
+    monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v + 1 if id(self) in broken else v for k, v in real(self, feeds).items()})
+    for n in (8, 12, 8):
+        x = np.random.default_rng(n).standard_normal((1, n)).astype(np.float32)
+        np.testing.assert_array_equal(compiled.run({"x": x})["y"], np.maximum(x.reshape(-1, 4), 0))
+    assert "each feed shape gets a static model" in compiled.info["verified"]
+    assert [r["shapes"] for r in compiled.info["specializations"]] == [{"x[1]": 8}, {"x[1]": 12}]
+
+
+def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch):
+    model = reshape_model()
+    compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_specialize": False})
     real = mnn_plugin.MnnProgram._run
     monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v + 1 for k, v in real(self, feeds).items()})
-    compiled.native.run_checked = compiled.native._first_run  # (the patch above replaced the method the instance holds)
     for _ in range(2):
         with pytest.raises(UnsupportedModel, match="first run's shapes x:1x8"):
             compiled.run({"x": np.ones((1, 8), np.float32)})
