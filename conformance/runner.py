@@ -470,6 +470,30 @@ def apply_expectations(result: Result, expectations: Expectations, device: str |
     return result
 
 
+def _rerun_elsewhere(pool: Pool, task: Task, lost: Result, expectations: Expectations) -> Result:
+    """The first other node's result for a lost farm case, or the lost result with why it was not rerun."""
+    from dataclasses import replace
+
+    from nnport import farm
+    from nnport.errors import NnportError
+
+    try:
+        others = farm.elsewhere(task.device)
+    except NnportError as exc:
+        lost.reason += f"; not rerun elsewhere: {exc}"
+        return lost
+    for other in others:
+        again = apply_expectations(pool.run_task(replace(task, device=other)), expectations, device=_judged_as(other))
+        if again.status == "lost":
+            continue
+        again.device = task.device
+        again.duration_s += lost.duration_s
+        again.reason = f"rerun on {other} after {task.device} was lost ({lost.reason[:300]})" + (f": {again.reason}" if again.reason else "")
+        return again
+    lost.reason += "; not rerun elsewhere: " + ("every other candidate was lost too" if others else "no other live node has a device of the same backend and kind")
+    return lost
+
+
 def _judged_as(device: str) -> str:
     """The device id expectations are written for: a farm device's own id on its node (``ncnn:vulkan:0``)."""
     from nnport.farm import split_device_id
@@ -500,11 +524,15 @@ def run(
     tolerances: Mapping[str, Any] | None = None,
     progress: ProgressFn | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    retry_elsewhere: bool = False,
 ) -> Report:
     """Run ``cases`` on every target; see the module docstring.
 
     ``shapes`` (``--input-shapes``) fixes the dims of the inputs it names in every
     case that has those inputs; the reference and the device see the same model.
+    ``retry_elsewhere`` reruns a ``lost`` case (its farm node died) on a device
+    of another live node with the same backend and kind; the result stays in the
+    lost device's column, says where it ran, and carries that node in ``remote``.
     """
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     t0 = time.monotonic()
@@ -547,6 +575,8 @@ def run(
                 except Empty:
                     return
                 result = apply_expectations(pool.run_task(task), exp[task.device], device=_judged_as(task.device))
+                if result.status == "lost" and retry_elsewhere:
+                    result = _rerun_elsewhere(pool, task, result, exp[task.device])
                 with lock:
                     results.append(result)
                     done += 1

@@ -45,6 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--baseline", metavar="OLD.json", help="exit non-zero only on cases failing now that did not fail in OLD.json")
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
     p.add_argument("--problems-only", action="store_true", help="print only matrix rows that are not all pass")
+    p.add_argument("--retry-elsewhere", action="store_true", help="rerun a case lost with its farm node on another node's device of the same backend and kind")
     add_shapes_argument(p)
     _add_gate_and_tolerance_flags(p)
     p.set_defaults(func=cmd_conformance)
@@ -157,6 +158,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         progress=reports.Progress(),
         shapes=shapes_from(args),
         tolerances=tolerances,
+        retry_elsewhere=args.retry_elsewhere,
     )
     print(reports.matrix_text(report, color=sys.stdout.isatty(), only_problems=args.problems_only))
     if args.json:

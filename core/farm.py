@@ -248,6 +248,30 @@ def cluster_nodes(address: str | None = None, *, include_dead: bool = False) -> 
     return nodes
 
 
+def elsewhere(device: str, address: str | None = None) -> list[str]:
+    """Usable devices of *other* live nodes with the same backend and kind as farm device ``device``.
+
+    What ``nnport conformance --retry-elsewhere`` reruns a ``lost`` case on; the
+    lost device's node may be dead (its published facts still say what it was).
+    """
+    where = split_device_id(device)
+    if where is None:
+        return []
+    node, local = where
+    nodes = cluster_nodes(address, include_dead=True)
+    lost = next((d for n in nodes if n.name == node for d in n.devices if d["id"] == local), None)
+    if lost is None:
+        return []
+    found = []
+    for n in nodes:
+        if n.name == node or not n.alive:
+            continue
+        for d in n.devices:
+            if d.get("available") and d.get("backend") == lost.get("backend") and d.get("kind") == lost.get("kind"):
+                found.append(device_id(n.name, d["id"]))
+    return found
+
+
 def node_alive(node_id: str) -> bool:
     """Whether the cluster still counts ``node_id`` as alive (a GCS call)."""
     import ray
@@ -305,6 +329,7 @@ def node_facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),  # Ray forces 1 in actors; the farm restores this
         "devices": found,
     }
 

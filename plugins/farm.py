@@ -125,6 +125,7 @@ class FarmBackend(Backend):
                     remote_backend=dev["backend"],
                     resource=farm.device_resource(node.name, local_id),
                     nnport_version=node.nnport_version,
+                    omp_num_threads=node.facts.get("omp_num_threads"),
                     versions=node.versions,
                     version_differences={k: {"node": a, "here": b} for k, (a, b) in differ.items()},
                 )
@@ -284,7 +285,7 @@ class _Lease:
             raise DeviceNotFound(f"no live node of the farm offers {device.id} (resource {resource!r}); see `nnport farm status`")
         actor_cls = ray.remote(DeviceServer)
         self.actor = actor_cls.options(num_cpus=0, resources={resource: 1.0}, max_restarts=0, max_task_retries=0, max_concurrency=1).remote(
-            str(device.properties.get("remote_id"))
+            str(device.properties.get("remote_id")), device.properties.get("omp_num_threads")
         )
         ref = self.actor.ready.remote()
         deadline = time.monotonic() + WAIT_S
@@ -466,7 +467,14 @@ class DeviceServer:
     cross versions and pickling intact.
     """
 
-    def __init__(self, device_id: str) -> None:
+    def __init__(self, device_id: str, omp_num_threads: str | None = None) -> None:
+        # Ray sets OMP_NUM_THREADS=1 in an actor without CPUs; OpenMP runtimes (ncnn) would then run on one
+        # thread where a local run uses all.  Restore the node's own setting (unset: every usable core).
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        os.environ["OMP_NUM_THREADS"] = str(omp_num_threads or cores)
         self.device_id = device_id
         self.models: dict[int, Any] = {}
         self.counter = itertools.count(1)
@@ -479,7 +487,7 @@ class DeviceServer:
             node_id = ray.get_runtime_context().get_node_id()
         except Exception:
             pass
-        return {"pid": os.getpid(), "node_id": node_id}
+        return {"pid": os.getpid(), "node_id": node_id, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
     def compile(self, model_bytes: bytes, options: dict[str, Any]) -> dict[str, Any]:
         import nnport
