@@ -142,6 +142,7 @@ class MnnBackend(Backend):
             opset_max=None,
             dynamic_shapes=True,
             model_formats=("onnx",),
+            intermediates=True,
             notes=(
                 "ONNX is converted by MNN's converter (in a guarded worker, no telemetry) and checked once against ONNX Runtime; cached on disk",
                 "open dims run as they are: an MNN module resizes to each feed shape",
@@ -165,18 +166,7 @@ class MnnBackend(Backend):
             if suffix not in GPU_BACKENDS:
                 raise CompileError(f"unknown MNN device {device.id!r}; devices: mnn:cpu, {', '.join('mnn:' + s for s in GPU_BACKENDS)}", **where)
             backend_type = GPU_BACKENDS[suffix]
-        cache_root = Path(options.cache_dir) / "mnn" if options.cache_dir else default_cache_root()
-        try:
-            conversion = convert(
-                model,
-                precision=options.precision,
-                cache_root=cache_root,
-                extra=options.extra,
-                verify=bool(options.extra.get("mnn_verify", True)),
-                timeout_s=float(options.extra.get("mnn_convert_timeout_s", 600)),
-            )
-        except CompileError as exc:  # raised without a location: add it
-            raise type(exc)(str(exc), **where) from exc
+        conversion = self._convert(model, options, where)
         threads = options.threads or default_threads()
         try:
             winograd = options.extra.get("mnn_winograd")
@@ -217,6 +207,51 @@ class MnnBackend(Backend):
         if options.precision == "int8":
             compiled.info["int8"] = INT8_NOTE + ("; the calibration data given was not used" if options.calibration is not None else "")
         return compiled
+
+    def _convert(self, model: Model, options: CompileOptions, where: Mapping[str, str]) -> Any:
+        cache_root = Path(options.cache_dir) / "mnn" if options.cache_dir else default_cache_root()
+        try:
+            return convert(
+                model,
+                precision=options.precision,
+                cache_root=cache_root,
+                extra=options.extra,
+                verify=bool(options.extra.get("mnn_verify", True)),
+                timeout_s=float(options.extra.get("mnn_convert_timeout_s", 600)),
+            )
+        except CompileError as exc:  # raised without a location: add it
+            raise type(exc)(str(exc), **where) from exc
+
+    def intermediates(
+        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray] | None:
+        """The requested ONNX tensors that MNN's converted model still has, as extra module outputs of one load.
+
+        MNN's converter keeps the ONNX names of the tensors it does not fuse
+        away (124 of shufflenet's 203); the rest are left out and ``nnport
+        debug`` cuts the graph there.  A fused tensor that kept its name can hold
+        the fused value, so ``nnport debug`` confirms a finding on the cut graph.
+        fp32 on ``mnn:cpu`` only.
+        """
+        if options.precision != "fp32" or device.id != "mnn:cpu":
+            return None
+        where = {"backend": self.name, "device": device.id}
+        check_convertible(model, where)
+        conversion = self._convert(model, options, where)
+        mnn = import_mnn()
+        with captured(1):
+            present = set(mnn.expr.load_as_dict(conversion.path))
+        inputs = {s.name for s in model.inputs}
+        wanted = [t for t in dict.fromkeys(tensors) if t in present and t not in inputs]
+        if not wanted:
+            return {}
+        specs = [TensorSpec(t, (), np.float32) for t in wanted]  # dtypes come from MNN: no cast on the way out
+        probe = Model(format="onnx", inputs=model.inputs, outputs=tuple(specs), hash=model.hash, proto=None, name=model.name)
+        program = MnnProgram.load(
+            conversion.path, probe, precision="fp32", threads=options.threads or default_threads(), backend_type=None, intermediate=True
+        )
+        program.outs = [(t, None) for t in wanted]
+        return program.infer(dict(feeds))
 
     # -- run -------------------------------------------------------------------------
 
@@ -325,7 +360,15 @@ class MnnProgram:
 
     @classmethod
     def load(
-        cls, path: str, model: Model, *, precision: str, threads: int, backend_type: tuple[str, int] | None, winograd: bool | None = None
+        cls,
+        path: str,
+        model: Model,
+        *,
+        precision: str,
+        threads: int,
+        backend_type: tuple[str, int] | None,
+        winograd: bool | None = None,
+        intermediate: bool = False,
     ) -> MnnProgram:
         """Load ``path`` for ``model``'s inputs and outputs; raises ``UnsupportedModel``/``CompileError``.
 
@@ -333,6 +376,7 @@ class MnnProgram:
         convolution is off by ~3e-4 x scale for 5x5 and 7x7 kernels in fp32
         (a plain 5x5 Conv: 3.5e-4 relative with it, 2.7e-7 without), so fp32
         turns it off (runtime hint ``WINOGRAD_MEMORY_LEVEL`` = 0).
+        ``intermediate``: ``model.outputs`` name inner tensors (``intermediates``), not the model's outputs.
         """
         mnn = import_mnn()
         F = mnn.expr
@@ -346,7 +390,7 @@ class MnnProgram:
         info = probe.get_info()
         have_in, have_out = list(info.get("inputNames", [])), list(info.get("outputNames", []))
         missing_in = [s.name for s in model.inputs if s.name not in have_in]
-        missing_out = [s.name for s in model.outputs if s.name not in have_out]
+        missing_out = [s.name for s in model.outputs if s.name not in have_out] if not intermediate else []
         if missing_in or missing_out:
             raise UnsupportedModel(
                 f"the MNN model converted from {model.name!r} lacks ONNX "
@@ -450,7 +494,7 @@ class MnnProgram:
                 value = var.read()
             except SystemError as exc:  # a zero-size output, or a shape MNN could not compute
                 raise ExecutionError(f"MNN could not produce output {name!r} of model {self.model_name!r} (shape {var.shape}): {exc}") from exc
-            out[name] = array(value, dtype=dtype)  # a copy: read() views MNN memory that the next forward overwrites
+            out[name] = array(value, dtype=dtype)  # a copy: read() views MNN memory that the next forward overwrites (dtype None: MNN's)
         return out
 
     def _prepared(self, plan: InputPlan, a: np.ndarray) -> np.ndarray:

@@ -647,3 +647,19 @@ def test_recurrent_sequence_outputs(tmp_path, case_id):
     feeds = random_feeds(model.inputs, seed=0)
     got = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False).run(feeds)
     assert max_rel_error(got, nnport.compile(model, "onnxruntime:cpu").run(feeds)) <= 1e-5
+
+
+def test_intermediates_fast_path_for_nnport_debug(mnn_cache):
+    from nnport.manager import get_plugin_manager
+
+    pm = get_plugin_manager()
+    model = nnport.zoo.load("cnn")
+    tensors = [o for n in model.proto.graph.node for o in n.output]
+    feeds = random_feeds(model.inputs, seed=0)
+    device = nnport.devices("mnn")[0]
+    assert pm.backend("mnn").capabilities(device).intermediates
+    got = pm.hook.nnport_intermediates(backend=pm.backend("mnn"), model=model, device=device, options=nnport.CompileOptions(cache_dir=mnn_cache), tensors=tensors, feeds=feeds)
+    ref = pm.hook.nnport_intermediates(backend=pm.backend("onnxruntime"), model=model, device=nnport.devices("onnxruntime")[0], options=nnport.CompileOptions(), tensors=tensors, feeds=feeds)
+    assert len(got) >= len(tensors) // 2 and set(got) <= set(tensors)
+    assert max_rel_error(got, {k: ref[k] for k in got}) <= 1e-5
+    assert pm.hook.nnport_intermediates(backend=pm.backend("mnn"), model=model, device=device, options=nnport.CompileOptions(precision="fp16"), tensors=tensors, feeds=feeds) is None
