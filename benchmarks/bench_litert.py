@@ -32,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -22,9 +22,9 @@ parameters go to ``Model.metadata["quantization"][name]``:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Sequence
 
 import numpy as np
 

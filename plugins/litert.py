@@ -66,9 +66,9 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
