@@ -147,6 +147,7 @@ class LiteRtBackend(Backend):
             dtypes=("float32", "float16", "uint8", "int8", "int16", "int32", "int64", "bool"),
             dynamic_shapes=True,
             model_formats=("tflite", "onnx") if converter else ("tflite",),
+            intermediates=True,
             notes=(
                 "a .tflite model runs at its own precision (quantised uint8/int8 I/O fed as integers)",
                 "ONNX through onnx2tf in its own environment"
