@@ -288,6 +288,23 @@ def _restrict(value: Any, names: Sequence[str]) -> Any:
     return value
 
 
+def offers_intermediates(device: str) -> bool:
+    """Whether ``device``'s backend may answer ``nnport_intermediates``: it overrides ``Backend.intermediates``,
+    or some plugin besides the core default implements the hook (without a trial)."""
+    from nnport.backend import Backend
+    from nnport.manager import get_plugin_manager
+    from nnport.selection import candidates
+
+    pm = get_plugin_manager()
+    try:
+        backend = pm.backend(candidates(pm, device)[0].backend)
+    except NnportError:
+        return True  # let the trial say what is wrong
+    if type(backend).intermediates is not Backend.intermediates:
+        return True
+    return any(impl.plugin_name != "defaults" for impl in pm.hook.nnport_intermediates.get_hookimpls())
+
+
 def reference_for(device: str) -> str:
     """ONNX Runtime CPU judges every device but itself; onnx's ReferenceEvaluator judges ONNX Runtime CPU."""
     return ORACLE if device.lower() == REFERENCE_DEVICE else REFERENCE_DEVICE
@@ -422,7 +439,9 @@ class _Search:
         self.probes: list[Probe] = []
         self.checks: dict[tuple[str, str], TensorCheck] = {}
         self.known: dict[int, bool | None] = {-1: False}
-        self.device_values: dict[str, np.ndarray] = {}
+        self.cut_results: dict[int, dict[str, tuple[OutputResult, np.ndarray]]] = {}
+        """Per cut position: each compared tensor's result and the device's value."""
+        self.fast_values: dict[str, np.ndarray] = {}
         self.notes: list[str] = []
         self.fast_status = "off"
         self.timings: dict[str, float] = {}
@@ -437,8 +456,10 @@ class _Search:
             status = "agree" if all(r.passed for r in results.values()) else "diverge"
             for name, r in results.items():
                 self.checks[(name, path)] = self.s.check(name, r, path)  # statistics only for the reported node (_node)
-                if path != "fast" or name not in self.device_values:
-                    self.device_values[name] = trial.outputs[name]
+            if path == "cut":
+                self.cut_results[position] = {n: (r, trial.outputs[n]) for n, r in results.items()}
+            elif path == "fast":
+                self.fast_values = {n: trial.outputs[n] for n in results}
         else:
             status = "error"
         node_index = self.positions[position] if 0 <= position < len(self.positions) else -1
@@ -471,7 +492,9 @@ class _Search:
             result.update(status="failed", message=f"{self.device} cannot run the whole model ({whole.describe()}); "
                           "nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure)")
             return result
-        if fast:
+        if fast and not offers_intermediates(self.device):
+            self.fast_status = "not offered"
+        elif fast:
             t = time.perf_counter()
             trial, _ = self._probe("fast", -1, s.model.proto, s.candidates, fast_tensors=s.candidates)
             self.timings["fast_s"] = time.perf_counter() - t
@@ -585,30 +608,30 @@ class _Search:
                 lo = mid
         return lo, hi
 
-    def _with_stats(self, c: TensorCheck) -> TensorCheck:
-        got = self.device_values.get(c.tensor)
-        return self.s.check(c.tensor, c.result, c.source, got)
-
     def _node(self, position: int, found_by: str) -> DivergentNode:
+        """The node at ``position``: its outputs as ``cut(position)`` saw them, its inputs as ``cut(position - 1)`` did."""
+        import onnx
+
         g = self.s.graph
         index = self.positions[position]
         info = g.info(index)
-        stats = []
-        input_checks = []
-        import onnx
-
         inits = {i.name: i for i in g.proto.graph.initializer}
         kinds = {n: "graph input" if n in g.inputs else "weight" if n in inits else "data" if n in g.data else "constant" for n in g.reads[index]}
+        before = self.cut_results.get(position - 1, {})
+        stats = []
+        input_checks = []
         for name in g.reads[index]:
             if name in self.s.values:
                 stats.append(TensorStats.of(name, self.s.values[name]))
             elif name in inits:
                 stats.append(TensorStats.of(name, onnx.numpy_helper.to_array(inits[name])))
-            for src in ("cut", "fast"):
-                if (name, src) in self.checks:
-                    input_checks.append(self._with_stats(self.checks[(name, src)]))
-                    break
-        outputs = [self._with_stats(self.checks[(o, "cut")]) for o in info.outputs if (o, "cut") in self.checks]
+            if name in before:
+                r, got = before[name]
+                input_checks.append(self.s.check(name, r, "cut", got))
+            elif (name, "fast") in self.checks:
+                input_checks.append(self.s.check(name, self.checks[(name, "fast")].result, "fast", self.fast_values.get(name)))
+        at = self.cut_results.get(position, {})
+        outputs = [self.s.check(o, at[o][0], "cut", at[o][1]) for o in info.outputs if o in at]
         return DivergentNode(index, info.name, info.op_type, dict(info.attributes), tuple(stats), tuple(input_checks), tuple(outputs), found_by, kinds)
 
 
