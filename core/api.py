@@ -147,10 +147,37 @@ def _remember_fastest(key: str, device_id: str) -> None:
 
 
 def _compile_on(pm: Any, model: Model, dev: Device, options: CompileOptions) -> CompiledModel:
+    """Compile on one device; with ``shapes=``, the as-shipped graph is the fallback of the static one.
+
+    A runtime can fail on a graph only because its inputs became static (ONNX
+    Runtime on silero-vad: the LSTM inside an If branch loses its rank once
+    the input dims are fixed, raw ONNX Runtime alike).  Then the model as
+    shipped is compiled instead, and the compiled model still takes exactly the
+    given shapes (its input specs are the static ones), so ``shapes=`` is never
+    worse than no shapes.  ``compiled.info["shapes_fallback"]`` says why.
+    """
     if not dev.available:
         raise BackendUnavailable(dev.backend, f"device {dev.id} is unusable: {dev.reason}")
     backend = pm.backend(dev.backend)
     start = time.perf_counter()
+    source = model.metadata.get("_shapes_source")
+    try:
+        compiled = _hook_compile(pm, backend, model, dev, options)
+    except CompileError as exc:
+        if source is None:
+            raise
+        try:
+            compiled = _hook_compile(pm, backend, source, dev, options)
+        except NnportError:
+            raise exc from None
+        compiled.pin_inputs(model.inputs)
+        compiled.info["shapes_fallback"] = f"the static graph failed ({exc}); compiled the model as shipped, feeds pinned to {dict(options.shapes)}"
+    if compiled.compile_time_s is None:
+        compiled.compile_time_s = time.perf_counter() - start
+    return compiled
+
+
+def _hook_compile(pm: Any, backend: Any, model: Model, dev: Device, options: CompileOptions) -> CompiledModel:
     try:
         compiled = pm.hook.nnport_compile(backend=backend, model=model, device=dev, options=options)
     except NnportError:
@@ -159,8 +186,6 @@ def _compile_on(pm: Any, model: Model, dev: Device, options: CompileOptions) -> 
         raise CompileError(f"{type(exc).__name__}: {exc}", backend=dev.backend, device=dev.id) from exc
     if compiled is None:
         raise CompileError("no plugin compiled the model (every nnport_compile returned None)", backend=dev.backend, device=dev.id)
-    if compiled.compile_time_s is None:
-        compiled.compile_time_s = time.perf_counter() - start
     return compiled
 
 

@@ -60,6 +60,12 @@ class CompiledModel:
         self._pm_version = -1
         self._direct = True
 
+    def pin_inputs(self, specs: Sequence[TensorSpec]) -> None:
+        """Accept only feeds matching ``specs`` (same names, narrower shapes): ``shapes=`` on a dynamic runtime graph."""
+        by_name = {s.name: s for s in specs}
+        self.inputs = tuple(by_name.get(s.name, s) for s in self.inputs)
+        self._checks = tuple(_check_for(s) for s in self.inputs)
+
     # -- running -----------------------------------------------------------------
 
     def run(self, feeds: Mapping[str, np.ndarray] | None = None, **named: np.ndarray) -> dict[str, np.ndarray]:

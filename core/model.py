@@ -204,6 +204,11 @@ def drop_initializer_inputs(proto: Any) -> bool:
     return True
 
 
+UNKNOWN_DIM_NAMES = frozenset({"?", "-1", "unknown", "None"})
+"""dim_param values exporters write for "unknown" (Paddle2ONNX writes "?" on several axes).
+They name no shared symbol: read as independent unknown dims, never as one dim that must agree."""
+
+
 def _spec(value_info: Any) -> TensorSpec:
     from onnx import helper
 
@@ -220,7 +225,7 @@ def _spec(value_info: Any) -> TensorSpec:
         for d in t.tensor_type.shape.dim:
             if d.HasField("dim_value") and d.dim_value >= 0:  # 0 is a fixed, zero-size dim (as runtimes read it), not "unknown"
                 dims.append(int(d.dim_value))
-            elif d.HasField("dim_param") and d.dim_param:
+            elif d.HasField("dim_param") and d.dim_param and d.dim_param not in UNKNOWN_DIM_NAMES:
                 dims.append(d.dim_param)
             else:
                 dims.append(None)

@@ -127,6 +127,7 @@ def fix_shapes(model: Model, shapes: Mapping[str, Sequence[int]] | None) -> Mode
     fixed = fix_axes(model, sizes)
     if fixed is not model:
         fixed.metadata["fixed_shapes"] = {k: list(v) for k, v in shapes.items()}
+        fixed.metadata["_shapes_source"] = model  # compiled instead where a runtime fails on the static graph only
     return fixed
 
 

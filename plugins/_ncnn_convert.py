@@ -53,7 +53,7 @@ from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedM
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
 
-CONVERTER_VERSION = "3"
+CONVERTER_VERSION = "5"
 """Bump when this module changes what it writes, so old cache entries are ignored."""
 
 NO_BATCH = 233
@@ -197,6 +197,15 @@ def convert(
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
     try:
         conv = _convert_in(work, model, precision, shapes, per_sample, verify, timeout_s)
+        if conv.error and conv.upgraded_opset and "->" in conv.upgraded_opset and not conv.error.startswith("pnnx did not finish"):
+            # The opset upgrade is for old Softmax semantics; where the upgraded graph does not
+            # convert (the converter's reshape wrapping), the graph as shipped may: verification judges it.
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            kept = _convert_in(work, model, precision, shapes, per_sample, verify, timeout_s, upgrade=False)
+            if kept.error is None:
+                kept.upgraded_opset = f"kept opset {model.opset}: the upgraded graph failed ({conv.error[:300]})"
+            conv = kept if kept.error is None else conv
         if conv.error and conv.error.startswith("pnnx did not finish"):
             raise UnsupportedModel(conv.error)  # a timeout may not recur on a quieter machine: not cached
         (work / "meta.json").write_text(conv.to_json())
@@ -263,12 +272,13 @@ def prune(cache_root: Path, keep: Path | None = None) -> list[Path]:
 
 
 def _convert_in(
-    work: Path, model: Model, precision: str, shapes: Mapping[str, Sequence[int]], per_sample: bool, verify: bool, timeout_s: float
+    work: Path, model: Model, precision: str, shapes: Mapping[str, Sequence[int]], per_sample: bool, verify: bool, timeout_s: float,
+    upgrade: bool = True,
 ) -> Conversion:
     exe = pnnx_executable()
     if exe is None:
         raise CompileError("the pnnx converter is missing: pip install --no-deps pnnx")
-    proto, upgraded = _prepared_proto(model)
+    proto, upgraded = _prepared_proto(model, upgrade)
     (work / "model.onnx").write_bytes(proto.SerializeToString())
     inputshape = ",".join("[" + ",".join(str(int(d)) for d in shapes[s.name]) + "]f32" for s in model.inputs)
     args = [str(exe), "model.onnx", f"inputshape={inputshape}", f"fp16={1 if precision == 'fp16' else 0}"]
@@ -415,8 +425,8 @@ PNNX_MAX_IR_VERSION = 13
 """The newest ONNX IR version pnnx's bundled ONNX Runtime reads."""
 
 
-def _prepared_proto(model: Model) -> tuple[Any, str | None]:
-    """A copy of the ONNX graph pnnx reads correctly: no initializer inputs, opset >= 13."""
+def _prepared_proto(model: Model, upgrade: bool = True) -> tuple[Any, str | None]:
+    """A copy of the ONNX graph pnnx reads correctly: no initializer inputs, opset >= 13 (unless ``upgrade=False``)."""
     import onnx
 
     proto = onnx.ModelProto()
@@ -427,7 +437,7 @@ def _prepared_proto(model: Model) -> tuple[Any, str | None]:
     proto.ir_version = min(proto.ir_version, PNNX_MAX_IR_VERSION)
     _float_index_inputs(proto)
     upgraded = None
-    if model.opset is not None and model.opset < UPGRADE_OPSET:
+    if upgrade and model.opset is not None and model.opset < UPGRADE_OPSET and not _softmax_on_last_axis(proto):
         try:
             from onnx import version_converter
 
@@ -436,6 +446,36 @@ def _prepared_proto(model: Model) -> tuple[Any, str | None]:
         except Exception as exc:  # keep the original graph; verification judges the result
             upgraded = f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
     return proto, upgraded
+
+
+SOFTMAX_FAMILY = ("Softmax", "LogSoftmax", "Hardmax")
+
+
+def _softmax_on_last_axis(proto: Any) -> bool:
+    """Whether every Softmax-family node of an opset < 13 graph already works on its last axis.
+
+    The upgrade exists for the old Softmax (coerce to 2-D from ``axis``), which pnnx
+    mis-applied; where every such node is on the last axis the two semantics agree,
+    and the version converter's Flatten/Shape/Reshape wrapping only breaks pnnx
+    (PP-OCRv4's recogniser: ``Tensor.reshape``/``torch.unbind`` left unconverted).
+    Unknown ranks count as "not last", so the upgrade stays the safe default.
+    """
+    import onnx
+
+    nodes = [n for n in proto.graph.node if n.op_type in SOFTMAX_FAMILY]
+    if not nodes:
+        return False
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
+    except Exception:
+        return False
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output) if v.type.tensor_type.HasField("shape")}
+    for node in nodes:
+        rank = ranks.get(node.input[0])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+        if rank is None or axis not in (-1, rank - 1):
+            return False
+    return True
 
 
 _IO_LINE = re.compile(r"^pnnx\.(Input|Output)\s+(\S+)\s.*#\d+=\(([^)]*)\)(\w+)")

@@ -199,7 +199,7 @@ class OpenVinoBackend(Backend):
             axes = open_axes(model) if model.format == "onnx" else ()
             if not axes:
                 raise
-            probe = fix_axes(model, {(name, axis): 1 if axis == 0 else LAZY_PROBE_DIM for name, axis in axes})
+            probe = fix_axes(model, probe_sizes(model, axes))
             try:
                 _check_ranks(self._read(probe, device), device, self.name)
             except UnsupportedModel:
@@ -617,6 +617,23 @@ def _infer_function() -> Any:
 
 
 # -- model inspection --------------------------------------------------------------------------
+
+
+def probe_sizes(model: Model, axes: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """Static sizes for the probe read: a symbol gets one size wherever it appears.
+
+    1 where the symbol (or an unnamed dim) first appears on a leading axis (a
+    batch), ``LAZY_PROBE_DIM`` elsewhere; silero-vad's ``batch`` is axis 0 of
+    ``input`` and axis 1 of ``state``, and must be 1 in both.
+    """
+    specs = {s.name: s for s in model.inputs}
+    by_symbol: dict[str, int] = {}
+    sizes: dict[tuple[str, int], int] = {}
+    for name, axis in axes:
+        dim = specs[name].shape[axis]
+        size = 1 if axis == 0 else LAZY_PROBE_DIM
+        sizes[(name, axis)] = by_symbol.setdefault(dim, size) if isinstance(dim, str) else size
+    return sizes
 
 
 def _check_ranks(ov_model: Any, device: Device, backend: str) -> None:

@@ -323,13 +323,7 @@ def _judge(entry, device, mode, table):
         assert "unstable_outputs" not in mine.details, f"two runs of the same feeds differ: {mine.details['unstable_outputs']}"
 
 
-BACKEND_LIMITS = {
-    ("real/silero-vad/silero_vad", "onnxruntime:cpu", "shapes"): (
-        "ONNX Runtime 1.32 cannot create a session once this model's unnamed input dims are static: If_0's then-branch "
-        "LSTM fails ORT's subgraph shape inference ('First input tensor must have rank 3'); ORT given the same static "
-        "input dims by hand fails the same way (the model as shipped, dynamic, runs)"
-    ),
-}
+BACKEND_LIMITS: dict[tuple[str, str, str], str] = {}
 """Measured limitations of a runtime itself (the raw runtime at the feed shapes fails the same way): strict xfails."""
 
 

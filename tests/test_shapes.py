@@ -300,3 +300,30 @@ def test_cli_input_shapes(tmp_path, capsys):
     assert out["outputs"]["y"]["shape"] == [1, 8, 20, 30]
     assert main(["run", str(path), "-d", "onnxruntime:cpu", "--input-shapes", "x:1x3x20"]) == 2
     assert "rank 3, but the model declares x" in capsys.readouterr().err
+
+
+def test_shapes_fall_back_to_the_graph_as_shipped_when_only_the_static_graph_fails():
+    """shapes= is never worse than no shapes: a runtime failing on the static rewrite gets the model as shipped, feeds pinned."""
+    from fakes import install
+
+    class StaticRefusing(nnport.Backend):
+        name = "staticrefusing"
+
+        def devices(self):
+            return [nnport.Device("staticrefusing:cpu", "staticrefusing", "cpu")]
+
+        def compile(self, model, device, options):
+            if not any(s.is_dynamic for s in model.inputs):
+                raise nnport.CompileError("this runtime fails on static graphs")
+            return nnport.CompiledModel(self, model, device, options)
+
+        def execute(self, compiled, binding):
+            binding.outputs = {"y": np.maximum(binding.inputs["x"], 0)}
+
+    install(StaticRefusing, builtins=True)  # ONNX Runtime stays the reference of the check below
+    compiled = nnport.compile(conv_model(9), "staticrefusing:cpu", fallback=False, shapes={"x": (1, 3, 4, 4)})
+    assert "shapes_fallback" in compiled.info
+    assert compiled.inputs[0].shape == (1, 3, 4, 4)
+    with pytest.raises(InputError):
+        compiled.run(feeds_of((1, 3, 5, 5)))
+    assert compiled.run(feeds_of((1, 3, 4, 4)))["y"].shape == (1, 3, 4, 4)
