@@ -425,6 +425,38 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def int8_tie_steps(model) -> int:
+    """How far apart (in 8-bit steps of the logit range) two classes must be for int8 to keep their order.
+
+    Each quantized layer (Conv/Gemm/MatMul) moves a logit by up to half a step
+    from rounding its input activation and half a step from rounding its
+    weights: up to L steps for L layers, so two classes moving apart in
+    opposite directions cross when their margin is under 2L steps.  Which of
+    such near-tied classes int8 ranks first is a numerical accident (7-bit
+    weights without VNNI and 8-bit ones with it pick differently).
+    """
+    proto = nnport.load(model).proto
+    return 2 * sum(n.op_type in ("Conv", "Gemm", "MatMul") for n in proto.graph.node)
+
+
+def assert_same_top1(got: np.ndarray, ref: np.ndarray, tie_steps: int, what: str = "") -> None:
+    """int8's top-1 (of softmax probabilities) is the reference's, or one the reference ties with at int8 resolution."""
+    g = got.ravel().astype(np.float64)
+    logits = np.log(np.maximum(ref.ravel().astype(np.float64), 1e-30))
+    step = (logits.max() - logits.min()) / 255
+    top = int(logits.argmax())
+    tied = np.flatnonzero(logits >= logits[top] - tie_steps * step)
+    detail = f"{what}: int8 top-1 {int(g.argmax())}, reference {top}; classes within {tie_steps} int8 steps of it: {tied.tolist()}"
+    assert int(g.argmax()) in tied, detail
+
+
+def test_same_top1_accepts_only_int8_ties():
+    probs = np.array([0.40, 0.399, 0.1, 0.101], np.float32)  # 0 and 1 tie at int8 resolution; 3 is far below
+    assert_same_top1(np.array([0.39, 0.41, 0.1, 0.1]), probs, tie_steps=6)
+    with pytest.raises(AssertionError, match="int8 top-1 3, reference 0"):
+        assert_same_top1(np.array([0.1, 0.1, 0.1, 0.7]), probs, tie_steps=6)
+
+
 @pytest.fixture(scope="module")
 def mlp_reference():
     model = zoo.load("mlp")
@@ -446,10 +478,11 @@ def test_int8_mlp_agrees_with_fp32(name, threads, mlp_reference):
     pytest.importorskip("nncf")
     evaluation, expected, calibration = mlp_reference
     compiled = nnport.compile(zoo.load(name), "openvino:CPU", precision="int8", calibration=calibration, threads=threads, fallback=False)
-    for feeds, ref in zip(evaluation, expected):
+    path = f"overflow fix: {compiled.info['int8']['overflow_fix']}"
+    for seed, (feeds, ref) in enumerate(zip(evaluation, expected)):
         got = compiled.run(feeds)["probs"]
-        assert cosine(got, ref) >= 0.98, f"{name} threads={threads}: cosine {cosine(got, ref):.4f}"
-        assert got.argmax() == ref.argmax()
+        assert cosine(got, ref) >= 0.98, f"{name} threads={threads}: cosine {cosine(got, ref):.4f}; {path}"
+        assert_same_top1(got, ref, int8_tie_steps(zoo.load(name)), f"{name} threads={threads} seed {seed}; {path}")
 
 
 def test_snippets_workaround_is_still_needed(mlp_reference):
@@ -499,7 +532,8 @@ def test_int8_on_a_qdq_model_compiles_it_as_is(qdq_cnn):
         got = as_int8.run(feeds)["probs"]
         np.testing.assert_array_equal(got, as_fp32.run(feeds)["probs"])  # NNCF did not quantize it a second time
         ref = reference.run(feeds)["probs"]
-        assert cosine(got, ref) >= 0.98 and got.argmax() == ref.argmax()
+        assert cosine(got, ref) >= 0.98, f"seed {seed}: cosine {cosine(got, ref):.4f}"
+        assert_same_top1(got, ref, int8_tie_steps(qdq_cnn), f"seed {seed}")
 
 
 # -- the model file handed to OpenVINO ------------------------------------------------------------------------
@@ -654,4 +688,5 @@ def test_qdq_mlp_at_one_thread_agrees_with_onnxruntime():
         for seed in range(4):
             feeds = random_feeds(qdq.inputs, seed=seed)
             got, ref = compiled.run(feeds)["probs"], reference.run(feeds)["probs"]
-            assert cosine(got, ref) >= 0.98 and got.argmax() == ref.argmax(), f"{precision} seed {seed}: cosine {cosine(got, ref):.4f}"
+            assert cosine(got, ref) >= 0.98, f"{precision} seed {seed}: cosine {cosine(got, ref):.4f}"
+            assert_same_top1(got, ref, int8_tie_steps(qdq), f"{precision} seed {seed}")
