@@ -212,6 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rows = []
     worst = 0.0
     failures = 0
+    accuracy: dict[str, list[str]] = {}  # labelled zoo models: top-1 against the true labels, per device
     for name in args.models or zoo.names():
         model = zoo.load(name)
         reference = nn_compile(model, "onnxruntime:cpu", fallback=False)
@@ -225,10 +226,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 scale = max(float(np.max(np.abs(expected[k]))) for k in expected) or 1.0
                 worst = max(worst, diff / scale)
                 rows.append([name, compiled.device.id, f"{diff:.3g}", f"{diff / scale:.3g}", "ok"])
+                if name in zoo.labelled_names():
+                    data = zoo.labelled(name)
+                    predicted = compiled.run(data.feeds)[compiled.outputs[0].name].argmax(axis=1)
+                    correct = int(np.sum(predicted == data.labels))
+                    accuracy.setdefault(name, []).append(f"{compiled.device.id} {100 * correct / len(data):.1f}% ({correct}/{len(data)})")
             except NnportError as exc:
                 failures += 1
                 rows.append([name, dev.id, "-", "-", f"error: {str(exc)[:80]}"])
     print("\nzoo models against the reference (onnxruntime:cpu):")
     print(table(rows, ["model", "ran on", "max |diff|", "relative to output range", "status"]))
+    for name, results in accuracy.items():
+        print(f"\n{name}: top-1 accuracy against the held-out labels (fp32): " + ", ".join(results))
     print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed")
     return 1 if failures else 0

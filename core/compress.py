@@ -840,6 +840,79 @@ def _device_result(
     return row
 
 
+# -- accuracy against labels ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelAccuracy:
+    """Top-1 accuracy of one device at one precision against the true labels (or why it was not measured).
+
+    ``status`` is ``"ok"``, ``"unsupported"`` (the backend refused the precision:
+    ``reason`` is its message) or ``"error"``.  ``info`` carries what the backend
+    reported about a compressed compile (``compiled.info["int8"]``, the precision hint).
+    """
+
+    device: str
+    precision: str
+    status: str
+    total: int
+    correct: int | None = None
+    reason: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float | None:
+        return None if self.correct is None or not self.total else self.correct / self.total
+
+
+def label_accuracy(
+    model: Any,
+    feeds: Mapping[str, np.ndarray],
+    labels: np.ndarray,
+    devices: Sequence[str] = ("onnxruntime:cpu",),
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    *,
+    calibration: Any = None,
+    output: str | None = None,
+    batch: int | None = None,
+    threads: int | None = None,
+) -> list[LabelAccuracy]:
+    """Top-1 accuracy of ``model`` against ``labels`` on every device at every precision.
+
+    ``feeds`` holds every sample along axis 0 of each input (run ``batch`` at a
+    time, default all at once); the predicted class is the argmax over axis 1 of
+    ``output`` (default the first output).  Each (device, precision) compiles the
+    fp32 model with ``precision=...`` (the backend's own conversion; int8 is
+    calibrated on ``calibration``, which must not hold test samples).  A refused
+    precision gives an ``unsupported`` row with the backend's reason, never a
+    missing row.
+    """
+    from . import compile as nn_compile
+
+    source = load(model)
+    labels = np.asarray(labels)
+    total = len(labels)
+    sizes = {name: len(array) for name, array in feeds.items()}
+    if any(n != total for n in sizes.values()):
+        raise InputError(f"every input must hold one sample per label ({total}); got {sizes}")
+    step = batch or total
+    chunks = [{k: np.ascontiguousarray(v[i : i + step]) for k, v in feeds.items()} for i in range(0, total, step)]
+    rows = []
+    for device in devices:
+        for precision in precisions:
+            try:
+                compiled = nn_compile(source, device, fallback=False, precision=precision, calibration=calibration if precision == "int8" else None, threads=threads)
+                name = output or compiled.outputs[0].name
+                scores = np.concatenate([compiled.run(chunk)[name] for chunk in chunks])
+                predicted = scores.reshape(total, -1).argmax(axis=1)
+                info = {k: compiled.info[k] for k in ("int8", "inference_precision", "precision") if k in compiled.info}
+                rows.append(LabelAccuracy(compiled.device.id, precision, "ok", total, int(np.sum(predicted == labels)), info=info))
+            except NnportError as exc:
+                status = "unsupported" if "precision" in type(exc).__name__.lower() else "error"
+                rows.append(LabelAccuracy(device, precision, status, total, reason=str(exc)))
+    return rows
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -1,8 +1,15 @@
-"""A built-in model zoo: small ONNX models generated in code, deterministically.
+"""A built-in model zoo: small ONNX models generated in code, deterministically, and one trained model.
 
 No download is ever needed: the demo, the tests and the conformance suite build
 these with ``onnx.helper`` and seeded weights, so the same name always gives
 the same bytes (and the same model hash).
+
+``digits`` is the exception that makes accuracy mean something: a small CNN
+trained on scikit-learn's bundled handwritten digits (``tools/train_digits.py``,
+PyTorch, run once), shipped as ``zoo_data/digits.onnx`` with its held-out test
+split and a calibration set in ``zoo_data/digits.npz``, so that fp32, fp16 and
+int8 are judged against real labels (``labelled("digits")``) and not only
+against each other.
 
 ``nnport.zoo.names()`` lists them; ``nnport.zoo.build(name)`` returns the
 ``onnx.ModelProto``; ``nnport.zoo.load(name)`` returns an ``nnport.Model``.
@@ -10,6 +17,8 @@ the same bytes (and the same model hash).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -171,6 +180,64 @@ def attention() -> Any:
     ff = g.node("MatMul", [gelu, g.weight("w_ff2", (2 * d, d), scale=(2 * d) ** -0.5)])
     g.node("Add", [h, ff], "hidden")
     return g.finish("attention", [_vi("tokens", [1, t, d])], [_vi("hidden", [1, t, d])])
+
+
+# -- a trained model, with labelled test data ------------------------------------------------
+
+DATA_DIR = Path(__file__).parent / "zoo_data"
+"""Where the trained zoo models and their data live (shipped as package data)."""
+
+
+@_model(
+    "digits",
+    "CNN trained on scikit-learn's handwritten digits (tools/train_digits.py): Conv/Relu x3, MaxPool x2, Gemm; "
+    "image[batch,1,8,8] (pixels/16) -> logits[batch,10]",
+)
+def digits() -> Any:
+    import onnx
+
+    return onnx.load(str(DATA_DIR / "digits.onnx"))
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A zoo model's held-out test split with its labels, and calibration inputs drawn from its training split.
+
+    ``feeds`` is one batched feed dict (every test sample along axis 0);
+    ``labels`` the true class of each; ``calibration`` a list of one-sample feed
+    dicts for int8, disjoint from the test split.
+    """
+
+    model: str
+    feeds: dict[str, np.ndarray]
+    labels: np.ndarray
+    calibration: list[dict[str, np.ndarray]]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def labelled_names() -> list[str]:
+    """Zoo models that come with labelled test data."""
+    return ["digits"]
+
+
+def labelled(name: str) -> Labelled:
+    """The labelled test data of zoo model ``name`` (see ``labelled_names``)."""
+    if name != "digits":
+        from .errors import ModelLoadError
+
+        raise ModelLoadError(f"zoo model {name!r} has no labelled test data; these do: {labelled_names()}")
+    with np.load(DATA_DIR / "digits.npz", allow_pickle=False) as data:
+        images, labels, cal = data["test_images"], data["test_labels"], data["calibration_images"]
+    return Labelled(
+        model=name,
+        feeds={"image": np.ascontiguousarray(images)},
+        labels=labels,
+        calibration=[{"image": np.ascontiguousarray(cal[i : i + 1])} for i in range(len(cal))],
+        source="scikit-learn load_digits, 20% held-out split (stratified, random_state=0), never trained on",
+    )
 
 
 # -- real architectures shipped inside the onnx wheel ---------------------------------------
