@@ -46,6 +46,8 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
 INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
 DYNAMIC_OP_TYPES = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
 PER_CHANNEL_MIN_OPSET = 13
+RECIPE = "nnport-compress-2"
+"""Changes whenever what ``quantize`` makes of a model changes (2: mixed-range joins kept float); part of converted-model cache keys."""
 PRECISION_KEY = "nnport.precision"
 """Metadata key written into compressed ONNX files: ``int8`` or ``fp16``."""
 

@@ -187,7 +187,7 @@ class OnnxRuntimeBackend(Backend):
         method = str(options.extra.get("int8_method", "static"))
         activations = str(options.extra.get("int8_activations", "uint8"))
         feeds = None
-        key_parts = [model.hash, options.precision, ort_version(), activations]
+        key_parts = [model.hash, options.precision, ort_version(), activations, compress.RECIPE]
         if options.precision == "int8":
             if method not in compress.METHODS:
                 raise CompileError(f"int8_method must be one of {list(compress.METHODS)}, got {method!r}", backend=self.name, device=device.id)
