@@ -35,6 +35,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 STATUSES = ("ok", "compile-error", "run-error", "unsupported", "crash", "timeout")
+STARTUP_TIMEOUT_S = 120.0
+"""How long a new worker may take to import nnport and find its plugins (not counted in a trial's timeout)."""
 
 
 @dataclass(frozen=True)
@@ -155,17 +157,16 @@ class TrialRunner:
         out_path = Path(f"{stem}-out.npz")
         task = {"model": str(model_path), "feeds": str(feeds_path), "feed_names": names, "out": str(out_path), "device": self.device,
                 "options": self.options, "tensors": None if tensors is None else list(tensors)}
-        start = time.perf_counter()
         try:
             proc = self._worker()
+            start = time.perf_counter()
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write(json.dumps(task) + "\n")
             proc.stdin.flush()
             line = self._readline(proc, start + self.timeout_s)
         except (BrokenPipeError, OSError) as exc:
-            line = None
             self._stop()
-            return TrialResult("crash", error=f"the trial worker could not be reached: {exc}", seconds=time.perf_counter() - start)
+            return TrialResult("crash", error=f"the trial worker could not be reached: {exc}")
         finally:
             for p in (model_path, feeds_path):
                 p.unlink(missing_ok=True)
@@ -198,6 +199,11 @@ class TrialRunner:
             [sys.executable, "-m", "nnport.conformance.trial"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
             text=True, bufsize=1, start_new_session=True,
         )
+        # The worker says when it has imported nnport and found its plugins: a trial's timeout starts after that.
+        line = self._readline(self._proc, time.perf_counter() + max(STARTUP_TIMEOUT_S, self.timeout_s))
+        if not line or "ready" not in line:
+            self._stop()
+            raise OSError(f"the trial worker did not start{self._stderr_tail()}")
         return self._proc
 
     def _readline(self, proc: subprocess.Popen[str], deadline: float) -> str | None:
@@ -276,6 +282,11 @@ def main() -> int:
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
+    from nnport.manager import get_plugin_manager
+
+    get_plugin_manager().registered_backends()  # plugins found before the first trial's clock starts
+    proto.write(json.dumps({"ready": True}) + "\n")
+    proto.flush()
     for line in sys.stdin:
         if not line.strip():
             continue

@@ -8,7 +8,8 @@ behaves exactly as the test process does:
 * ``rewrite``: before compiling, turns each node named in ``NNPORT_FAKE_REWRITE``
   (``name:NewOp[,name:NewOp]``) into another unary op: a kernel bug in one node;
 * ``abortop``: ``abort()``s when it runs a model containing the op type
-  ``NNPORT_FAKE_ABORT_OP``: a runtime that segfaults on one op;
+  ``NNPORT_FAKE_ABORT_OP`` (a runtime that segfaults on one op), and hangs on
+  one containing ``NNPORT_FAKE_HANG_OP``;
 * ``refuseop``: refuses to compile a model containing the op type
   ``NNPORT_FAKE_REFUSE_OP``: a converter without that op.
 """
@@ -77,6 +78,10 @@ class AbortBackend(_OrtBacked):
     def execute(self, compiled, binding):
         if os.environ.get("NNPORT_FAKE_ABORT_OP", "Tanh") in compiled.info["ops"]:
             os.abort()
+        if os.environ.get("NNPORT_FAKE_HANG_OP", "-") in compiled.info["ops"]:
+            import time
+
+            time.sleep(3600)
         super().execute(compiled, binding)
 
 
