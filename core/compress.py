@@ -258,7 +258,7 @@ def _static_int8(
         mixed = _mixed_ranges(prepared, feeds, keep_mixed)
         for join in mixed:
             for name in join.float_nodes:
-                kept_float.setdefault(name, join.reason if name == join.node else f"after mixed-range {join.op_type} {join.node!r}")
+                kept_float.setdefault(name, join.why(name))
         exclude_nodes = list(kept_float)
         try:
             quantize_static(

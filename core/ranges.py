@@ -42,7 +42,7 @@ import numpy as np
 MIXED_RANGE_RATIO = 16.0
 """A join is mixed-range when its widest part is this many times wider than its narrowest."""
 
-FLOAT_TAIL_WEIGHT_SHARE = 0.01
+FLOAT_TAIL_WEIGHT_SHARE = 0.05
 """A flagged join is kept float only if its tail holds at most this share of the model's weights."""
 
 JOIN_OPS = frozenset({"Concat"})
@@ -74,9 +74,11 @@ class Part:
 class MixedRange:
     """A Concat/Split whose parts span ranges too far apart for one int8 scale.
 
-    ``tail`` names the nodes after it up to the outputs; ``kept_float`` says
+    ``tail`` names the nodes after it up to the outputs; ``head`` (a Split
+    only) the nodes making its input, back to the first weighted op, since a
+    quantizer quantizes their output as one tensor; ``kept_float`` says
     whether the compressor keeps the join float, ``tail_float`` whether its
-    tail too; ``reason`` says why (in words a report can print).
+    tail (and head) too; ``reason`` says why (in words a report can print).
     """
 
     node: str
@@ -87,13 +89,21 @@ class MixedRange:
     kept_float: bool
     reason: str
     tail_float: bool = False
+    head: tuple[str, ...] = ()
 
     @property
     def float_nodes(self) -> tuple[str, ...]:
-        """Node names to keep float: the join, and its tail where that is kept float too."""
+        """Node names to keep float: the join, and its tail (and a Split's head) where those are kept float too."""
         if not self.kept_float:
             return ()
-        return (self.node, *self.tail) if self.tail_float else (self.node,)
+        return (*self.head, self.node, *self.tail) if self.tail_float else (self.node,)
+
+    def why(self, name: str) -> str:
+        """Why node ``name`` (one of ``float_nodes``) stays float."""
+        if name == self.node:
+            return self.reason
+        where = "makes the input of" if name in self.head else "comes after"
+        return f"{where} mixed-range {self.op_type} {self.node!r}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -102,6 +112,7 @@ class MixedRange:
             "ratio": self.ratio,
             "parts": [{"tensor": p.tensor, "low": p.low, "high": p.high, "extent": p.extent} for p in self.parts],
             "tail": list(self.tail),
+            "head": list(self.head),
             "kept_float": self.kept_float,
             "tail_float": self.tail_float,
             "reason": self.reason,
@@ -243,6 +254,8 @@ def find_mixed_ranges(
     """
     found = []
     consumers = _consumers(proto)
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    constants = {i.name for i in proto.graph.initializer} | {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
     weights = _weight_sizes(proto)
     total = sum(weights.values()) or 1
     for key, (node, parts) in part_ranges(proto, feeds, runner).items():
@@ -253,7 +266,8 @@ def find_mixed_ranges(
         if spread <= ratio:
             continue
         tail = _tail(node, consumers)
-        share = sum(weights.get(n.name, 0) for n in tail) / total
+        head = _head(node, producers, constants) if node.op_type in SPLIT_OPS else []
+        share = sum(weights.get(n.name, 0) for n in head + tail) / total
         narrow = min((p for p in parts if p.width > 0), key=lambda p: p.width)
         wide = max(parts, key=lambda p: p.width)
         levels = 255.0 * narrow.width / wide.width
@@ -265,14 +279,15 @@ def find_mixed_ranges(
         if not keep_float:
             reason = what + "; quantized anyway (keeping mixed-range joins float was turned off)"
         elif tail_float:
-            reason = what + (f"; kept float with the {len(tail)} node(s) after it" if tail else "; kept float")
+            before = f" and the {len(head)} node(s) making its input (a quantized output would carry one scale)" if head else ""
+            reason = what + (f"; kept float with the {len(tail)} node(s) after it{before}" if tail or head else "; kept float")
         else:
             reason = what + (
-                f"; the join kept float, but the {len(tail)} node(s) after it hold {100 * share:.0f}% of the weights and stay int8, "
+                f"; the join kept float, but the {len(head) + len(tail)} node(s) around it hold {100 * share:.0f}% of the weights and stay int8, "
                 "so they still see the joined tensor on one scale (exclude them by name to keep them float)"
             )
         names = tuple(n.name or n.output[0] for n in tail)
-        found.append(MixedRange(key, node.op_type, parts, spread, names, keep_float, reason, tail_float))
+        found.append(MixedRange(key, node.op_type, parts, spread, names, keep_float, reason, tail_float, tuple(n.name or n.output[0] for n in head)))
     return found
 
 
@@ -282,6 +297,26 @@ def _consumers(proto: Any) -> dict[str, list[Any]]:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     return consumers
+
+
+def _head(node: Any, producers: Mapping[str, Any], constants: set[str]) -> list[Any]:
+    """The nodes making a Split's input, back to the first weighted op or the first op joining two tensors.
+
+    Quantizers quantize such a node's output as one tensor (ONNX Runtime's QDQ
+    Conv, Mul, Add...), which is where a Split's parts lose their own ranges.
+    """
+    head: list[Any] = []
+    tensor = node.input[0] if node.input else ""
+    while tensor in producers:
+        producer = producers[tensor]
+        if any(producer is seen for seen in head):
+            break
+        head.append(producer)
+        data = [i for i in producer.input if i and i not in constants]
+        if producer.op_type in WEIGHTED_OPS or len(data) != 1:
+            break
+        tensor = data[0]
+    return head
 
 
 def _tail(node: Any, consumers: Mapping[str, list[Any]]) -> list[Any]:

@@ -418,13 +418,15 @@ class OpenVinoBackend(Backend):
             report["mixed_ranges_error"] = f"{type(exc).__name__}: {_ov_message(exc)}"[:500]
             return [], {}
         producers = {n.name or n.output[0]: list(n.output) for n in model.proto.graph.node}
-        op_by_tensor = {name: op for op in ov_model.get_ops() for out in op.outputs() for name in out.get_names()}
+        op_by_tensor = {
+            name: op for op in ov_model.get_ops() if op.get_type_name() not in ("Result", "Parameter", "Constant") for out in op.outputs() for name in out.get_names()
+        }
         names: dict[str, str] = {}
         for join in mixed:
             if not join.kept_float:
                 continue
             for node in join.float_nodes:
-                why = join.reason if node == join.node else f"after mixed-range {join.op_type} {join.node!r}"
+                why = join.why(node)
                 for op in _ops_of(op_by_tensor, producers.get(node, ())):
                     names.setdefault(op.get_friendly_name(), why)
         return mixed, names

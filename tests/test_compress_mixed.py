@@ -171,6 +171,58 @@ def test_report_has_a_row_per_part_and_flags_the_destroyed_one(head, cal, held_o
     assert kept.to_dict()["kept_float"]["head_concat"].startswith("Concat parts span ranges")
 
 
+def _split_head():
+    """One head conv makes 4 box channels (weights x300) and 6 class logits; a Split parts them (a YOLOv5-style head)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+
+    def w(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * (2.0 / np.prod(shape[1:])) ** 0.5).astype(np.float32), name)
+
+    head = (rng.standard_normal((10, 32, 1, 1)) * 0.25).astype(np.float32)
+    head[:4] *= 300
+    nodes = [
+        helper.make_node("Conv", ["image", "w0"], ["a"], pads=[1, 1, 1, 1], name="stem"),
+        helper.make_node("Relu", ["a"], ["b"], name="stem_relu"),
+        helper.make_node("Conv", ["b", "w1"], ["c"], pads=[1, 1, 1, 1], name="body"),
+        helper.make_node("Relu", ["c"], ["d"], name="body_relu"),
+        helper.make_node("Conv", ["d", "wh"], ["e"], name="head_conv"),
+        helper.make_node("Split", ["e", "parts"], ["boxes", "logits"], axis=1, name="head_split"),
+        helper.make_node("Sigmoid", ["logits"], ["scores"], name="cls_sigmoid"),
+    ]
+    inits = [w("w0", (32, 3, 3, 3)), w("w1", (32, 32, 3, 3)), numpy_helper.from_array(head, "wh"), numpy_helper.from_array(np.array([4, 6], np.int64), "parts")]
+    graph = helper.make_graph(
+        nodes,
+        "split_head",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 16, 16]), helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 6, 16, 16])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return nnport.load(model)
+
+
+def test_a_mixed_split_keeps_the_op_making_its_input_float(cal, held_out):
+    model = _split_head()
+    (split,) = ranges.find_mixed_ranges(model.proto, cal)
+    assert split.node == "head_split" and split.head == ("head_conv",) and split.tail == ("cls_sigmoid",)
+    assert split.float_nodes == ("head_conv", "head_split", "cls_sigmoid")  # the head conv holds < 5% of the weights
+    assert "making its input" in split.reason and split.why("head_conv").startswith("makes the input of")
+
+    def scores(m):
+        compiled = nnport.compile(m, "onnxruntime:cpu", fallback=False)
+        return [compiled.run(f)["scores"] for f in held_out]
+
+    ref = scores(model)
+    kept = compress.quantize(model, "int8", cal)
+    assert set(kept.metadata["compression"]["kept_float"]) >= {"head_conv", "head_split"}
+    assert _cos(ref, scores(kept)) >= 0.98
+    # quantized as one tensor, the conv's output carries the boxes' scale into the logits
+    assert _cos(ref, scores(compress.quantize(model, "int8", cal, keep_mixed_ranges_float=False))) < 0.97
+
+
 def test_classifier_top1_below_threshold_is_flagged():
     ref = [{"p": np.array([[0.1, 0.9]])}, {"p": np.array([[0.8, 0.2]])}]
     got = [{"p": np.array([[0.9, 0.1]])}, {"p": np.array([[0.8, 0.2]])}]
