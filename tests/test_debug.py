@@ -342,14 +342,37 @@ def test_openvino_softmax11_is_found_by_the_fast_path_and_confirmed_by_cutting(t
     assert run.returncode == 1 and "MISMATCH" in run.stdout, run.stdout + run.stderr
 
 
+def gelu_tanh():
+    from nnport.conformance import cases
+
+    case = cases.get("op/GELU/composed_tanh_opset13")
+    model = case.model()
+    return model, case.inputs(model)
+
+
 @needs("ncnn:cpu")
-def test_ncnn_cut_path_finds_a_node_whose_inputs_agree_and_output_diverges():
-    """ncnn renames every tensor; the cut tensors are simply its outputs.  A tolerance of 1e-9 makes rounding a divergence."""
-    report = debug.first_divergence(chain(), "ncnn:cpu", atol=1e-9, rtol=0.0, isolate=False)
-    assert report.status == "diverges", report.message
-    assert report.node.found_by == "cut"
-    assert all(c.passed for c in report.node.input_checks) and any(not c.passed for c in report.node.outputs)
-    assert report.compiles <= 2 + int(np.ceil(np.log2(report.positions)))
+def test_ncnn_real_divergence_pow_of_negative_bases_in_tanh_gelu():
+    """The composed tanh-GELU (0.5x(1+tanh(c(x+0.044715x^3)))) is wrong on ncnn; its conversion check refuses it unless
+    told not to.  The cut path (ncnn renames every tensor; a cut tensor is simply an output) names the first node:
+    ``Pow(x, 3)`` returns ~2.4e38 for the negative half of the inputs."""
+    model, feeds = gelu_tanh()
+    assert debug.first_divergence(model, "ncnn:cpu", feeds=feeds, isolate=False).status == "failed"  # the plugin's own check refuses
+    report = debug.first_divergence(model, "ncnn:cpu", feeds=feeds, isolate=False, extra={"ncnn_verify": False})
+    assert report.status == "diverges" and report.node.name == "Pow_0" and report.node.op_type == "Pow"
+    assert report.node.found_by == "cut" and report.fast_path == "not offered"
+    assert report.compiles <= 1 + int(np.ceil(np.log2(report.positions)))
+    out = report.node.outputs[0]
+    assert not out.passed and out.result.mismatches > 0.4 * out.result.elements and out.device_stats.max > 1e30
+
+
+@pytest.mark.slow
+@needs("ncnn:cpu")
+def test_slow_ncnn_reduce_pow_and_its_repro_with_ncnn_alone(tmp_path):
+    model, feeds = gelu_tanh()
+    result = reduce.reduce(model, "ncnn:cpu", feeds=feeds, extra={"ncnn_verify": False}, out_dir=tmp_path)
+    assert result.op_types == ("Pow",)
+    run = subprocess.run([sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "MISMATCH" in run.stdout and run.returncode == 1, run.stdout + run.stderr
 
 
 # -- the CLI -------------------------------------------------------------------------------
