@@ -147,6 +147,9 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     remote: dict[str, Any] = field(default_factory=dict)
     """For a farm device: the node, its local device, and the nnport and runtime versions that ran the case."""
+    note: str = ""
+    """How the reference was decided when it was not the usual one (the reference backend judged by the
+    independent runtimes' agreement: which agreed, which one disagreed and by how much)."""
 
     @property
     def failing(self) -> bool:
@@ -426,7 +429,7 @@ class Pool:
         duration = time.monotonic() - start
         if isinstance(answer, dict):
             self._idle.put(worker)
-            return Result(status=answer.get("status", "fail"), reason=answer.get("reason", ""), duration_s=duration, reference=answer.get("reference", ""), outputs=answer.get("outputs", []), timings=answer.get("timings", {}), remote=answer.get("remote") or {}, **base)
+            return Result(status=answer.get("status", "fail"), reason=answer.get("reason", ""), duration_s=duration, reference=answer.get("reference", ""), outputs=answer.get("outputs", []), timings=answer.get("timings", {}), remote=answer.get("remote") or {}, note=answer.get("note", ""), **base)
         if answer == "timeout":
             tail = worker.log_tail(log_start)
             worker.kill()

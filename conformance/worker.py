@@ -20,8 +20,9 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -66,10 +67,9 @@ def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], whic
         outputs = compiled.run(feeds)
         del compiled
     elif which == ORACLE:
-        from onnx.reference import ReferenceEvaluator
+        from .oracle import evaluate
 
-        values = ReferenceEvaluator(model.proto).run(None, feeds)
-        outputs = dict(zip(model.output_names, (np.asarray(v) for v in values)))
+        outputs = evaluate(model, feeds, list(model.output_names))
     else:
         import nnport
 
@@ -125,7 +125,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         reference = _reference_outputs(case, model, feeds, which, threads, task.get("ref_cache"))
         timings["reference_s"] = time.perf_counter() - t
     except Exception as exc:
-        return {**result, "status": "skip", "reason": f"the reference ({which}) could not run this case: {type(exc).__name__}: {_short(exc)}"}
+        if which != ORACLE:
+            return {**result, "status": "skip", "reason": f"the reference ({which}) could not run this case: {type(exc).__name__}: {_short(exc)}"}
+        # The oracle lacks an operator: the independent runtimes judge the reference backend (below).
+        reference, oracle_error = None, f"{type(exc).__name__}: {_short(exc, 200)}"
+        timings["reference_s"] = time.perf_counter() - t
 
     import nnport
 
@@ -161,6 +165,16 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     finally:
         del compiled
     tolerances = {**case.tolerances, **(task.get("tolerances") or {})}
+    if reference is None:  # judged by the independent runtimes' agreement (the oracle could not run the model)
+        t = time.perf_counter()
+        verdict = judge_by_agreement(model, feeds, outputs, tolerances, threads, oracle_error)
+        timings["agreement_s"] = time.perf_counter() - t
+        result["reference"] = verdict.label
+        if verdict.note:
+            result["note"] = verdict.note
+        if verdict.reference is None:
+            return {**result, "status": "skip", "reason": verdict.note}
+        reference = verdict.reference
     try:
         comparison = Comparator(precision=task.get("precision", "fp32"), **tolerances)(outputs, reference)
     except NnportError as exc:
@@ -169,6 +183,101 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     if comparison:
         return {**result, "status": "pass", "reason": ""}
     return {**result, "status": "fail", "reason": "; ".join(comparison.reasons())[:2000]}
+
+
+# -- when the oracle cannot run a model: the independent runtimes judge the reference backend --------
+
+INDEPENDENT = ("openvino:CPU", "ncnn:cpu")
+"""Runtimes that share no kernels with ONNX Runtime (nor with each other): the fallback oracle of ``onnxruntime:cpu``."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """What judges the reference backend when the oracle cannot: the outputs to compare with, and who said so.
+
+    ``reference`` is None when no verdict is possible (no two runtimes agree, or no
+    independent runtime ran); ``label`` goes into ``Result.reference``, ``note`` into
+    ``Result.note`` (and is the skip reason when there is no verdict).
+    """
+
+    reference: dict[str, np.ndarray] | None
+    label: str
+    note: str = ""
+
+
+def _independent_outputs(model: Any, feeds: dict[str, np.ndarray], threads: int | None, devices: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Each independent runtime's fp32 outputs, and why the others gave none."""
+    import nnport
+
+    ran: dict[str, dict[str, np.ndarray]] = {}
+    missing: dict[str, str] = {}
+    for device in devices:
+        try:
+            compiled = nnport.compile(model, device, fallback=False, threads=threads)
+            ran[device] = compiled.run(feeds)
+            del compiled
+        except Exception as exc:  # unavailable here, refused, or failed: no vote
+            missing[device] = f"{type(exc).__name__}: {_short(exc, 160)}"
+    return ran, missing
+
+
+def judge_by_agreement(
+    model: Any,
+    feeds: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    tolerances: Mapping[str, Any],
+    threads: int | None,
+    oracle_error: str,
+    devices: Sequence[str] = INDEPENDENT,
+    *,
+    independent: Mapping[str, dict[str, np.ndarray]] | None = None,
+    device: str = REFERENCE_DEVICE,
+) -> Agreement:
+    """Judge ``device``'s ``outputs`` by a majority of it and the independent runtimes (specs/conformance.md section 1).
+
+    * The independent runtimes agree with each other: their outputs are the reference
+      (``device`` passes or fails against them, and is the one named if it differs).
+    * They disagree: ``device`` passes when it agrees with one of them; the other is named
+      as the one that disagrees.  It agrees with neither: no majority, no verdict.
+    * Only one ran: ``device`` passes when it agrees with it; otherwise no verdict.
+    ``independent`` gives the runtimes' outputs directly (tests); otherwise they are computed.
+    """
+    from .compare import Comparator
+
+    if independent is None:
+        ran, missing = _independent_outputs(model, feeds, threads, devices)
+    else:
+        ran, missing = dict(independent), {d: "not given" for d in devices if d not in independent}
+    why = f"{ORACLE} could not run it ({oracle_error})"
+    absent = "; ".join(f"{d}: {r}" for d, r in missing.items())
+    compare = Comparator(precision="fp32", **tolerances)
+    names = list(ran)
+    if not names:
+        return Agreement(None, f"no oracle: {why}", f"no verdict: {why}, and no independent runtime ran it ({absent})")
+
+    def agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> tuple[bool, str]:
+        c = compare(a, b)
+        return bool(c), "; ".join(c.reasons())[:400]
+
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    agreeing = [(a, b) for a, b in pairs if agree(ran[b], ran[a])[0]]
+    if agreeing:
+        a, b = agreeing[0]
+        return Agreement(ran[a], f"agreement of {a} and {b}", f"{why}; {a} and {b} agree, and judged {device}")
+    votes = {d: agree(outputs, ran[d]) for d in names}
+    on_side = [d for d in names if votes[d][0]]
+    if len(names) == 1:
+        d = names[0]
+        if on_side:
+            return Agreement(ran[d], f"agreement with {d} alone", f"{why}; {d} agrees with {device}" + (f" (no vote: {absent})" if absent else ""))
+        return Agreement(None, f"no majority: {device} vs {d}", f"no verdict: {why}; {device} and {d}, the only independent runtime that ran it, disagree ({votes[d][1]})" + (f"; no vote: {absent}" if absent else ""))
+    if on_side:
+        side = on_side[0]
+        dissent = [d for d in names if d not in on_side]
+        detail = "; ".join(f"{d} disagrees with {device} and {side}: {votes[d][1]}" for d in dissent)
+        return Agreement(ran[side], f"majority of {device} and {side}; {', '.join(dissent)} disagrees", f"{why}; {detail}")
+    detail = "; ".join(f"{d}: {votes[d][1]}" for d in names)
+    return Agreement(None, f"no majority: {device}, {', '.join(names)} all disagree", f"no verdict: {why}; {device} and the independent runtimes {', '.join(names)} all disagree with each other ({detail})")
 
 
 def _remote_status(exc: BaseException, device: str) -> str | None:
