@@ -25,6 +25,10 @@ reference backend that uses them was an expected failure of the *oracle*:
   ``[1, 1000, 1, 1]`` classifier output without an ``axis`` attribute became
   all ones.
 
+* **GlobalMaxPool**: reduces axes ``ndim-2`` and ``ndim-1`` whatever the rank,
+  which is right for 4-D input only: on ``[N, C, L]`` it takes the maximum over
+  the channels too (magika's 1-D CNN stopped the oracle at the next Squeeze).
+
 ``KERNELS`` replaces those (``ReferenceEvaluator(model, new_ops=KERNELS)``);
 each is checked in ``tests/test_oracle.py`` against a numpy formula written from
 the specification and against ONNX Runtime and OpenVINO on single-operator
@@ -214,7 +218,26 @@ class Hardmax(OpRun):
         return (hardmax(x, _axis(self, axis), _opset(self)),)
 
 
-KERNELS: tuple[type[OpRun], ...] = (BatchNormalization, LRN, Softmax, LogSoftmax, Hardmax)
+# -- GlobalMaxPool -------------------------------------------------------------------------------------
+
+
+def global_max_pool(x: np.ndarray) -> np.ndarray:
+    """The maximum over every spatial axis (2 and after), kept as size-1 dims."""
+    if x.ndim < 3:
+        raise ValueError(f"GlobalMaxPool needs an input of rank >= 3 (N x C x D1 ...), got shape {list(x.shape)}")
+    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+class GlobalMaxPool(OpRun):
+    """GlobalMaxPool over axes 2.. (the stock kernel reduces axes ``ndim-2, ndim-1``: right only for 4-D input)."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray, **_: Any) -> tuple[np.ndarray]:
+        return (global_max_pool(x),)
+
+
+KERNELS: tuple[type[OpRun], ...] = (BatchNormalization, LRN, Softmax, LogSoftmax, Hardmax, GlobalMaxPool)
 """The kernels that replace onnx.reference's own (``new_ops``)."""
 
 

@@ -262,6 +262,26 @@ def test_softmax_nonfinite_inputs_follow_the_formula():
         assert FP32({"y": ort}, {"y": got}), FP32({"y": ort}, {"y": got}).reasons()
 
 
+# -- GlobalMaxPool -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 16), (1, 4, 5, 6), (1, 3, 4, 5, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_global_max_pool_reduces_every_spatial_axis(shape):
+    """GlobalMaxPool: max over D1..Dn per (n, c), dims kept; the stock kernel is right only for 4-D input (magika is 1-D)."""
+    model = one_node("GlobalMaxPool", shape, 13)
+    x = x_of(shape)
+    expected = np.empty(shape[:2] + (1,) * (len(shape) - 2), np.float32)
+    for n in range(shape[0]):
+        for c in range(shape[1]):
+            expected[(n, c) + (0,) * (len(shape) - 2)] = max(x[n, c].ravel().tolist())
+    np.testing.assert_array_equal(oracle.evaluate(model, {"x": x})["y"], expected)
+    verdicts = check_runtimes(model, x, expected)
+    assert not any(verdicts.values()), verdicts
+    if len(shape) != 4:
+        stock = ReferenceEvaluator(model).run(None, {"x": x})[0]
+        assert stock.shape != expected.shape or not np.array_equal(stock, expected)
+
+
 # -- the oracle in the conformance worker and the agreement fallback -------------------------------------------------
 
 
