@@ -71,8 +71,9 @@ KIND_BY_PREFIX = {"CPU": "cpu", "GPU": "gpu", "NPU": "npu", "GNA": "npu", "VPU":
 PLUGIN_FAMILIES = ("CPU", "GPU", "NPU")
 """Plugins probed for a reason when OpenVINO lists none of their devices."""
 
-LAZY_PROBE_DIM = 64
-"""Size given to open non-leading dims when checking that a refused dynamic graph converts once static."""
+LAZY_PROBE_DIMS = (64, 256, 512, 640)
+"""Sizes tried for open non-leading dims when checking that a refused dynamic graph converts once static.
+Several, because some graphs convert only at plausible sizes (silero-vad's op15 export: 256 and 512, not 64)."""
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 PRECISION_CAPABILITY = {"fp32": "FP32", "fp16": "FP16", "int8": "INT8"}
 PRECISION_HINT = {"fp32": "f32", "fp16": "f16", "int8": "f32"}
@@ -188,7 +189,7 @@ class OpenVinoBackend(Backend):
         Some real exports (a Conv whose input rank comes out of a Reshape of a
         computed shape) do not convert while their input dims are symbolic and
         convert once they are static.  Such a model is read once at a probe shape
-        (batch-like leading dims 1, other open dims ``LAZY_PROBE_DIM``): if that
+        (batch-like leading dims 1, other open dims each of ``LAZY_PROBE_DIMS`` in turn): if one
         converts, the refusal was about shapes, and the model is compiled per feed
         shape on first use (``nnport.specialize``); if not, the original refusal
         stands, so selection falls back at compile time as before.
@@ -199,10 +200,13 @@ class OpenVinoBackend(Backend):
             axes = open_axes(model) if model.format == "onnx" else ()
             if not axes:
                 raise
-            probe = fix_axes(model, probe_sizes(model, axes))
-            try:
-                _check_ranks(self._read(probe, device), device, self.name)
-            except UnsupportedModel:
+            for size in LAZY_PROBE_DIMS:
+                try:
+                    _check_ranks(self._read(fix_axes(model, probe_sizes(model, axes, size)), device), device, self.name)
+                    break
+                except UnsupportedModel:
+                    continue
+            else:
                 raise exc from None
             why = f"OpenVINO cannot convert the graph while dims are open ({exc}); it is compiled at each new feed shape"
             return specialize.lazily(self, model, device, options, axes, why)
@@ -621,11 +625,11 @@ def _infer_function() -> Any:
 # -- model inspection --------------------------------------------------------------------------
 
 
-def probe_sizes(model: Model, axes: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+def probe_sizes(model: Model, axes: Sequence[tuple[str, int]], size: int = LAZY_PROBE_DIMS[0]) -> dict[tuple[str, int], int]:
     """Static sizes for the probe read: a symbol gets one size wherever it appears.
 
     1 where the symbol (or an unnamed dim) first appears on a leading axis (a
-    batch), ``LAZY_PROBE_DIM`` elsewhere; silero-vad's ``batch`` is axis 0 of
+    batch), ``size`` elsewhere; silero-vad's ``batch`` is axis 0 of
     ``input`` and axis 1 of ``state``, and must be 1 in both.
     """
     specs = {s.name: s for s in model.inputs}
@@ -633,8 +637,8 @@ def probe_sizes(model: Model, axes: Sequence[tuple[str, int]]) -> dict[tuple[str
     sizes: dict[tuple[str, int], int] = {}
     for name, axis in axes:
         dim = specs[name].shape[axis]
-        size = 1 if axis == 0 else LAZY_PROBE_DIM
-        sizes[(name, axis)] = by_symbol.setdefault(dim, size) if isinstance(dim, str) else size
+        chosen = 1 if axis == 0 else size
+        sizes[(name, axis)] = by_symbol.setdefault(dim, chosen) if isinstance(dim, str) else chosen
     return sizes
 
 
