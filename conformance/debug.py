@@ -488,8 +488,11 @@ class _Search:
         outputs = tuple(self.checks[(n, "whole")] for n in s.model.output_names if (n, "whole") in self.checks)
         result: dict[str, Any] = {"outputs": outputs, "node": None}
         if not whole.ok:
+            hint = ""
+            if "disagree" in whole.error:  # a backend that checks its own conversion refused a wrong one
+                hint = "; to find where, turn the backend's own check off (ncnn: --option ncnn_verify=false)"
             result.update(status="failed", message=f"{self.device} cannot run the whole model ({whole.describe()}); "
-                          "nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure)")
+                          f"nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure){hint}")
             return result
         if fast and not offers_intermediates(self.device):
             self.fast_status = "not offered"
