@@ -90,16 +90,24 @@ def _match(table: Mapping[str, str], case_id: str, device: str | None = None) ->
     return None
 
 
+def toml_module() -> Any:
+    """``tomllib`` (Python 3.11+), else the ``tomli`` backport it came from (a dependency on 3.10)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
 def load_expectations_file(path: str | os.PathLike) -> tuple[str | None, Expectations]:
     """Parse one TOML expectations file; returns (backend it is restricted to, entries)."""
-    import tomllib
-
     from nnport.errors import NnportError
 
+    toml = toml_module()
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+            data = toml.load(fh)
+    except (OSError, toml.TOMLDecodeError) as exc:
         raise NnportError(f"cannot read expectations file {str(path)!r}: {exc}") from exc
     unknown = set(data) - {"xfail", "skip", "backend"}
     if unknown:

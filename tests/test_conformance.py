@@ -512,3 +512,27 @@ def test_node_cases_run_in_the_worker_against_stored_outputs():
 def test_full_default_suite_passes_on_onnxruntime(tmp_path):
     out = _nnport("conformance", "-b", "onnxruntime", "--json", str(tmp_path / "r.json"), timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_expectations_parse_without_tomllib(tmp_path, monkeypatch):
+    """Python 3.10 has no tomllib: the tomli backport (a 3.10-only dependency) reads the same files."""
+    import builtins
+    import importlib.util
+
+    from nnport.conformance import runner
+
+    if importlib.util.find_spec("tomli") is None:
+        pytest.skip("tomli is not installed here (it is a dependency on Python 3.10 only)")
+    real_import = builtins.__import__
+
+    def no_tomllib(name, *args, **kwargs):
+        if name == "tomllib":
+            raise ModuleNotFoundError("No module named 'tomllib'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tomllib)
+    assert runner.toml_module().__name__ == "tomli"
+    path = tmp_path / "x.toml"
+    path.write_text('[xfail]\n"op/Relu/*" = "a reason"\n')
+    backend, entries = runner.load_expectations_file(path)
+    assert entries is not None
