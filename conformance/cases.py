@@ -9,7 +9,11 @@ process needs to rebuild exactly the same bytes.  Inputs come from
 
 Groups:
 
-* ``op/``    one operator per model, across shapes, attributes and opsets;
+* ``op/``    one operator per model, across shapes, attributes and opsets
+  (the core set here, the variants real exports use in
+  ``nnport.conformance.op_variants``);
+* ``nonfinite/`` NaN and +/-Inf inputs (``nnport.conformance.nonfinite``): a
+  small CNN with one NaN pixel, MaxPool over NaN, +/-Inf into Relu/Max/Softmax;
 * ``zoo/``   nnport's built-in small networks (``nnport.zoo.names()``);
 * ``model/`` the real architectures in the onnx wheel (``light_*``).  Their
   weights there are all the constant 0.02, which makes every class score equal
@@ -40,7 +44,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-GROUPS = ("op", "zoo", "model", "edge", "real")
+GROUPS = ("op", "nonfinite", "zoo", "model", "edge", "real")
 """Groups of the default suite, in run order (node tests are opt-in)."""
 
 
@@ -666,11 +670,14 @@ def _op_cases() -> tuple[Case, ...]:
     if not _OP_CASES:
         for register in (_register_conv, _register_linear, _register_norm, _register_pool, _register_activations, _register_softmax, _register_resize, _register_shape_ops, _register_reduce, _register_rnn):
             register()
+        from .op_variants import register as register_variants  # the variants real exports use
+
+        register_variants(_OP_CASES.append)
     return tuple(_OP_CASES)
 
 
 def default_cases(include_slow: bool = False) -> list[Case]:
-    """The default suite: op cases, zoo models, real architectures, graph edge cases, real models (in that order).
+    """The default suite: op cases, non-finite inputs, zoo models, real architectures, graph edge cases, real models (in that order).
 
     ``include_slow`` adds the slow real models.
     """
@@ -679,7 +686,10 @@ def default_cases(include_slow: bool = False) -> list[Case]:
     from .corpus import real_cases
     from .edge_cases import edge_cases
 
+    from .nonfinite import nonfinite_cases
+
     cases = list(_op_cases())
+    cases += nonfinite_cases()
     cases += [_zoo_case(n) for n in zoo.names()]
     cases += [_light_case(n) for n in zoo.light_names()]
     cases += edge_cases()

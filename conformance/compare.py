@@ -350,6 +350,7 @@ class Comparator:
         if not nonfinite_ok:
             reasons.append(
                 f"NaN/Inf positions differ: reference has {int(r_nan.sum())} NaN/{int(r_inf.sum())} Inf, output has {int(g_nan.sum())} NaN/{int(g_inf.sum())} Inf"
+                f"; {_nonfinite_positions(g, r)}"
             )
         both = np.isfinite(g) & np.isfinite(r)
         special_same = (g_nan & r_nan) | (g_inf & r_inf & (g == r))
@@ -415,6 +416,21 @@ class Comparator:
             k=k,
             **base,
         )
+
+
+NONFINITE_POSITIONS = 8
+"""How many differing NaN/Inf positions a reason lists (then a count of the rest)."""
+
+
+def _nonfinite_positions(g: np.ndarray, r: np.ndarray, limit: int = NONFINITE_POSITIONS) -> str:
+    """Where NaN/Inf differ, in index order: ``at [0, 3] (got 0.17, reference nan), ... (+6 more)``."""
+    g_nan, r_nan = np.isnan(g), np.isnan(r)
+    with np.errstate(invalid="ignore"):
+        differ = (g_nan != r_nan) | ((np.isinf(g) | np.isinf(r)) & ~(g_nan | r_nan) & (g != r))
+    where = np.argwhere(differ) if g.ndim else (np.zeros((1, 0), int) if bool(differ) else np.zeros((0, 0), int))
+    shown = [f"[{', '.join(str(int(i)) for i in idx)}] (got {float(g[tuple(idx)]):.6g}, reference {float(r[tuple(idx)]):.6g})" for idx in where[:limit]]
+    more = f" (+{len(where) - limit} more)" if len(where) > limit else ""
+    return "at " + ", ".join(shown) + more
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

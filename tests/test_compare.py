@@ -80,6 +80,19 @@ def test_nan_and_inf_must_sit_at_the_same_positions():
     assert not Comparator(atol=1e9, rtol=1e9)({"y": np.array([np.nan], np.float32)}, {"y": np.array([0.0], np.float32)})
 
 
+def test_nonfinite_mismatch_names_the_positions():
+    """A runtime that turns NaN logits finite (OpenVINO on a NaN pixel) fails with where it did so."""
+    ref = np.full((1, 10), np.nan, np.float32)
+    ref[0, 3] = 1.0
+    got = np.arange(10, dtype=np.float32).reshape(1, 10)
+    reason = Comparator()({"logits": got}, {"logits": ref})["logits"].reasons[0]
+    assert "reference has 9 NaN/0 Inf, output has 0 NaN/0 Inf" in reason
+    assert "at [0, 0] (got 0, reference nan), [0, 1] (got 1, reference nan), [0, 2]" in reason and "[0, 3]" not in reason
+    assert reason.endswith("(+1 more)")  # eight positions listed, then the count of the rest
+    inf = Comparator()({"y": np.array([np.inf, 2.0], np.float32)}, {"y": np.array([-np.inf, 2.0], np.float32)})["y"].reasons[0]
+    assert "at [0] (got inf, reference -inf)" in inf
+
+
 def test_shape_and_dtype_must_be_equal():
     ref = {"y": _ref((2, 3))}
     res = Comparator()({"y": ref["y"].reshape(3, 2)}, ref)["y"]

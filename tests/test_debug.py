@@ -413,18 +413,16 @@ def test_cli_reduce_writes_the_files(faulty, tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["onnxruntime:cpu", "openvino:CPU", "ncnn:cpu"])
 def test_slow_light_resnet50(device):
-    """Real architecture: OpenVINO and ncnn agree with ONNX Runtime; ONNX Runtime and onnx's ReferenceEvaluator part at
-    the first BatchNormalization (the oracle's opset-9 defect, conformance/xfail/onnxruntime.toml) unless corrected."""
+    """Real architecture: OpenVINO and ncnn agree with ONNX Runtime, and ONNX Runtime with the oracle (onnx.reference
+    with conformance/oracle.py's kernels: its stock BatchNormalization-9 took momentum as training mode)."""
     if not usable(device):
         pytest.skip(f"{device} is not usable here")
     model = materialize_light(onnx.load(str(zoo.light_path("light_resnet50"))))
     report = debug.first_divergence(model, device)
     print(f"{device}: {report.status}, {report.compiles} compiles, {report.seconds:.1f} s, fast path {report.fast_path}")
-    if device == "onnxruntime:cpu":  # judged by the oracle: agrees where its BatchNormalization-9 kernel is corrected
+    assert report.status == "agrees", report.message
+    if device == "onnxruntime:cpu":  # judged by the oracle
         assert report.reference == "onnx.reference"
-        assert report.status == "agrees" or (report.status == "diverges" and report.node.op_type == "BatchNormalization"), report.message
-    else:
-        assert report.status == "agrees", report.message
 
 
 @pytest.mark.slow
