@@ -39,7 +39,9 @@ compile, run), this one as the conversion recipe.  What was measured with MNN
   ``approximate="tanh"``) before conversion, and ``--useGeluApproximation 0``
   keeps the converter from fusing an erf GELU into that kernel.
 * Whatever else is wrong is caught by a one-time check: the converted model is
-  run beside ONNX Runtime on seeded inputs (``verify``).  A mismatch is
+  run beside ONNX Runtime on seeded inputs (``verify``), MNN's side in a child
+  process too, since MNN's runtime crashes (SIGFPE, SIGSEGV, a double free)
+  or hangs on some converted graphs.  A mismatch is
   ``UnsupportedModel`` (cached), so device selection falls back.
 
 Conversions (and their failures) are cached under ``<cache>/<model
@@ -74,7 +76,7 @@ from nnport.errors import CompileError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
 
-CONVERTER_VERSION = "3"
+CONVERTER_VERSION = "4"
 """Bump when this module changes what it writes, so old cache entries are ignored."""
 
 UPGRADE_OPSET = 13
@@ -541,6 +543,78 @@ def has_open_dims(model: Model) -> bool:
     return any(not isinstance(d, int) for s in model.inputs for d in s.shape)
 
 
+CHECK_WORKER = r"""
+import json, sys
+BLOCK = set(json.loads(sys.argv[1]))
+def _guard(event, args):
+    if event in BLOCK:
+        raise PermissionError("nnport's MNN check worker refuses " + event)
+sys.addaudithook(_guard)
+import numpy as np
+from nnport.errors import NnportError
+from nnport.model import Model
+from nnport.plugins.mnn import MnnProgram
+from nnport.types import TensorSpec
+task = json.loads(sys.argv[2])
+specs = lambda rows: tuple(TensorSpec(n, tuple(s), d) for n, s, d in rows)
+model = Model(format="onnx", inputs=specs(task["inputs"]), outputs=specs(task["outputs"]), hash="", name=task["name"])
+status = {}
+try:
+    with np.load(task["feeds"], allow_pickle=False) as data:
+        feeds = {s.name: data["i%d" % i] for i, s in enumerate(model.inputs)}
+    program = MnnProgram.load(task["path"], model, precision=task["precision"], threads=1, backend_type=None)
+    out = program.infer(feeds)
+    np.savez(task["out"], **{"o%d" % i: out[s.name] for i, s in enumerate(model.outputs)})
+except NnportError as exc:
+    status["error"] = str(exc)
+print(sys.argv[3] + json.dumps(status), flush=True)
+"""
+"""Runs the converted model once on the check inputs in a child process: a crash or a hang in MNN is a verdict."""
+
+SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV"}
+
+
+class CheckFailed(Exception):
+    """MNN crashed, hung or raised on the check inputs (in the check worker); the message says which."""
+
+
+def run_isolated(path: str, model: Model, precision: str, feeds: Mapping[str, np.ndarray], timeout_s: float = 120.0) -> dict[str, np.ndarray]:
+    """The converted model's outputs on ``feeds``, computed in a child process; raises ``CheckFailed``.
+
+    MNN's runtime crashes on some converted graphs (SIGFPE in 2-D pooling of
+    the ONNX node tests, SIGSEGV on uint8 arithmetic, a double free in
+    CenterCropPad) and hangs on others (OneHot): found here, such a model is
+    refused instead of taking the user's process down at its first run.
+    """
+    with tempfile.TemporaryDirectory(prefix="nnport-mnn-check-") as tmp:
+        feeds_path, out_path = os.path.join(tmp, "feeds.npz"), os.path.join(tmp, "out.npz")
+        np.savez(feeds_path, **{f"i{i}": np.asarray(feeds[s.name]) for i, s in enumerate(model.inputs)})
+        rows = lambda specs: [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in specs]
+        task = {"path": str(path), "precision": precision, "name": model.name, "inputs": rows(model.inputs), "outputs": rows(model.outputs),
+                "feeds": feeds_path, "out": out_path}  # fmt: skip
+        cmd = [sys.executable, "-c", CHECK_WORKER, json.dumps(BLOCKED_EVENTS), json.dumps(task), STATUS_MARK]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"MNN did not finish running the converted model within {timeout_s:.0f} s (a hang)") from None
+        log = (proc.stdout or "") + (proc.stderr or "")
+        status = None
+        for line in log.splitlines():
+            if line.startswith(STATUS_MARK):
+                with contextlib.suppress(ValueError):
+                    status = json.loads(line[len(STATUS_MARK) :])
+        if proc.returncode < 0:
+            sig = SIGNALS.get(-proc.returncode, f"signal {-proc.returncode}")
+            tail = " ".join(_reason(log).split())[:200]
+            raise CheckFailed(f"MNN crashed ({sig}) running the converted model" + (f": {tail}" if tail and tail != "no message" else ""))
+        if status is None:
+            raise CheckFailed(f"the check worker failed (exit status {proc.returncode}): {_tail(log, 4)[:400]}")
+        if "error" in status:
+            raise CheckFailed(status["error"])
+        with np.load(out_path, allow_pickle=False) as data:
+            return {s.name: data[f"o{i}"] for i, s in enumerate(model.outputs)}
+
+
 def _verify(path: Path, model: Model, precision: str) -> tuple[str, str | None]:
     """Compare the converted model with ONNX Runtime on seeded inputs: (what was checked, error or None).
 
@@ -552,10 +626,6 @@ def _verify(path: Path, model: Model, precision: str) -> tuple[str, str | None]:
     if importlib.util.find_spec("onnxruntime") is None:
         return "not verified: onnxruntime is not installed", None
     import onnxruntime as ort
-
-    from nnport.errors import ExecutionError, InputError
-
-    from .mnn import MnnProgram
 
     open_dims = has_open_dims(model)
     try:
@@ -571,9 +641,8 @@ def _verify(path: Path, model: Model, precision: str) -> tuple[str, str | None]:
             return f"{DEFERRED}: ONNX Runtime cannot run the guessed check shapes {shapes}", None
         return f"not verified: ONNX Runtime failed on the check inputs {shapes} ({str(exc)[:200]})", None
     try:
-        program = MnnProgram.load(str(path), model, precision=precision, threads=1, backend_type=None)
-        got = program.infer(feeds)
-    except (ExecutionError, InputError, UnsupportedModel) as exc:
+        got = run_isolated(str(path), model, precision, feeds)
+    except CheckFailed as exc:
         if open_dims:
             return f"{DEFERRED}: MNN failed at the guessed check shapes {shapes} ({str(exc)[:200]})", None
         return "verification failed", f"the MNN model converted from {model.name!r} fails on the check inputs: {exc}"
@@ -615,16 +684,24 @@ class FirstRunCheck:
     as lazily specialised backends do), kept for every later call.
     """
 
-    def __init__(self, model: Model, precision: str, why: str) -> None:
+    def __init__(self, model: Model, precision: str, why: str, path: str) -> None:
         self.model = model
+        self.path = path
         self.precision = precision
         self.why = why
         self.verdict: str | None = None
         self.error: UnsupportedModel | None = None
         self.lock = threading.Lock()
 
-    def judge(self, feeds: Mapping[str, np.ndarray], got: Mapping[str, np.ndarray]) -> None:
+    def judge(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Run MNN on ``feeds`` in the check worker and ONNX Runtime here; set ``verdict`` and ``error``."""
         shapes = ", ".join(f"{k}:{'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+        try:
+            got = run_isolated(self.path, self.model, self.precision, feeds)
+        except CheckFailed as exc:
+            self.verdict = "verification failed at the first run"
+            self.error = UnsupportedModel(f"MNN cannot run {self.model.name!r} at the first run's shapes {shapes}: {exc}")
+            return
         try:
             session = _reference_session(self.model)
             ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, dict(feeds))))

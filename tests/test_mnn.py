@@ -276,7 +276,9 @@ AUDITED = textwrap.dedent(
              "subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork")
     def hook(event, args):
         if event in WATCH:
-            events.append([event, repr(args)[:300], "_tools.mnnconvert" in repr(args)])
+            text = repr(args)
+            kind = "convert" if "_tools.mnnconvert" in text else "check" if "MnnProgram" in text else "other"
+            events.append([event, text[:300], kind])
     sys.addaudithook(hook)
     import numpy as np, nnport, nnport.zoo
     compiled = nnport.compile(nnport.zoo.load("cnn"), "mnn:cpu", cache_dir=sys.argv[1], fallback=False)
@@ -288,7 +290,7 @@ AUDITED = textwrap.dedent(
 
 
 def test_convert_and_compile_open_no_connection_and_start_no_pip(tmp_path):
-    """A fresh conversion + compile + run: no socket, no pip, no MNN.tools; the converter worker is the one process started."""
+    """A fresh conversion + compile + run: no socket, no pip, no MNN.tools; the only processes started are nnport's two workers."""
     proc = subprocess.run([sys.executable, "-c", AUDITED, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -297,7 +299,8 @@ def test_convert_and_compile_open_no_connection_and_start_no_pip(tmp_path):
     assert not [e for e in events if e[0].startswith("socket") or e[0] == "urllib.Request"], events
     assert not [e for e in events if "pip" in e[1]], events
     started = [e for e in events if e[0] == "subprocess.Popen"]
-    assert len(started) == 1 and started[0][2] and sys.executable in started[0][1], events
+    assert sorted(e[2] for e in started) == ["check", "convert"], events  # the converter worker and the check worker
+    assert all(sys.executable in e[1] for e in started), events
     assert not [e for e in events if e[0] in ("os.system", "os.exec", "os.posix_spawn", "os.spawn")], events
     assert "MNN.tools" not in report["modules"] and not any(m.startswith("MNN.tools") for m in report["modules"])
     guard = report["guard"]  # what the worker saw: its own hook refused nothing, and MNN.tools stayed out there too
@@ -338,7 +341,7 @@ def test_no_connect_syscall_and_only_python_is_executed(tmp_path):
     lines = trace.read_text().splitlines()
     assert not [l for l in lines if "connect(" in l], lines
     executed = [l.split('execve("', 1)[1].split('"', 1)[0] for l in lines if 'execve("' in l and "= 0" in l]
-    assert len(executed) == 2 and set(executed) == {sys.executable}, executed  # this interpreter and the converter worker
+    assert len(executed) == 3 and set(executed) == {sys.executable}, executed  # this interpreter, the converter worker, the check worker
 
 
 # -- conversion and cache ----------------------------------------------------------------------------
@@ -410,15 +413,42 @@ def test_converter_that_says_true_but_writes_nothing(tmp_path, monkeypatch):
         nnport.compile(nnport.zoo.load("mlp"), "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
 
 
+def corrupting(monkeypatch, when=lambda model: True):
+    """Make the check worker's MNN outputs wrong (for models ``when`` picks)."""
+    real = convert_mod.run_isolated
+
+    def wrong(path, model, precision, feeds, *args, **kwargs):
+        out = real(path, model, precision, feeds, *args, **kwargs)
+        return {k: v * 2 + 1 for k, v in out.items()} if when(model) else out
+
+    monkeypatch.setattr(convert_mod, "run_isolated", wrong)
+
+
 def test_verification_rejects_a_wrong_conversion_and_selection_falls_back(tmp_path, monkeypatch):
-    real = mnn_plugin.MnnProgram._run
-    monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v * 2 + 1 for k, v in real(self, feeds).items()})
+    corrupting(monkeypatch)
     model = nnport.zoo.load("cnn")
     with pytest.raises(UnsupportedModel, match="disagrees with ONNX Runtime"):
         nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
     compiled = nnport.compile(model, ["mnn:cpu", "onnxruntime:cpu"], cache_dir=str(tmp_path))
     assert compiled.device.id == "onnxruntime:cpu"
     assert "cached verdict" in str(compiled.attempts[0][1])
+
+
+def test_a_crash_in_mnn_at_the_check_is_a_refusal_not_the_end_of_the_process(tmp_path):
+    """uint8 Add: MNN's runtime segfaults on it (the ONNX node test test_add_uint8); the check worker takes the crash."""
+    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add_u8", [_vi("a", [3, 4, 5], TensorProto.UINT8), _vi("b", [3, 4, 5], TensorProto.UINT8)], [_vi("y", [3, 4, 5], TensorProto.UINT8)])
+    model = nnport.load(_model(graph))
+    with pytest.raises(UnsupportedModel, match=r"crashed \(SIG"):
+        nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
+    assert nnport.compile(model, ["mnn:cpu", "onnxruntime:cpu"], cache_dir=str(tmp_path)).device.id == "onnxruntime:cpu"
+
+
+def test_a_hang_in_mnn_at_the_check_is_a_refusal(tmp_path, monkeypatch):
+    monkeypatch.setattr(convert_mod, "CHECK_WORKER", "import time; time.sleep(60)")
+    real = convert_mod.run_isolated
+    monkeypatch.setattr(convert_mod, "run_isolated", lambda *a, **k: real(*a, **{**k, "timeout_s": 2}))
+    with pytest.raises(UnsupportedModel, match="did not finish running"):
+        nnport.compile(nnport.zoo.load("mlp"), "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
 
 
 def test_converter_args_from_extra(tmp_path):
@@ -581,12 +611,9 @@ def test_open_dims_the_seeded_check_cannot_run_are_checked_at_the_first_run(tmp_
 
 
 def test_first_run_disagreement_specialises_per_feed_shape(tmp_path, monkeypatch):
+    corrupting(monkeypatch, when=convert_mod.has_open_dims)  # only the dynamic model is wrong; the static ones are right
     model = reshape_model()
     compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
-    program = compiled.native
-    real = mnn_plugin.MnnProgram._run
-    broken = {id(program)}  # only the dynamic model is wrong; the static ones it falls back to are right
-    monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v + 1 if id(self) in broken else v for k, v in real(self, feeds).items()})
     for n in (8, 12, 8):
         x = np.random.default_rng(n).standard_normal((1, n)).astype(np.float32)
         np.testing.assert_array_equal(compiled.run({"x": x})["y"], np.maximum(x.reshape(-1, 4), 0))
@@ -595,10 +622,8 @@ def test_first_run_disagreement_specialises_per_feed_shape(tmp_path, monkeypatch
 
 
 def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch):
-    model = reshape_model()
-    compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_specialize": False})
-    real = mnn_plugin.MnnProgram._run
-    monkeypatch.setattr(mnn_plugin.MnnProgram, "_run", lambda self, feeds: {k: v + 1 for k, v in real(self, feeds).items()})
+    corrupting(monkeypatch)
+    compiled = nnport.compile(reshape_model(), "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_specialize": False})
     for _ in range(2):
         with pytest.raises(UnsupportedModel, match="first run's shapes x:1x8"):
             compiled.run({"x": np.ones((1, 8), np.float32)})
