@@ -22,8 +22,10 @@ binding is thin and has sharp edges; each guard below was observed with MNN
   overwrites.
 * **layouts**: an output that comes back in MNN's packed ``NC4HW4`` layout is
   converted to NCHW before reading; inputs are given as NCHW.
-* **non-contiguous** inputs are made C-contiguous first (a flag test when they
-  already are).
+* **non-contiguous** inputs: ``MNN.expr.const`` reads numpy strides
+  (transposed, stepped, reversed and Fortran-order arrays give exactly the
+  contiguous values), so the hot path passes them as they are; a test holds
+  MNN to it.
 * **empty tensors**: ``Var.read()`` of a zero-size tensor fails inside MNN; a
   zero-size input dim is an ``InputError`` (``UnsupportedModel`` at compile
   when the model declares it).
@@ -315,6 +317,49 @@ class MnnProgram:
         self.static: Specializations | None = None
         self.info: dict[str, Any] = {}
         self.run_checked = self._run  # an instance attribute: no per-call test once nothing is pending
+        self._steady = self._run
+
+    def unrolled(self) -> None:
+        """Use a closure for the common case (one static float32 input and output), when it applies.
+
+        It binds the loaded module's ``forward`` and the MNN functions once, so
+        a call is the direct MNN call plus a thread test and the output copy.  The output's layout (NC4HW4 or not) is read on the
+        first call and kept, since static shapes fix it.  Other threads take
+        the general path with their own module clone.
+        """
+        if len(self.ins) != 1 or len(self.outs) != 1 or not self._plain:
+            return
+        spec, (out_name, out_dtype) = self.ins[0].spec, self.outs[0]
+        if spec.is_dynamic or 0 in spec.shape or out_dtype != _F32:
+            return
+        forward, const, NCHW, NC4HW4, convert = self.module.forward, self._const, self._NCHW, self._NC4HW4, self._convert
+        name, mnn_dtype, owner, general, model_name = spec.name, self.ins[0].mnn_dtype, self._owner, self._run, self.model_name
+        get_ident, array = threading.get_ident, np.array
+
+        def first(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            """The first call on the owner thread reads the output's layout: static shapes keep it."""
+            if get_ident() != owner:
+                return general(feeds)
+            out = general(feeds)
+            var = forward([const(np.ascontiguousarray(feeds[name]), feeds[name].shape, NCHW, mnn_dtype)])[0]
+            self._steady = general if var.data_format == NC4HW4 else plain
+            if self.run_checked is first:
+                self.run_checked = self._steady
+            return out
+
+        def plain(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if get_ident() != owner:
+                return general(feeds)
+            a = feeds[name]  # any strides: MNN.expr.const reads them (see the module docstring)
+            try:  # the output is NCHW (checked on the first call; the data_format test costs ~5% of a small model's call)
+                return {out_name: array(forward([const(a, a.shape, NCHW, mnn_dtype)])[0].read())}  # a copy: read() views memory the next call overwrites
+            except (RuntimeError, SystemError, TypeError) as exc:
+                raise ExecutionError(f"MNN failed to run model {model_name!r}: {type(exc).__name__}: {exc}") from exc
+
+        one = first
+        self._steady = one
+        if self.pending is None:
+            self.run_checked = one
 
     def defer_check(self, check: FirstRunCheck, info: dict[str, Any], static: Specializations | None = None) -> None:
         """Check the first run's outputs against ONNX Runtime (``info["verified"]`` gets the verdict).
@@ -354,8 +399,8 @@ class MnnProgram:
             if check.error is not None:
                 raise check.error
             self.pending = None
-            self.run_checked = self._run
-            return self._run(feeds)
+            self.run_checked = self._steady
+            return self._steady(feeds)
 
     @classmethod
     def load(
@@ -434,6 +479,8 @@ class MnnProgram:
         program = cls(module, mnn, model, ins, mode)
         program.runtime = runtime  # the module's runtime lives as long as the program
         program.winograd = winograd
+        if not intermediate:
+            program.unrolled()
         return program
 
     # -- per thread ----------------------------------------------------------------------
@@ -493,7 +540,10 @@ class MnnProgram:
                 value = var.read()
             except SystemError as exc:  # a zero-size output, or a shape MNN could not compute
                 raise ExecutionError(f"MNN could not produce output {name!r} of model {self.model_name!r} (shape {var.shape}): {exc}") from exc
-            out[name] = array(value, dtype=dtype)  # a copy: read() views MNN memory that the next forward overwrites (dtype None: MNN's)
+            value = array(value)  # a copy: read() views MNN memory that the next forward overwrites
+            if dtype is not None and value.dtype is not dtype and value.dtype != dtype:  # int32 -> int64/bool; dtype None: MNN's
+                value = value.astype(dtype)
+            out[name] = value
         return out
 
     def _prepared(self, plan: InputPlan, a: np.ndarray) -> np.ndarray:

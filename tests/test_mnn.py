@@ -483,6 +483,20 @@ def test_non_contiguous_inputs_give_the_right_answer(cnn_compiled):
     strided = np.ascontiguousarray(feeds["image"].transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     assert not strided.flags.c_contiguous
     assert max_rel_error(cnn_compiled.run({"image": strided}), want) <= 1e-5
+    for _ in range(2):  # the first call reads the layout, the next ones take the unrolled path
+        doubled = np.repeat(feeds["image"], 2, axis=3)[..., ::2]
+        reversed_twice = np.ascontiguousarray(feeds["image"][:, ::-1])[:, ::-1]  # negative strides, same values
+        for a in (doubled, reversed_twice, np.asfortranarray(feeds["image"])):
+            assert not a.flags.c_contiguous
+            assert max_rel_error(cnn_compiled.run({"image": a}), want) <= 1e-5
+
+
+def test_unrolled_path_agrees_with_the_general_one(cnn_compiled):
+    feeds = {"image": np.random.default_rng(9).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    cnn_compiled.run(feeds)
+    program = cnn_compiled.native
+    assert program.run_checked.__name__ == "plain"  # one static float32 input and output, NCHW out
+    np.testing.assert_array_equal(program.run_checked(feeds)["probs"], program._run(feeds)["probs"])
 
 
 def test_outputs_are_copies_that_survive_the_next_call(cnn_compiled):
