@@ -32,6 +32,7 @@ from .hookspecs import hookimpl, hookspec
 from .manager import get_plugin_manager
 from .measure import Measurement, MeasureSettings
 from .model import Model, load
+from .port import PortCell, PortReport, port
 from .types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
 __version__ = "0.1.0"
@@ -57,6 +58,8 @@ __all__ = [
     "NnportError",
     "NoDeviceCouldCompile",
     "PluginError",
+    "PortCell",
+    "PortReport",
     "TensorSpec",
     "UnsupportedModel",
     "UnsupportedPrecision",
@@ -69,4 +72,5 @@ __all__ = [
     "hookspec",
     "load",
     "measure",
+    "port",
 ]

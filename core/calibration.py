@@ -196,3 +196,20 @@ def _expected(specs: Sequence[TensorSpec]) -> str:
 def _short(source: Any) -> str:
     text = repr(source)
     return text if len(text) < 60 else text[:57] + "..."
+
+
+def save_samples(directory: str | Path, samples: Sequence[Mapping[str, np.ndarray]], prefix: str = "sample") -> list[Path]:
+    """Write ``samples`` (feed dicts) to ``directory`` in the format read here: one ``.npz`` per sample.
+
+    Files are named ``<prefix>_00000.npz``, ... so that sorted file-name order is
+    the samples' order (what ``nnport port --labels`` relies on).
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(max(len(samples) - 1, 0))))
+    paths = []
+    for i, sample in enumerate(samples):
+        path = out / f"{prefix}_{i:0{width}d}.npz"
+        np.savez(path, **{k: np.ascontiguousarray(v) for k, v in sample.items()})
+        paths.append(path)
+    return paths

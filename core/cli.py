@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError, NnportError
 
-COMMAND_MODULES = ["nnport.cli", "nnport.cli_bench", "nnport.cli_compress", "nnport.cli_conformance", "nnport.cli_debug", "nnport.cli_farm"]
+COMMAND_MODULES = ["nnport.cli", "nnport.cli_bench", "nnport.cli_compress", "nnport.cli_conformance", "nnport.cli_debug", "nnport.cli_farm", "nnport.cli_port"]
 """Modules contributing sub-commands; each has ``register(subparsers)``."""
 
 

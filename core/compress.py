@@ -435,6 +435,7 @@ class AccuracyDelta:
     reference_classes: int | None = None
     part: str | None = None
     source: str | None = None
+    mean_abs_error: float | None = None
 
     @property
     def label(self) -> str:
@@ -522,6 +523,7 @@ def _delta(name: str, ref: list[np.ndarray], out: list[np.ndarray], part: str | 
         reference_classes=classes,
         part=part,
         source=source,
+        mean_abs_error=float(np.mean(np.abs(diff))) if diff.size else 0.0,
     )
 
 

@@ -279,3 +279,40 @@ def load_any(name: str) -> Any:
 
         return load_model(light_path(name))
     return load(name)
+
+
+@dataclass(frozen=True)
+class ExportedData:
+    """Where ``export_labelled`` wrote a labelled zoo model's data: what ``nnport port`` takes."""
+
+    data: Path
+    labels: Path
+    calibration: Path
+
+    def port_args(self) -> list[str]:
+        """``--data ... --labels ... --calibration ...`` for ``nnport port``."""
+        return ["--data", str(self.data), "--labels", str(self.labels), "--calibration", str(self.calibration)]
+
+
+def export_labelled(name: str, directory: Any) -> ExportedData:
+    """Write zoo model ``name``'s held-out test split, labels and calibration set as files.
+
+    ``<directory>/test/`` holds one ``.npz`` per sample (keyed by input name, in
+    label order), ``<directory>/test-labels.txt`` one class per line, and
+    ``<directory>/calibration/`` the calibration samples: the folders
+    ``nnport port MODEL --data ... --labels ... --calibration ...`` reads.
+    """
+    from .calibration import save_samples
+
+    labelled_data = labelled(name)
+    root = Path(directory)
+    test, cal = root / "test", root / "calibration"
+    for folder in (test, cal):  # a re-export never mixes in files of an earlier one
+        for stale in folder.glob("sample_*.npz") if folder.is_dir() else ():
+            stale.unlink()
+    samples = [{k: v[i : i + 1] for k, v in labelled_data.feeds.items()} for i in range(len(labelled_data))]
+    save_samples(test, samples)
+    save_samples(cal, labelled_data.calibration)
+    labels = root / "test-labels.txt"
+    labels.write_text("".join(f"{int(x)}\n" for x in labelled_data.labels))
+    return ExportedData(test, labels, cal)
