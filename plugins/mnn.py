@@ -199,7 +199,7 @@ class MnnBackend(Backend):
         if conversion.verified.startswith(DEFERRED):
             axes = open_axes(model)
             static = None
-            if options.extra.get("mnn_specialize", True):  # if the dynamic model disagrees: one static model per feed shape
+            if axes and options.extra.get("mnn_specialize", True):  # if the dynamic model disagrees: one static model per feed shape
                 static = Specializations(self, model, device, options, axes)
             program.defer_check(FirstRunCheck(model, options.precision, conversion.verified, conversion.path), compiled.info, static)
         if options.precision == "fp16":
