@@ -31,6 +31,13 @@ binding is thin and has sharp edges; each guard below was observed with MNN
   when the model declares it).
 * **threads**: a ``Module`` is not shared between threads; each thread runs its
   own ``clone()`` (weights shared).
+* **wrong conversions, crashes, hangs**: a fresh conversion is run once on
+  seeded inputs beside ONNX Runtime, MNN's side in a child process, because
+  MNN's runtime crashes (SIGFPE in 2-D pooling, SIGSEGV on uint8 arithmetic, a
+  double free) or hangs (OneHot) on some ONNX node tests.  A mismatch, crash
+  or hang is ``UnsupportedModel`` (cached), so selection falls back; where the
+  seeded inputs cannot decide (open dims, axes fed at run time), the first
+  real run is checked the same way before any output is returned.
 
 Devices: ``mnn:cpu``.  GPU backends (Vulkan, OpenCL, CUDA) are listed as
 devices only when MNN really creates them: the PyPI wheel has none, and asking
