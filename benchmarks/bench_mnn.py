@@ -12,10 +12,13 @@ Run: ``.venv/bin/python benchmarks/bench_mnn.py [--rounds N] [--models mlp cnn a
      ``np.array(module.forward([F.const(x, x.shape, F.NCHW, F.float)])[0].read())``
      (the copy is needed: ``read()`` views memory the next call overwrites).
 
-   Each round times a block of calls per variant (about 20 ms of work), the two
-   back to back, so that load from other processes hits both alike.  The
-   headline is the median over rounds of nnport's per-call time over direct's
-   in the same round (target <= 1.05), with its quartiles.
+   * ``plugin``: the plugin's own path (``compiled.native.run_checked``), i.e.
+     ``run`` without the core's feed validation, to tell the two costs apart.
+
+   Each round times a block of calls per variant (about 3 ms of work), back to
+   back in alternating order, so that load from other processes hits them
+   alike.  The headline is the median over rounds of nnport's per-call time
+   over direct's in the same round (target <= 1.05), with its quartiles.
 
 2. Conversion on ``cnn`` and ``light_resnet50``: cold (empty ``cache_dir``: the
    converter worker, the one-time check against ONNX Runtime, MNN load) vs
@@ -73,33 +76,45 @@ def overhead(name: str, rounds: int, cache_dir: str) -> dict[str, Any]:
     def ours() -> Any:
         return compiled.run(feeds)
 
-    for _ in range(50):  # warm both paths (MNN allocates on the first calls)
+    plugin_call = program.run_checked
+
+    def plugin() -> Any:  # the plugin's own path, without the core's feed validation
+        return plugin_call(feeds)
+
+    for _ in range(50):  # warm every path (MNN allocates on the first calls; the plugin reads the layout)
         direct()
         ours()
+    plugin_call = program.run_checked
     np.testing.assert_array_equal(direct(), next(iter(ours().values())))
     per_call = min(block_time(direct, 20) for _ in range(5))
-    calls = max(5, min(2000, int(0.02 / max(per_call, 1e-7))))
-    ratios, t_ours, t_direct = [], [], []
+    calls = max(3, min(1000, int(0.003 / max(per_call, 1e-7))))  # ~3 ms blocks: short, so load hits both alike
+    t: dict[Any, list[float]] = {ours: [], direct: [], plugin: []}
+    ratios, plugin_ratios = [], []
     for r in range(rounds):
-        order = (ours, direct) if r % 2 == 0 else (direct, ours)
+        order = (ours, plugin, direct) if r % 2 == 0 else (direct, plugin, ours)
         times = {fn: block_time(fn, calls) for fn in order}
-        t_ours.append(times[ours])
-        t_direct.append(times[direct])
+        for fn in t:
+            t[fn].append(times[fn])
         ratios.append(times[ours] / times[direct])
+        plugin_ratios.append(times[plugin] / times[direct])
     q = statistics.quantiles(ratios, n=4)
     result = {
         "model": name,
         "calls_per_block": calls,
-        "direct_us": statistics.median(t_direct) * 1e6,
-        "nnport_us": statistics.median(t_ours) * 1e6,
+        "rounds": rounds,
+        "direct_us": statistics.median(t[direct]) * 1e6,
+        "nnport_us": statistics.median(t[ours]) * 1e6,
         "ratio_median": statistics.median(ratios),
         "ratio_q1": q[0],
         "ratio_q3": q[2],
-        "ratio_of_best": min(t_ours) / min(t_direct),
+        "plugin_only_ratio_median": statistics.median(plugin_ratios),
+        "ratio_of_best": min(t[ours]) / min(t[direct]),
+        "path": getattr(program.run_checked, "__name__", "?"),
     }
     say(
         f"{name:18s} direct {result['direct_us']:9.1f} us  nnport {result['nnport_us']:9.1f} us  "
-        f"ratio median {result['ratio_median']:.3f} (q1 {q[0]:.3f}, q3 {q[2]:.3f}; best/best {result['ratio_of_best']:.3f})  [{calls} calls x {rounds} rounds]"
+        f"run/direct median {result['ratio_median']:.3f} (q1 {q[0]:.3f}, q3 {q[2]:.3f}; best/best {result['ratio_of_best']:.3f})  "
+        f"plugin path alone {result['plugin_only_ratio_median']:.3f}  [{calls} calls x {rounds} rounds, path {result['path']}]"
     )
     return result
 
@@ -152,7 +167,7 @@ def conversion(name: str, rounds: int) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--rounds", type=int, default=201)
     parser.add_argument("--models", nargs="*", default=["mlp", "cnn", "attention", "light_squeezenet"])
     parser.add_argument("--compile-models", nargs="*", default=["cnn", "light_resnet50"])
     parser.add_argument("--compile-rounds", type=int, default=3)
