@@ -134,6 +134,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="compile and run zoo models on every available backend, against the reference")
     p.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
+    p.add_argument("--no-port", action="store_true", help="skip the last part: nnport port on the digits classifier")
     p.set_defaults(func=cmd_demo)
 
 
@@ -239,4 +240,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, results in accuracy.items():
         print(f"\n{name}: top-1 accuracy against the held-out labels (fp32): " + ", ".join(results))
     print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed")
-    return 1 if failures else 0
+    port_status = 0
+    if "digits" in (args.models or zoo.names()) and not args.no_port:
+        from .cli_port import demo as port_demo
+
+        port_status = port_demo()
+    return 1 if failures or port_status else 0

@@ -281,7 +281,7 @@ th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 tr.recommended td { background: #d8f0d8 !important; font-weight: 600; }
 tr.runnerup td { background: #eef8ee !important; }
 td.over { color: #b00; }
-.why { white-space: normal; max-width: 420px; text-align: left; font-size: 0.9em; color: #555; }
+.why { white-space: normal; max-width: 300px; text-align: left; font-size: 0.9em; color: #555; }
 ul.notes { font-size: 0.88em; color: #444; }
 svg text { font-family: system-ui, sans-serif; }
 """
