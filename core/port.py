@@ -348,9 +348,9 @@ def port(
     text file (one integer class per line, in the samples' order) or an array; the
     class is the argmax of ``label_output`` (default: the only output).
     ``devices``: ids, backend names or kinds (default: every usable device).
-    ``calibration`` (int8): a folder, a list of feed dicts or ``"random"``; without
-    it, the last fifth of ``data`` (at most 64 samples) is held out for calibration
-    and not evaluated.  ``max_accuracy_drop``: a fraction (0.01 = 1 point of top-1,
+    ``calibration`` (int8): a folder of samples or of images (preprocessed as the
+    data), a list of feed dicts or ``"random"``; without it, the last fifth of
+    ``data`` (at most 64 samples) is held out for calibration and not evaluated.  ``max_accuracy_drop``: a fraction (0.01 = 1 point of top-1,
     or 1% of agreement).  ``shapes`` fixes symbolic input dims (default: from the
     first sample).  The measurement: ``warmup`` runs, then at least
     ``min_iterations`` and ``min_duration_s`` (at most ``max_duration_s``, default
@@ -426,6 +426,9 @@ def port(
                 emit(PortProgress(index, total, cell.device, cell.precision, "done", cell=cell))
         except KeyboardInterrupt:
             report.interrupted = True
+            for c in report.cells:
+                if c.status == "not run":
+                    c.reason = "not run: interrupted (Ctrl-C) before this row"
             done = sum(1 for c in report.cells if c.status not in ("not run", "interrupted"))
             report.notes.append(f"interrupted (Ctrl-C) after {done} of {total} rows: the report is partial")
     recommend(report)
@@ -1168,7 +1171,7 @@ def recommend(report: PortReport) -> None:
     best = within[0]
     better_out = [c for c in ranked[: ranked.index(best)] if not c.within_budget]
     over = tuple(
-        f"{c.label}: {describe_figure(objective, c)}, but it drops {drop_text(report, c.accuracy_drop)} (budget {_pct(report.max_accuracy_drop)}); {_accuracy_text(report, c)}"
+        f"{c.label}: {describe_figure(objective, c)}, but {_accuracy_text(report, c, drop=False)} drops {drop_text(report, c.accuracy_drop)} below the reference (budget {_pct(report.max_accuracy_drop)})"
         for c in better_out
     )
     if len(within) > 1:
@@ -1207,10 +1210,10 @@ def _runner_up_why(report: PortReport, best: PortCell, runner: PortCell) -> str:
     return text
 
 
-def _accuracy_text(report: PortReport, cell: PortCell) -> str:
+def _accuracy_text(report: PortReport, cell: PortCell, drop: bool = True) -> str:
     name = {"labels": "top-1", "agreement": "top-1 agreement", "cosine": "min cosine"}[report.metric]
     value = f"{100 * cell.score:.2f}%" if report.metric != "cosine" and cell.score is not None else f"{cell.score:.5f}" if cell.score is not None else "-"
-    return f"{name} {value} (drop {drop_text(report, cell.accuracy_drop)})"
+    return f"{name} {value}" + (f" (drop {drop_text(report, cell.accuracy_drop)})" if drop else "")
 
 
 def drop_text(report: PortReport, drop: float | None) -> str:
