@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .port import METRICS, PREPROCESS_TEXT, UNITS, _pct, drop_text, format_size
 
@@ -195,12 +195,22 @@ def detail_rows(report: PortReport) -> list[list[str]]:
                     "-" if a.top1 is None else f"{100 * a.top1:.1f}%",
                     "-" if a.top5 is None else f"{100 * a.top5:.1f}%",
                     _top5(c) if a.part is None and c.labels is not None and a.output == c.labels.output else "",
+                    _flag(c.precision, a),
                 ]
             )
     return rows
 
 
-DETAIL_HEADERS = ["device", "precision", "output / part", "max |err|", "mean |err|", "cosine", "top-1 agr.", "top-5 agr.", "top-5 (labels)"]
+DETAIL_HEADERS = ["device", "precision", "output / part", "max |err|", "mean |err|", "cosine", "top-1 agr.", "top-5 agr.", "top-5 (labels)", "compression threshold"]
+
+
+def _flag(precision: str, delta: Any) -> str:
+    """``LOW: cosine 0.9698 < 0.98`` where an fp16/int8 output or part misses the compression report's threshold."""
+    from .compress import THRESHOLDS
+
+    threshold = THRESHOLDS.get(precision)
+    why = delta.below(threshold) if threshold is not None else []
+    return "LOW: " + "; ".join(why) if why else ("ok" if threshold is not None else "")
 
 
 def measurement_lines(report: PortReport, cv_threshold: float = 10.0) -> list[str]:
@@ -224,6 +234,13 @@ def notes(report: PortReport) -> list[str]:
     found += size_lines(report)
     if any(c.compile_warm_cache_hit is False for c in report.cells):
         found.append("* the backend reported no compile-cache hit on the warm compile (see the row's warning)")
+    if any(c.accuracy for c in report.cells if c.precision in ("fp16", "int8")):
+        from .compress import THRESHOLDS
+
+        floors = "; ".join(
+            f"{p}: cosine >= {t.min_cosine}, top-1 agreement >= {100 * (t.min_top1 or 0):g}%" for p, t in THRESHOLDS.items()
+        )
+        found.append(f"compression threshold: the compression report's floors on every output and part ({floors}); shown, not used: the recommendation uses the accuracy budget")
     found += list(report.data.warnings) + list(report.notes) + measurement_lines(report)
     for c in report.cells:
         found += [f"{c.label}: {w}" for w in c.warnings]
@@ -324,7 +341,7 @@ def _html_table(rows: Sequence[Sequence[str]], header: Sequence[str], left: int 
     out = ["<table><thead><tr>" + "".join(f"<th class='{'l' if i < left else ''}'>{e(h)}</th>" for i, h in enumerate(header)) + "</tr></thead><tbody>"]
     for n, row in enumerate(rows):
         cls = f" class='{classes[n]}'" if classes and classes[n] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td class='{'l' if i < left else ''}'>{e(str(v))}</td>" for i, v in enumerate(row)) + "</tr>")
+        out.append(f"<tr{cls}>" + "".join(f"<td class='{'l' if i < left else 'over' if str(v).startswith('LOW') else ''}'>{e(str(v))}</td>" for i, v in enumerate(row)) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 

@@ -327,6 +327,43 @@ def test_image_folder_end_to_end(tmp_path):
     assert report.cell("onnxruntime:cpu", "fp32").status == "ok"
 
 
+def _two_outputs():
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 8]) for n in ("logits", "probs")]
+    nodes = [helper.make_node("Identity", ["x"], ["logits"]), helper.make_node("Softmax", ["x"], ["probs"], axis=-1)]
+    model = helper.make_model(helper.make_graph(nodes, "two", [x], outs), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return nnport.load(model)
+
+
+def test_label_output_among_several(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = _samples(tmp_path / "d", [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(6)])
+    labels = tmp_path / "l.txt"
+    labels.write_text("".join(f"{int(np.load(f)['x'].argmax())}\n" for f in sorted(folder.iterdir())))
+    with pytest.raises(InputError, match=r"several outputs \['logits', 'probs'\]: name the one whose argmax is the class with --label-output NAME"):
+        port(_two_outputs(), folder, labels, devices=["onnxruntime:cpu"])
+    with pytest.raises(InputError, match="--label-output 'scores' is not an output"):
+        port(_two_outputs(), folder, labels, label_output="scores", devices=["onnxruntime:cpu"])
+    report = port(_two_outputs(), folder, labels, label_output="probs", devices=["onnxruntime:cpu"], precisions=["fp32"], **FAST)
+    cell = report.cell("onnxruntime:cpu", "fp32")
+    assert cell.labels.output == "probs" and cell.labels.top1 == 1.0 and report.reference_score == 1.0
+    assert cell.labels.top5 == 1.0  # 8 classes: top-5 is measured too
+
+
+def test_throughput_objective_measures_streams():
+    with pytest.warns(PortDataWarning):
+        report = port(zoo.load("digits"), devices=["onnxruntime:cpu"], precisions=["fp32", "fp16"], objective="throughput", **FAST)
+    cores = len(os.sched_getaffinity(0))
+    for c in report.cells:
+        assert c.throughput_scenario == (f"multi-stream x{cores}" if cores > 1 else "single-stream")
+    rec = report.recommendation
+    best = max(report.cells, key=lambda c: c.throughput_ips)
+    assert (rec.best.device, rec.best.precision) == (best.device, best.precision) and "inferences/s" in rec.best.why
+
+
 # -- partial reports -------------------------------------------------------------------------------
 
 
