@@ -66,9 +66,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -76,10 +77,15 @@ from nnport.errors import CompileError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
 
-CONVERTER_VERSION = "4"
+CONVERTER_VERSION = "5"
 """Bump when this module changes what it writes, so old cache entries are ignored."""
 
 UPGRADE_OPSET = 13
+CHECK_TIMEOUT_S = 30.0
+"""How long the check run may take (``extra["mnn_check_timeout_s"]``): MNN hangs on OneHot node tests."""
+HANG = "did not finish running the converted model"
+
+
 STATUS_MARK = "@@nnport-mnn-worker@@"
 
 BLOCKED_EVENTS = (
@@ -258,7 +264,9 @@ def converter_args(precision: str, extra: Mapping[str, Any] | None = None) -> li
         raise CompileError(f"extra['mnn_converter_args'] must be a list of strings, got {more!r}")
     forbidden = [a for a in more if a.lstrip("-") in ("modelFile", "MNNModel", "f", "framework")]
     if forbidden:
-        raise CompileError(f"extra['mnn_converter_args'] may not set {forbidden}: nnport chooses the files and the framework")
+        raise CompileError(
+            f"extra['mnn_converter_args'] may not set {forbidden}: nnport chooses the files and the framework"
+        )
     return args + list(more)
 
 
@@ -284,8 +292,13 @@ def convert(
     extra: Mapping[str, Any] | None = None,
     verify: bool = True,
     timeout_s: float = 600.0,
+    check_timeout_s: float = CHECK_TIMEOUT_S,
 ) -> Conversion:
     """The cached conversion of ``model``, running the converter only on a cache miss.
+
+    A converter that overruns ``timeout_s``, or a converted model whose check
+    run overruns ``check_timeout_s`` (MNN hangs on some graphs), is refused but
+    not cached: a quieter machine may finish.
 
     Raises ``UnsupportedModel`` with the converter's message when the model
     cannot be converted, loaded or verified (also when that verdict is cached).
@@ -308,8 +321,8 @@ def convert(
     cache_root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
     try:
-        conv = _convert_in(work, model, args, precision, verify, timeout_s)
-        if conv.error and conv.error.startswith("the MNN converter did not finish"):
+        conv = _convert_in(work, model, args, precision, verify, timeout_s, check_timeout_s)
+        if conv.error and (conv.error.startswith("the MNN converter did not finish") or HANG in conv.error):
             raise UnsupportedModel(conv.error)  # a timeout may not recur on a quieter machine: not cached
         (work / "meta.json").write_text(conv.to_json())
         for junk in work.iterdir():  # keep only what MNN loads
@@ -382,7 +395,9 @@ def run_converter(argv: Sequence[str], *, cwd: Path, timeout_s: float) -> tuple[
     """Run ``_tools.mnnconvert(argv)`` in the guarded worker: (exit status or None on timeout, log, status)."""
     cmd = [sys.executable, "-c", WORKER, json.dumps(BLOCKED_EVENTS), json.dumps(list(argv)), STATUS_MARK]
     try:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout_s, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            cmd, cwd=cwd, capture_output=True, text=True, errors="replace", timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return None, out, {}
@@ -398,12 +413,28 @@ def run_converter(argv: Sequence[str], *, cwd: Path, timeout_s: float) -> tuple[
     return proc.returncode, "\n".join(kept), status
 
 
-def _convert_in(work: Path, model: Model, args: Sequence[str], precision: str, verify: bool, timeout_s: float) -> Conversion:
+def _convert_in(
+    work: Path, model: Model, args: Sequence[str], precision: str, verify: bool, timeout_s: float, check_timeout_s: float = 30.0
+) -> Conversion:
     if not converter_available():
         raise CompileError("MNN's converter module _tools is missing: pip install 'nnport[mnn]'")
+    ignored = unsupported_attributes(model.proto.graph)
+    if ignored is not None:
+        return Conversion("model.mnn", mnn_version(), 0.0, list(args), error=f"MNN cannot honour {model.name!r}: {ignored}")
     proto, upgraded = _prepared_proto(model)
     (work / "model.onnx").write_bytes(proto.SerializeToString())
-    argv = ["mnnconvert", "-f", "ONNX", "--modelFile", "model.onnx", "--MNNModel", "model.mnn", "--bizCode", "nnport", *args]
+    argv = [
+        "mnnconvert",
+        "-f",
+        "ONNX",
+        "--modelFile",
+        "model.onnx",
+        "--MNNModel",
+        "model.mnn",
+        "--bizCode",
+        "nnport",
+        *args,
+    ]
     conv = Conversion("model.mnn", mnn_version(), 0.0, list(args), upgraded_opset=upgraded)
     start = time.perf_counter()
     rc, log, status = run_converter(argv, cwd=work, timeout_s=timeout_s)
@@ -414,7 +445,10 @@ def _convert_in(work: Path, model: Model, args: Sequence[str], precision: str, v
         conv.error = f"the MNN converter did not finish converting {model.name!r} within {timeout_s:.0f} s"
         return conv
     if status.get("blocked"):
-        conv.error = f"the MNN converter tried {sorted(set(status['blocked']))} (refused by nnport's worker): not using its output"
+        conv.error = (
+            f"the MNN converter tried {sorted(set(status['blocked']))} (refused by nnport's worker): not using "
+            "its output"
+        )
         return conv
     out = work / "model.mnn"
     if rc != 0 or not _readable(out) or "exception" in status:
@@ -423,8 +457,29 @@ def _convert_in(work: Path, model: Model, args: Sequence[str], precision: str, v
         conv.error = f"the MNN converter cannot convert {model.name!r} ({how}{extra}): {_reason(log)}"
         return conv
     if verify:
-        conv.verified, conv.error = _verify(out, model, precision)
+        conv.verified, conv.error = _verify(out, model, precision, check_timeout_s)
     return conv
+
+
+UNSUPPORTED_ATTRIBUTES = {
+    ("ArgMax", "select_last_index"): "MNN ignores select_last_index=1 and returns the first index of a tie (node tests argmax/argmin_*_select_last_index)",
+    ("ArgMin", "select_last_index"): "MNN ignores select_last_index=1 and returns the first index of a tie (node tests argmax/argmin_*_select_last_index)",
+}
+"""(operator, attribute set to non-zero) that MNN converts but ignores; seeded random inputs have no ties to show it."""
+
+
+def unsupported_attributes(graph: Any) -> str | None:
+    """Why MNN would silently ignore an attribute of ``graph`` (subgraphs too), or None."""
+    for node in graph.node:
+        for attr in node.attribute:
+            why = UNSUPPORTED_ATTRIBUTES.get((node.op_type, attr.name))
+            if why is not None and attr.i != 0:
+                return f"node {node.name or node.op_type!r}: {why}"
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found = unsupported_attributes(sub)
+                if found:
+                    return found
+    return None
 
 
 def _prepared_proto(model: Model) -> tuple[Any, str | None]:
@@ -444,7 +499,9 @@ def _prepared_proto(model: Model) -> tuple[Any, str | None]:
             proto = version_converter.convert_version(proto, UPGRADE_OPSET)
             upgraded = f"{model.opset} -> {UPGRADE_OPSET}"
         except Exception as exc:  # keep the original graph; verification judges the result
-            upgraded = f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
+            upgraded = (
+                f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
+            )
     return proto, upgraded
 
 
@@ -465,7 +522,7 @@ def _compose_gelu(graph: Any) -> int:
         approximate = next((a.s.decode() for a in node.attribute if a.name == "approximate"), "none")
         x, y, tag = node.input[0], node.output[0], f"nnport_gelu_{count}_{node.name or 'n'}"
 
-        def const(name: str, value: float) -> str:
+        def const(name: str, value: float, tag: str = tag) -> str:
             graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{tag}_{name}"))
             return f"{tag}_{name}"
 
@@ -494,7 +551,12 @@ def _compose_gelu(graph: Any) -> int:
     return count
 
 
-DEFAULT_EPSILON = {"BatchNormalization": 1e-5, "InstanceNormalization": 1e-5, "LayerNormalization": 1e-5, "GroupNormalization": 1e-5}
+DEFAULT_EPSILON = {
+    "BatchNormalization": 1e-5,
+    "InstanceNormalization": 1e-5,
+    "LayerNormalization": 1e-5,
+    "GroupNormalization": 1e-5,
+}
 
 
 def _explicit_epsilon(graph: Any) -> int:
@@ -578,7 +640,9 @@ class CheckFailed(Exception):
     """MNN crashed, hung or raised on the check inputs (in the check worker); the message says which."""
 
 
-def run_isolated(path: str, model: Model, precision: str, feeds: Mapping[str, np.ndarray], timeout_s: float = 120.0) -> dict[str, np.ndarray]:
+def run_isolated(
+    path: str, model: Model, precision: str, feeds: Mapping[str, np.ndarray], timeout_s: float = 120.0
+) -> dict[str, np.ndarray]:
     """The converted model's outputs on ``feeds``, computed in a child process; raises ``CheckFailed``.
 
     MNN's runtime crashes on some converted graphs (SIGFPE in 2-D pooling of
@@ -589,14 +653,21 @@ def run_isolated(path: str, model: Model, precision: str, feeds: Mapping[str, np
     with tempfile.TemporaryDirectory(prefix="nnport-mnn-check-") as tmp:
         feeds_path, out_path = os.path.join(tmp, "feeds.npz"), os.path.join(tmp, "out.npz")
         np.savez(feeds_path, **{f"i{i}": np.asarray(feeds[s.name]) for i, s in enumerate(model.inputs)})
-        rows = lambda specs: [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in specs]
-        task = {"path": str(path), "precision": precision, "name": model.name, "inputs": rows(model.inputs), "outputs": rows(model.outputs),
-                "feeds": feeds_path, "out": out_path}  # fmt: skip
+
+        def rows(specs: Any) -> list[Any]:
+            return [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in specs]
+
+        task = {"path": str(path), "precision": precision, "name": model.name, "inputs": rows(model.inputs),
+                "outputs": rows(model.outputs), "feeds": feeds_path, "out": out_path}  # fmt: skip
         cmd = [sys.executable, "-c", CHECK_WORKER, json.dumps(BLOCKED_EVENTS), json.dumps(task), STATUS_MARK]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, errors="replace", timeout=timeout_s, stdin=subprocess.DEVNULL
+            )
         except subprocess.TimeoutExpired:
-            raise CheckFailed(f"MNN did not finish running the converted model within {timeout_s:.0f} s (a hang)") from None
+            raise CheckFailed(
+                f"MNN did not finish running the converted model within {timeout_s:.0f} s (a hang)"
+            ) from None
         log = (proc.stdout or "") + (proc.stderr or "")
         status = None
         for line in log.splitlines():
@@ -606,7 +677,10 @@ def run_isolated(path: str, model: Model, precision: str, feeds: Mapping[str, np
         if proc.returncode < 0:
             sig = SIGNALS.get(-proc.returncode, f"signal {-proc.returncode}")
             tail = " ".join(_reason(log).split())[:200]
-            raise CheckFailed(f"MNN crashed ({sig}) running the converted model" + (f": {tail}" if tail and tail != "no message" else ""))
+            raise CheckFailed(
+                f"MNN crashed ({sig}) running the converted model"
+                + (f": {tail}" if tail and tail != "no message" else "")
+            )
         if status is None:
             raise CheckFailed(f"the check worker failed (exit status {proc.returncode}): {_tail(log, 4)[:400]}")
         if "error" in status:
@@ -615,7 +689,7 @@ def run_isolated(path: str, model: Model, precision: str, feeds: Mapping[str, np
             return {s.name: data[f"o{i}"] for i, s in enumerate(model.outputs)}
 
 
-def _verify(path: Path, model: Model, precision: str) -> tuple[str, str | None]:
+def _verify(path: Path, model: Model, precision: str, check_timeout_s: float = 30.0) -> tuple[str, str | None]:
     """Compare the converted model with ONNX Runtime on seeded inputs: (what was checked, error or None).
 
     A model with open dims is checked at guessed sizes (1); when the two
@@ -639,18 +713,25 @@ def _verify(path: Path, model: Model, precision: str) -> tuple[str, str | None]:
     try:
         ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     except Exception as exc:  # guessed shapes, or seeded values a graph cannot take (axes, indices as inputs)
-        return f"{DEFERRED}: ONNX Runtime cannot run the seeded check inputs {shapes} ({' '.join(str(exc).split())[:160]})", None
+        return (
+            f"{DEFERRED}: ONNX Runtime cannot run the seeded check inputs {shapes} "
+            f"({' '.join(str(exc).split())[:160]})",
+            None,
+        )
     try:
-        got = run_isolated(str(path), model, precision, feeds)
+        got = run_isolated(str(path), model, precision, feeds, check_timeout_s)
     except CheckFailed as exc:
-        if open_dims:
+        if open_dims and HANG not in str(exc):
             return f"{DEFERRED}: MNN failed at the guessed check shapes {shapes} ({str(exc)[:200]})", None
         return "verification failed", f"the MNN model converted from {model.name!r} fails on the check inputs: {exc}"
     error = disagreement(model, precision, got, ref)
     if error is not None:
         if open_dims:
             return f"{DEFERRED}: at the guessed check shapes {shapes}, {error}", None
-        return "verification failed", f"MNN converted {model.name!r} but {error}: a conversion error, refusing to give wrong answers"
+        return (
+            "verification failed",
+            f"MNN converted {model.name!r} but {error}: a conversion error, refusing to give wrong answers",
+        )
     return f"verified against ONNX Runtime {ort.__version__} at {shapes}", None
 
 
@@ -658,7 +739,9 @@ ABS_FLOOR = 1e-6
 """Absolute slack of the check: outputs near zero everywhere (a heat map at 3e-7) compare on rounding otherwise."""
 
 
-def disagreement(model: Model, precision: str, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> str | None:
+def disagreement(
+    model: Model, precision: str, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]
+) -> str | None:
     """Why ``got`` (MNN) is not ``ref`` (ONNX Runtime) within the check's loose tolerance, or None."""
     for name, want in ref.items():
         have = got.get(name)
@@ -668,11 +751,19 @@ def disagreement(model: Model, precision: str, got: Mapping[str, np.ndarray], re
             return None  # not decidable on these inputs
         scale = float(np.max(np.abs(want.astype(np.float64)))) if want.size else 0.0
         same_shape = have.shape == want.shape
-        err = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64)))) if same_shape and want.size else 0.0
+        err = (
+            float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64))))
+            if same_shape and want.size
+            else 0.0
+        )
         tol = VERIFY_TOLERANCE[precision] if want.dtype.kind == "f" else 0.0
         slack = ABS_FLOOR if want.dtype.kind == "f" else 0.5
         if not same_shape or not err <= tol * scale + slack:
-            what = f"shape {list(have.shape)} vs {list(want.shape)}" if not same_shape else f"max abs error {err:.3g} at output scale {scale:.3g}"
+            what = (
+                f"shape {list(have.shape)} vs {list(want.shape)}"
+                if not same_shape
+                else f"max abs error {err:.3g} at output scale {scale:.3g}"
+            )
             return f"its model disagrees with ONNX Runtime on output {name!r} ({what}, tolerance {tol:g} x scale)"
     return None
 
@@ -700,7 +791,9 @@ class FirstRunCheck:
             got = run_isolated(self.path, self.model, self.precision, feeds)
         except CheckFailed as exc:
             self.verdict = "verification failed at the first run"
-            self.error = UnsupportedModel(f"MNN cannot run {self.model.name!r} at the first run's shapes {shapes}: {exc}")
+            self.error = UnsupportedModel(
+                f"MNN cannot run {self.model.name!r} at the first run's shapes {shapes}: {exc}"
+            )
             return
         try:
             session = _reference_session(self.model)
@@ -714,7 +807,8 @@ class FirstRunCheck:
             return
         self.verdict = "verification failed at the first run"
         self.error = UnsupportedModel(
-            f"MNN converted {self.model.name!r} but at the first run's shapes {shapes} {error}: a conversion error, refusing to give wrong answers"
+            f"MNN converted {self.model.name!r} but at the first run's shapes {shapes} {error}: a "
+            "conversion error, refusing to give wrong answers"
         )
 
 
@@ -724,14 +818,27 @@ _TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*\S*:\d+:\s*")
 
 
 def _tail(log: str, lines: int = 12) -> str:
-    return "\n".join([l for l in log.splitlines() if l.strip()][-lines:])
+    return "\n".join([ln for ln in log.splitlines() if ln.strip()][-lines:])
 
 
 def _reason(log: str) -> str:
     """The informative lines of the converter's log (it echoes versions and progress first)."""
-    lines = [_TIMESTAMP.sub("", l).strip() for l in log.splitlines() if l.strip()]
-    lines = [l for l in lines if not l.startswith("The device supports")]
-    keys = ("error", "fail", "not support", "unsupported", "does not exist", "abort", "exception", "terminate", "can't", "cannot", "invalid", "what()")
-    picked = [l for l in lines if any(k in l.lower() for k in keys)]
+    lines = [_TIMESTAMP.sub("", ln).strip() for ln in log.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith("The device supports")]
+    keys = (
+        "error",
+        "fail",
+        "not support",
+        "unsupported",
+        "does not exist",
+        "abort",
+        "exception",
+        "terminate",
+        "can't",
+        "cannot",
+        "invalid",
+        "what()",
+    )
+    picked = [ln for ln in lines if any(k in ln.lower() for k in keys)]
     text = "; ".join(dict.fromkeys(picked or lines[-3:]))
     return text[:800] or "no message"

@@ -79,7 +79,7 @@ from nnport.model import Model
 from nnport.specialize import Specializations, open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
-from ._mnn_convert import DEFERRED, FirstRunCheck, captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
+from ._mnn_convert import CHECK_TIMEOUT_S, DEFERRED, FirstRunCheck, captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
 WINOGRAD_MEMORY_LEVEL = 3
@@ -227,6 +227,7 @@ class MnnBackend(Backend):
                 extra=options.extra,
                 verify=bool(options.extra.get("mnn_verify", True)),
                 timeout_s=float(options.extra.get("mnn_convert_timeout_s", 600)),
+                check_timeout_s=float(options.extra.get("mnn_check_timeout_s", CHECK_TIMEOUT_S)),
             )
         except CompileError as exc:  # raised without a location: add it
             raise type(exc)(str(exc), **where) from exc
