@@ -93,7 +93,9 @@ def realistic_weights(proto: Any, *, seed: int = 0, images: int = 16, branch_gai
     del g.initializer[:]
     g.initializer.extend(new_inits)
     names = {i.name for i in g.initializer}
-    inputs = [i for i in g.input if i.name not in names and i.name in used]  # IR-3 models list weights (and dropped shapes) as inputs
+    inputs = [
+        i for i in g.input if i.name not in names and i.name in used
+    ]  # IR-3 models list weights (and dropped shapes) as inputs
     del g.input[:]
     g.input.extend(inputs)
     model.ir_version = max(model.ir_version, 4)
@@ -165,7 +167,10 @@ def noise_control(model: Any, feeds: list[dict[str, np.ndarray]], relative: floa
     compiled = nnport.compile(model, "onnxruntime:cpu", fallback=False)
     rng = np.random.default_rng(77)
     clean = [compiled.run(f) for f in feeds]
-    noisy = [compiled.run({k: (v + relative * v.std() * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in f.items()}) for f in feeds]
+    noisy = [
+        compiled.run({k: (v + relative * v.std() * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in f.items()})
+        for f in feeds
+    ]
     delta = compress.accuracy_delta(clean, noisy)[0]
     return delta.top1
 
@@ -178,13 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=32, help="calibration inputs (seeds 5000..)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of interleaved timing per device and path")
     parser.add_argument("--precisions", nargs="*", default=["int8", "fp16"])
-    parser.add_argument("--activations", nargs="*", default=["uint8", "int8"], help="int8 activation types to compare (int8 is the TensorRT form)")
+    parser.add_argument(
+        "--activations",
+        nargs="*",
+        default=["uint8", "int8"],
+        help="int8 activation types to compare (int8 is the TensorRT form)",
+    )
     parser.add_argument("--json", help="write all reports to this JSON file")
     args = parser.parse_args(argv)
 
     flags = compress.cpu_int8_features()
     print(f"cpu: {compress._cpu_model()}; " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
-    print(f"versions: onnxruntime {_version('onnxruntime')}, openvino {_version('openvino')}, nncf {_version('nncf')}\n")
+    print(
+        f"versions: onnxruntime {_version('onnxruntime')}, openvino {_version('openvino')}, nncf {_version('nncf')}\n"
+    )
     results = []
     for name in args.models:
         t0 = time.perf_counter()
@@ -192,27 +204,45 @@ def main(argv: list[str] | None = None) -> int:
         cal = [random_feeds(model.inputs, seed=CAL_SEED + i) for i in range(args.calibration)]
         held_out = [random_feeds(model.inputs, seed=i) for i in range(args.samples)]
         control = noise_control(model, held_out)
-        print(f"== {name}: prepared in {time.perf_counter() - t0:.1f}s; fp32 top-1 agreement with itself under 1% input noise: "
-              f"{'-' if control is None else f'{100 * control:.0f}%'}")
+        print(
+            f"== {name}: prepared in {time.perf_counter() - t0:.1f}s; fp32 top-1 agreement with itself "
+            "under 1% input noise: "
+            f"{'-' if control is None else f'{100 * control:.0f}%'}"
+        )
         variants = [(p, a) for p in args.precisions for a in (args.activations if p == "int8" else [None])]
-        for i, (precision, activations) in enumerate(variants):
+        for precision, activations in variants:
             t0 = time.perf_counter()
-            native = precision != "int8" or activations == args.activations[0]  # a backend's own int8 is the same for every variant
+            native = (
+                precision != "int8" or activations == args.activations[0]
+            )  # a backend's own int8 is the same for every variant
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 kwargs = {"activations": activations} if activations else {}
                 packed = compress.quantize(model, precision, cal if precision == "int8" else None, **kwargs)
                 quantize_s = time.perf_counter() - t0
                 result = compress.report(
-                    model, packed, args.devices, precision=precision, calibration=cal, native=native,
-                    eval_feeds=held_out, min_duration_s=args.duration,
+                    model,
+                    packed,
+                    args.devices,
+                    precision=precision,
+                    calibration=cal,
+                    native=native,
+                    eval_feeds=held_out,
+                    min_duration_s=args.duration,
                 )
             label = f"{precision}" + (f", {activations} activations" if activations else "")
             print(f"-- {label}: conversion {quantize_s:.1f}s")
             print(result.format())
             print()
             results.append(
-                {"model": name, "precision": precision, "activations": activations, "conversion_s": quantize_s, "fp32_noise_control_top1": control, **result.to_dict()}
+                {
+                    "model": name,
+                    "precision": precision,
+                    "activations": activations,
+                    "conversion_s": quantize_s,
+                    "fp32_noise_control_top1": control,
+                    **result.to_dict(),
+                }
             )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

@@ -65,7 +65,9 @@ def photos(count: int, seed: int, size: int = 320) -> list[dict[str, np.ndarray]
         img = photo.crop((x, y, x + w, y + h))
         if rng.random() < 0.5:
             img = ImageOps.mirror(img)
-        img = ImageEnhance.Contrast(ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))).enhance(rng.uniform(0.7, 1.3))
+        img = ImageEnhance.Contrast(ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))).enhance(
+            rng.uniform(0.7, 1.3)
+        )
         square = Image.new("RGB", (max(img.size),) * 2)
         square.paste(img, (0, 0))
         arr = np.asarray(square.resize((size, size), Image.BILINEAR), np.float32).transpose(2, 0, 1)[None] / 255.0
@@ -100,16 +102,30 @@ def main(argv: list[str] | None = None) -> int:
     model = nnport.load(detector_path())
     cal = photos(args.calibration, seed=1)
     held_out = photos(args.eval, seed=2)
-    synthetic = [random_feeds(model.inputs, seed=1_000_000 + i, shapes={"images": (1, 3, 320, 320)}) for i in range(args.calibration)]
+    synthetic = [
+        random_feeds(model.inputs, seed=1_000_000 + i, shapes={"images": (1, 3, 320, 320)})
+        for i in range(args.calibration)
+    ]
     ref_model = nnport.compile(model, "onnxruntime:cpu", fallback=False)
     ref = [ref_model.run(f)["output0"] for f in held_out]
-    results: dict[str, Any] = {"model": MODEL_ID, "calibration": args.calibration, "eval": args.eval, "cpu": compress._cpu_model(), "rows": [], "speedup": {}}
+    results: dict[str, Any] = {
+        "model": MODEL_ID,
+        "calibration": args.calibration,
+        "eval": args.eval,
+        "cpu": compress._cpu_model(),
+        "rows": [],
+        "speedup": {},
+    }
     int8_models: dict[str, Any] = {}
 
     def row(calibration: str, path: str, when: str, compiled: Any, info: Any = None) -> None:
         scores = judge(ref, [compiled.run(f)["output0"] for f in held_out])
         results["rows"].append({"calibration": calibration, "path": path, "when": when, **scores, "kept_float": info})
-        print(f"{calibration:7} {path:8} {when:6} boxes {scores['boxes']:.4f}  scores {scores['scores']:.4f}  whole {scores['whole']:.4f}", flush=True)
+        print(
+            f"{calibration:7} {path:8} {when:6} boxes {scores['boxes']:.4f}  scores {scores['scores']:.4f} "
+            f" whole {scores['whole']:.4f}",
+            flush=True,
+        )
 
     print(f"{model.name}: int8 cosine against fp32 (onnxruntime:cpu) on {len(held_out)} held-out photos")
     for name, data in (("photos", cal), ("random", synthetic))[: 1 if args.no_random else 2]:
@@ -120,10 +136,21 @@ def main(argv: list[str] | None = None) -> int:
                 kept = list(q.metadata["compression"]["kept_float"])
                 row(name, "ort qdq", when, nnport.compile(q, "onnxruntime:cpu", fallback=False), kept)
                 row(name, "ov qdq", when, nnport.compile(q, "openvino:CPU", fallback=False), kept)
-                native = nnport.compile(model, "openvino:CPU", precision="int8", calibration=data, fallback=False, extra={"keep_mixed_ranges_float": keep})
+                native = nnport.compile(
+                    model,
+                    "openvino:CPU",
+                    precision="int8",
+                    calibration=data,
+                    fallback=False,
+                    extra={"keep_mixed_ranges_float": keep},
+                )
                 row(name, "ov nncf", when, native, list(native.info["int8"].get("kept_float", {})))
             if name == "photos" and keep:
-                int8_models = {"onnxruntime:cpu (qdq)": ("onnxruntime:cpu", q), "openvino:CPU (qdq)": ("openvino:CPU", q), "openvino:CPU (nncf)": ("openvino:CPU", native)}
+                int8_models = {
+                    "onnxruntime:cpu (qdq)": ("onnxruntime:cpu", q),
+                    "openvino:CPU (qdq)": ("openvino:CPU", q),
+                    "openvino:CPU (nncf)": ("openvino:CPU", native),
+                }
 
     print(f"\nspeed-up: fp32 p50 / int8 p50, interleaved, >= {args.duration:.0f} s each")
     fp32 = {d: nnport.compile(model, d, fallback=False) for d in ("onnxruntime:cpu", "openvino:CPU")}

@@ -43,7 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         cell = f"{100 * r.accuracy:.2f}% ({r.correct}/{r.total})" if r.status == "ok" else f"{r.status}"
         by_device.setdefault(r.device, {})[r.precision] = cell
-        out.append({"device": r.device, "precision": r.precision, "status": r.status, "correct": r.correct, "total": r.total, "reason": r.reason})
+        out.append(
+            {
+                "device": r.device,
+                "precision": r.precision,
+                "status": r.status,
+                "correct": r.correct,
+                "total": r.total,
+                "reason": r.reason,
+            }
+        )
     for device, cells in by_device.items():
         print(f"  {device:18} " + "  ".join(f"{p} {cells.get(p, '-'):20}" for p in ("fp32", "fp16", "int8")))
     for r in rows:
@@ -59,8 +68,19 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             correct = int(np.sum(compiled.run(data.feeds)["logits"].argmax(axis=1) == data.labels))
             weights = "7-bit" if reduce_range else "8-bit"
-            print(f"  int8 QDQ file ({weights} weights) on {device}: {100 * correct / len(data):.2f}% ({correct}/{len(data)})")
-            out.append({"device": device, "precision": f"int8 qdq {weights}", "status": "ok", "correct": correct, "total": len(data)})
+            print(
+                f"  int8 QDQ file ({weights} weights) on {device}: {100 * correct / len(data):.2f}% "
+                f"({correct}/{len(data)})"
+            )
+            out.append(
+                {
+                    "device": device,
+                    "precision": f"int8 qdq {weights}",
+                    "status": "ok",
+                    "correct": correct,
+                    "total": len(data),
+                }
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -78,21 +78,43 @@ def main() -> int:
     figures: dict[str, object] = {}
     try:
         t = time.monotonic()
-        head = farm.join(head=True, ip=IP, port=_port(), name="n1", object_store_mb=75, num_cpus=1, temp_dir=ray_tmp,
-                         env={"NNPORT_DISABLE_PLUGINS": "openvino,mnn,litert,tensorrt"})
+        head = farm.join(
+            head=True,
+            ip=IP,
+            port=_port(),
+            name="n1",
+            object_store_mb=75,
+            num_cpus=1,
+            temp_dir=ray_tmp,
+            env={"NNPORT_DISABLE_PLUGINS": "openvino,mnn,litert,tensorrt"},
+        )
         figures["join_head_s"] = round(time.monotonic() - t, 2)
         t = time.monotonic()
-        farm.join(address=head.address, ip=IP, name="n2", object_store_mb=75, num_cpus=1, temp_dir=ray_tmp,
-                  env={"NNPORT_DISABLE_PLUGINS": "ncnn,mnn,litert,tensorrt"})
+        farm.join(
+            address=head.address,
+            ip=IP,
+            name="n2",
+            object_store_mb=75,
+            num_cpus=1,
+            temp_dir=ray_tmp,
+            env={"NNPORT_DISABLE_PLUGINS": "ncnn,mnn,litert,tensorrt"},
+        )
         figures["join_node_s"] = round(time.monotonic() - t, 2)
         os.environ["NNPORT_FARM"] = head.address
         env = dict(os.environ)
 
-        code = ("import time; t=time.perf_counter(); import ray; t1=time.perf_counter(); "
-                f"ray.init(address={head.address!r}, log_to_driver=False, logging_level='warning'); t2=time.perf_counter(); "
-                "import nnport; d=nnport.devices('farm'); t3=time.perf_counter(); print(t1-t, t2-t1, t3-t2)")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300).stdout.split()
-        figures["driver_import_ray_s"], figures["driver_ray_init_s"], figures["driver_list_farm_devices_s"] = (round(float(x), 2) for x in out[-3:])
+        code = (
+            "import time; t=time.perf_counter(); import ray; t1=time.perf_counter(); "
+            f"ray.init(address={head.address!r}, log_to_driver=False, logging_level='warning'); "
+            "t2=time.perf_counter(); "
+            "import nnport; d=nnport.devices('farm'); t3=time.perf_counter(); print(t1-t, t2-t1, t3-t2)"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+        ).stdout.split()
+        figures["driver_import_ray_s"], figures["driver_ray_init_s"], figures["driver_list_farm_devices_s"] = (
+            round(float(x), 2) for x in out[-3:]
+        )
 
         import numpy as np
 
@@ -101,7 +123,10 @@ def main() -> int:
         from nnport.data import random_feeds
 
         model = zoo.load("mlp")
-        for remote_id, local_id in (("farm:n1/onnxruntime:cpu", "onnxruntime:cpu"), ("farm:n2/openvino:CPU", "openvino:CPU")):
+        for remote_id, local_id in (
+            ("farm:n1/onnxruntime:cpu", "onnxruntime:cpu"),
+            ("farm:n2/openvino:CPU", "openvino:CPU"),
+        ):
             t = time.monotonic()
             remote = nnport.compile(model, remote_id, fallback=False)
             compile_s = time.monotonic() - t

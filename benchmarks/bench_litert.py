@@ -48,7 +48,9 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def direct_call(path: str, feeds: dict[str, np.ndarray], threads: int, names_in: list[str], names_out: list[str]) -> Callable[[], Any]:
+def direct_call(
+    path: str, feeds: dict[str, np.ndarray], threads: int, names_in: list[str], names_out: list[str]
+) -> Callable[[], Any]:
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=path, num_threads=threads)
@@ -122,7 +124,8 @@ def bench_run(models: list[str], rounds: int, threads: int, block_s: float = 0.0
             rows.append(row)
             say(
                 f"{name:28s} direct {row['direct_us']:10.1f} us  nnport {row['nnport_us']:10.1f} us  "
-                f"(+{row['overhead_us']:.2f} us)  ratio {row['ratio_median']:.4f} [{row['ratio_q1']:.4f}, {row['ratio_q3']:.4f}]"
+                f"(+{row['overhead_us']:.2f} us)  ratio {row['ratio_median']:.4f} [{row['ratio_q1']:.4f}, "
+                f"{row['ratio_q3']:.4f}]"
             )
     return rows
 
@@ -133,7 +136,8 @@ import nnport
 from nnport import zoo
 t = time.perf_counter()
 c = nnport.compile(zoo.build(sys.argv[1]), "litert:cpu", fallback=False, cache_dir=sys.argv[2])
-print(json.dumps({"compile_s": time.perf_counter() - t, "cache_hit": c.cache_hit, "onnx2tf_s": c.info.get("onnx2tf_seconds"), "verified": c.info.get("verified")}))
+info = {"compile_s": time.perf_counter() - t, "cache_hit": c.cache_hit}
+print(json.dumps({**info, "onnx2tf_s": c.info.get("onnx2tf_seconds"), "verified": c.info.get("verified")}))
 """
 
 
@@ -144,10 +148,15 @@ def bench_convert(name: str = "cnn") -> dict[str, Any] | None:
     with tempfile.TemporaryDirectory() as cache:
         runs = []
         for label in ("cold", "cached"):
-            proc = subprocess.run([sys.executable, "-c", COMPILE_ONE, name, cache], capture_output=True, text=True, timeout=900)
+            proc = subprocess.run(
+                [sys.executable, "-c", COMPILE_ONE, name, cache], capture_output=True, text=True, timeout=900
+            )
             data = json.loads(proc.stdout.strip().splitlines()[-1])
             runs.append((label, data))
-            say(f"conversion {name} {label:6s}: compile {data['compile_s']:.2f} s (cache_hit={data['cache_hit']}, onnx2tf {data['onnx2tf_s']} s) {data['verified']}")
+            say(
+                f"conversion {name} {label:6s}: compile {data['compile_s']:.2f} s "
+                f"(cache_hit={data['cache_hit']}, onnx2tf {data['onnx2tf_s']} s) {data['verified']}"
+            )
     return dict(runs)
 
 

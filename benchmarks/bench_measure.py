@@ -1,6 +1,7 @@
 """Measurement fidelity and multi-stream scaling of ``nnport.measure``, side by side.
 
-Run: ``/tmp/venv/bin/python benchmarks/bench_measure.py [--rounds N] [--seconds S] [--threads T] [--only fidelity,bare,scaling]``
+Run: ``/tmp/venv/bin/python benchmarks/bench_measure.py [--rounds N] [--seconds S] [--threads T] [--only
+fidelity,bare,scaling]``
 
 Every comparison is interleaved: round after round, the two things compared
 run one after the other (order alternating), each for ``--seconds``; the
@@ -38,8 +39,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,7 +62,9 @@ def load() -> str:
 
 
 def nnport_p50(compiled: Any, seconds: float, warmup: int = 10) -> tuple[float, int]:
-    m = nnport.measure(compiled, settings=MeasureSettings(warmup=warmup, min_iterations=10, min_duration_s=seconds, energy=False))
+    m = nnport.measure(
+        compiled, settings=MeasureSettings(warmup=warmup, min_iterations=10, min_duration_s=seconds, energy=False)
+    )
     return m.latency_p50_ms, m.iterations
 
 
@@ -132,8 +136,24 @@ COUNT = re.compile(r"Count:\s+(\d+)")
 
 def benchmark_app_p50(model_path: str, threads: int, seconds: float) -> tuple[float, int]:
     cmd = benchmark_app_cmd() + [
-        "-m", model_path, "-d", "CPU", "-hint", "none", "-nstreams", "1", "-api", "sync",
-        "-ip", "f32", "-infer_precision", "f32", "-nthreads", str(threads), "-t", str(max(1, round(seconds))),
+        "-m",
+        model_path,
+        "-d",
+        "CPU",
+        "-hint",
+        "none",
+        "-nstreams",
+        "1",
+        "-api",
+        "sync",
+        "-ip",
+        "f32",
+        "-infer_precision",
+        "f32",
+        "-nthreads",
+        str(threads),
+        "-t",
+        str(max(1, round(seconds))),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     text = proc.stdout + proc.stderr
@@ -146,8 +166,14 @@ def benchmark_app_p50(model_path: str, threads: int, seconds: float) -> tuple[fl
 
 
 def fidelity(args: argparse.Namespace, tmp: Path) -> None:
-    say(f"\n## 1. fidelity: nnport p50 vs benchmark_app median on openvino:CPU (threads {args.threads}, {args.rounds} rounds x {args.seconds:g} s, load {load()})")
-    say(f"benchmark_app: {' '.join(benchmark_app_cmd())}  (-hint none -nstreams 1 -api sync -ip f32 -infer_precision f32 -nthreads {args.threads}; nnport: hint latency, threads {args.threads})")
+    say(
+        f"\n## 1. fidelity: nnport p50 vs benchmark_app median on openvino:CPU (threads {args.threads}, "
+        f"{args.rounds} rounds x {args.seconds:g} s, load {load()})"
+    )
+    say(
+        f"benchmark_app: {' '.join(benchmark_app_cmd())}  (-hint none -nstreams 1 -api sync -ip f32 "
+        f"-infer_precision f32 -nthreads {args.threads}; nnport: hint latency, threads {args.threads})"
+    )
     rows = []
     for name in args.fidelity_models:
         model = zoo.load_any(name)
@@ -164,7 +190,20 @@ def fidelity(args: argparse.Namespace, tmp: Path) -> None:
         )
         rows.append(row(name, nn, app, nn_n, app_n))
         say(f"  {name}: benchmark_app {app} ms, nnport {nn} ms")
-    say(table(rows, ["model", "benchmark_app p50 (ms)", "nnport p50 (ms)", "nnport/app", "median round ratio", "per-round ratios", "iterations app/nnport"]))
+    say(
+        table(
+            rows,
+            [
+                "model",
+                "benchmark_app p50 (ms)",
+                "nnport p50 (ms)",
+                "nnport/app",
+                "median round ratio",
+                "per-round ratios",
+                "iterations app/nnport",
+            ],
+        )
+    )
     say(f"(load after: {load()})")
 
 
@@ -189,8 +228,14 @@ def bare_call(compiled: Any) -> Callable[[], Any]:
 
 
 def bare(args: argparse.Namespace) -> None:
-    say(f"\n## 2. nnport p50 vs a bare loop around the runtime's own call (threads {args.threads}, {args.rounds} rounds x {args.seconds:g} s, load {load()})")
-    say("   'loop/execute' times the plugin's execute in a hand-written loop: it isolates the loop from the plugin's own work")
+    say(
+        f"\n## 2. nnport p50 vs a bare loop around the runtime's own call (threads {args.threads}, "
+        f"{args.rounds} rounds x {args.seconds:g} s, load {load()})"
+    )
+    say(
+        "   'loop/execute' times the plugin's execute in a hand-written loop: it isolates the loop from "
+        "the plugin's own work"
+    )
     rows = []
     for device in args.devices:
         for name in args.bare_models:
@@ -208,7 +253,21 @@ def bare(args: argparse.Namespace) -> None:
             r.insert(5, f"{statistics.median(nn) / statistics.median(ex):.3f}")
             rows.append(r)
             say(f"  {device} {name}: bare {raw} ms, nnport {nn} ms, hand loop around execute {ex} ms")
-    say(table(rows, ["device model", "bare p50 (ms)", "nnport p50 (ms)", "nnport/bare", "median round ratio", "nnport/loop-execute", "per-round nnport/bare", "iterations bare/nnport"]))
+    say(
+        table(
+            rows,
+            [
+                "device model",
+                "bare p50 (ms)",
+                "nnport p50 (ms)",
+                "nnport/bare",
+                "median round ratio",
+                "nnport/loop-execute",
+                "per-round nnport/bare",
+                "iterations bare/nnport",
+            ],
+        )
+    )
     say(f"(load after: {load()})")
 
 
@@ -216,16 +275,28 @@ def bare(args: argparse.Namespace) -> None:
 
 
 def scaling(args: argparse.Namespace) -> None:
-    say(f"\n## 3. multi-stream throughput, 1 vs 2 streams, 1 runtime thread per stream ({os.cpu_count()} cores, {args.rounds} rounds x {args.seconds:g} s, load {load()})")
+    say(
+        f"\n## 3. multi-stream throughput, 1 vs 2 streams, 1 runtime thread per stream ({os.cpu_count()} "
+        f"cores, {args.rounds} rounds x {args.seconds:g} s, load {load()})"
+    )
     rows = []
-    configs = [(d, "latency") for d in args.devices] + [(d, "throughput") for d in args.devices if d.startswith("openvino")]
+    configs = [(d, "latency") for d in args.devices] + [
+        (d, "throughput") for d in args.devices if d.startswith("openvino")
+    ]
     for device, hint in configs:
         for name in args.scaling_models:
             threads = 1 if hint == "latency" else None
             compiled = nnport.compile(zoo.load_any(name), device, fallback=False, threads=threads, hint=hint)
 
             def tput(streams: int) -> tuple[float, int]:
-                s = MeasureSettings(warmup=5, min_iterations=10, min_duration_s=args.seconds, scenario="multi-stream", streams=streams, energy=False)
+                s = MeasureSettings(
+                    warmup=5,
+                    min_iterations=10,
+                    min_duration_s=args.seconds,
+                    scenario="multi-stream",
+                    streams=streams,
+                    energy=False,
+                )
                 m = nnport.measure(compiled, settings=s)
                 return m.throughput_ips, m.iterations
 
@@ -234,9 +305,30 @@ def scaling(args: argparse.Namespace) -> None:
             r = row(label, two, one, two_n, one_n)
             rows.append(r)
             say(f"  {label}: 1 stream {one} /s, 2 streams {two} /s")
-    rows.append(row("control: numpy matmul, no nnport", *control(args), ))
-    say(table(rows, ["device model", "1 stream (inf/s)", "2 streams (inf/s)", "2/1", "median round ratio", "per-round ratios", "iterations 1/2"]))
-    say("(the control shows how much parallelism the machine gave two threads at the time: a 2/1 near 1 means the other load left ~1 core)")
+    rows.append(
+        row(
+            "control: numpy matmul, no nnport",
+            *control(args),
+        )
+    )
+    say(
+        table(
+            rows,
+            [
+                "device model",
+                "1 stream (inf/s)",
+                "2 streams (inf/s)",
+                "2/1",
+                "median round ratio",
+                "per-round ratios",
+                "iterations 1/2",
+            ],
+        )
+    )
+    say(
+        "(the control shows how much parallelism the machine gave two threads at the time: a 2/1 near 1 "
+        "means the other load left ~1 core)"
+    )
     say(f"(load after: {load()})")
 
 

@@ -37,7 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -113,8 +114,10 @@ def overhead(name: str, rounds: int, cache_dir: str) -> dict[str, Any]:
     }
     say(
         f"{name:18s} direct {result['direct_us']:9.1f} us  nnport {result['nnport_us']:9.1f} us  "
-        f"run/direct median {result['ratio_median']:.3f} (q1 {q[0]:.3f}, q3 {q[2]:.3f}; best/best {result['ratio_of_best']:.3f})  "
-        f"plugin path alone {result['plugin_only_ratio_median']:.3f}  [{calls} calls x {rounds} rounds, path {result['path']}]"
+        f"run/direct median {result['ratio_median']:.3f} (q1 {q[0]:.3f}, q3 {q[2]:.3f}; best/best "
+        f"{result['ratio_of_best']:.3f})  "
+        f"plugin path alone {result['plugin_only_ratio_median']:.3f}  [{calls} calls x {rounds} rounds, "
+        f"path {result['path']}]"
     )
     return result
 
@@ -132,7 +135,12 @@ print(json.dumps({"compile_s": compiled.compile_time_s or wall, "wall_s": wall, 
 
 
 def compile_in_fresh_process(name: str, cache_dir: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-c", COMPILE_ONE, name, cache_dir, json.dumps(extra or {})], capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-c", COMPILE_ONE, name, cache_dir, json.dumps(extra or {})],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -160,7 +168,8 @@ def conversion(name: str, rounds: int) -> dict[str, Any]:
     }
     say(
         f"{name:18s} cold {result['cold_s']:.3f} s (converter worker {result['converter_worker_s']:.3f} s)  "
-        f"cached {result['cached_s']:.3f} s  cold without the ONNX Runtime check {result['cold_without_check_s']:.3f} s  [median of {rounds}]"
+        f"cached {result['cached_s']:.3f} s  cold without the ONNX Runtime check "
+        f"{result['cold_without_check_s']:.3f} s  [median of {rounds}]"
     )
     return result
 

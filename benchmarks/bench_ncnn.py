@@ -1,6 +1,7 @@
 """ncnn plugin benchmark: run overhead against a direct extractor call; conversion cold vs cached.
 
-Run: ``/tmp/venv/bin/python benchmarks/bench_ncnn.py [--rounds N] [--calls K] [--models mlp cnn attention] [--skip-run] [--skip-cache]``
+Run: ``/tmp/venv/bin/python benchmarks/bench_ncnn.py [--rounds N] [--calls K] [--models mlp cnn attention] [--skip-run]
+[--skip-cache]``
 
 1. ``run`` overhead, on the same ``ncnn.Net`` (``compiled.native.net``) and the
    same feeds, in interleaved rounds (order alternating each round):
@@ -46,7 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -125,8 +127,13 @@ def time_block(fn: Callable[[], Any], calls: int) -> float:
     return (time.perf_counter_ns() - start) / calls / 1e3  # us per call
 
 
-def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, threads: int, block_us: float = 2000.0) -> None:
-    say(f"== run overhead: nnport run vs direct ncnn extractor call (ncnn:cpu, threads={threads}, {rounds} rounds of ~{block_us / 1e3:.0f} ms blocks (<= {calls} calls), load {load()})")
+def bench_run(
+    models: list[str], rounds: int, calls: int, cache_dir: str, threads: int, block_us: float = 2000.0
+) -> None:
+    say(
+        f"== run overhead: nnport run vs direct ncnn extractor call (ncnn:cpu, threads={threads}, {rounds} "
+        f"rounds of ~{block_us / 1e3:.0f} ms blocks (<= {calls} calls), load {load()})"
+    )
     for name in models:
         model = zoo.load_any(name)
         compiled = nnport.compile(model, "ncnn:cpu", cache_dir=cache_dir, threads=threads, fallback=False)
@@ -145,7 +152,9 @@ def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, thread
             for g, w in zip(got, want.values()):
                 assert np.array_equal(g.reshape(w.shape), w), f"{label} disagrees with nnport on {name}"
             time_block(fn, max(3, calls // 10))
-        estimate = min(time_block(variants["direct"], 5) for _ in range(5))  # min: a load spike must not shrink the blocks to 1 call
+        estimate = min(
+            time_block(variants["direct"], 5) for _ in range(5)
+        )  # min: a load spike must not shrink the blocks to 1 call
         block = max(1, min(calls, int(block_us / max(estimate, 1e-3))))  # ~block_us of work per block
         samples: dict[str, list[float]] = {k: [] for k in variants}
         order = list(variants)
@@ -158,13 +167,15 @@ def bench_run(models: list[str], rounds: int, calls: int, cache_dir: str, thread
         best = {k: min(v) for k, v in samples.items()}
         say(
             f"{name:>12}: {line}  | nnport/direct: per-round ratio median {statistics.median(ratios):.3f}"
-            f" (quartiles {np.percentile(ratios, 25):.3f}..{np.percentile(ratios, 75):.3f}); ratio of medians {med['nnport'] / med['direct']:.3f},"
+            f" (quartiles {np.percentile(ratios, 25):.3f}..{np.percentile(ratios, 75):.3f}); ratio of "
+            f"medians {med['nnport'] / med['direct']:.3f},"
             f" of best rounds {best['nnport'] / best['direct']:.3f}  [{block} calls/block]"
         )
         staged = [a / b for a, b in zip(samples["nnport"], samples["staged"])]
         extra = f"; direct/unsafe {med['direct'] / med['unsafe']:.3f} (the cost of clone())" if "unsafe" in med else ""
         say(
-            f"{'':>12}  nnport/staged (plugin overhead over the same guard by hand): per-round ratio median {statistics.median(staged):.3f}"
+            f"{'':>12}  nnport/staged (plugin overhead over the same guard by hand): per-round ratio "
+            f"median {statistics.median(staged):.3f}"
             f" (quartiles {np.percentile(staged, 25):.3f}..{np.percentile(staged, 75):.3f}){extra}"
         )
 
@@ -184,7 +195,10 @@ def compile_once(name: str, cache_dir: str, verify: bool = True) -> dict[str, An
 
 
 def bench_cache(models: list[str], rounds: int) -> None:
-    say(f"== conversion: cold (pnnx + check + load) vs cached (load only), fresh process each, {rounds} rounds, load {load()}")
+    say(
+        f"== conversion: cold (pnnx + check + load) vs cached (load only), fresh process each, {rounds} "
+        f"rounds, load {load()}"
+    )
     for name in models:
         cold, warm, pnnx, unchecked = [], [], [], []
         for _ in range(rounds):
@@ -199,7 +213,8 @@ def bench_cache(models: list[str], rounds: int) -> None:
             pnnx.append(first["pnnx_s"])
         c, w, u = statistics.median(cold), statistics.median(warm), statistics.median(unchecked)
         say(
-            f"{name:>16}: cold {c * 1e3:9.1f} ms (pnnx {statistics.median(pnnx) * 1e3:.1f} ms; cold without the ORT check {u * 1e3:.1f} ms)"
+            f"{name:>16}: cold {c * 1e3:9.1f} ms (pnnx {statistics.median(pnnx) * 1e3:.1f} ms; cold "
+            f"without the ORT check {u * 1e3:.1f} ms)"
             f"  cached {w * 1e3:8.1f} ms  | cold/cached {c / w:.1f}x"
             f"  (cold {['%.0f' % (x * 1e3) for x in cold]}, cached {['%.0f' % (x * 1e3) for x in warm]} ms)"
         )

@@ -159,8 +159,10 @@ def bench_run(names: list[str], rounds: int, block: int) -> list[dict]:
         }
         results.append(row)
         print(
-            f"{name:10s} " + "  ".join(f"{k} {v:.2f} us" for k, v in med.items())
-            + "\n           ratios: " + "  ".join(f"{k} {v:.3f}x" for k, v in row["ratios"].items()),
+            f"{name:10s} "
+            + "  ".join(f"{k} {v:.2f} us" for k, v in med.items())
+            + "\n           ratios: "
+            + "  ".join(f"{k} {v:.3f}x" for k, v in row["ratios"].items()),
             flush=True,
         )
     return results
@@ -197,7 +199,10 @@ def bench_cache(rounds: int) -> list[dict]:
         samples: dict[str, dict[str, list[dict]]] = {name: {m: [] for m in MODES} for name in models}
         for r in range(rounds):
             for name, path in models.items():
-                with tempfile.TemporaryDirectory(prefix="nnport-ov-cache-") as file_cache, tempfile.TemporaryDirectory(prefix="nnport-ov-cache-") as bytes_cache:
+                with (
+                    tempfile.TemporaryDirectory(prefix="nnport-ov-cache-") as file_cache,
+                    tempfile.TemporaryDirectory(prefix="nnport-ov-cache-") as bytes_cache,
+                ):
                     got = {
                         "cold": compile_child(path, file_cache, "cold"),
                         "warm": compile_child(path, file_cache, "warm"),
@@ -207,13 +212,21 @@ def bench_cache(rounds: int) -> list[dict]:
                         "no_cache": compile_child(path, "", "no_cache"),
                     }
                     blob_mb = round(sum(f.stat().st_size for f in Path(file_cache).rglob("*.blob")) / 1e6, 1)
-                expected_hits = {"cold": False, "warm": True, "warm_no_mmap": True, "cold_bytes": False, "warm_bytes": True, "no_cache": None}
+                expected_hits = {
+                    "cold": False,
+                    "warm": True,
+                    "warm_no_mmap": True,
+                    "cold_bytes": False,
+                    "warm_bytes": True,
+                    "no_cache": None,
+                }
                 for mode, hit in expected_hits.items():
                     if got[mode]["cache_hit"] is not hit:
                         raise SystemExit(f"{name} {mode}: cache_hit {got[mode]['cache_hit']}, expected {hit}")
                     samples[name][mode].append(got[mode])
                 print(
-                    f"round {r} {name:15s} " + "  ".join(f"{m} {got[m]['compile_s']:.3f}s" for m in MODES)
+                    f"round {r} {name:15s} "
+                    + "  ".join(f"{m} {got[m]['compile_s']:.3f}s" for m in MODES)
                     + f"  warm/cold {got['warm']['compile_s'] / got['cold']['compile_s']:.3f}  blob {blob_mb} MB",
                     flush=True,
                 )
@@ -227,15 +240,19 @@ def bench_cache(rounds: int) -> list[dict]:
             "warm_over_cold": round(med["warm"] / med["cold"], 3),
             "warm_no_mmap_over_cold": round(med["warm_no_mmap"] / med["cold"], 3),
             "warm_bytes_over_cold_bytes": round(med["warm_bytes"] / med["cold_bytes"], 3),
-            "per_round_warm_over_cold": [round(w["compile_s"] / c["compile_s"], 3) for w, c in zip(by_mode["warm"], by_mode["cold"])],
+            "per_round_warm_over_cold": [
+                round(w["compile_s"] / c["compile_s"], 3) for w, c in zip(by_mode["warm"], by_mode["cold"])
+            ],
             "read_by": {m: by_mode[m][0]["read_by"] for m in ("warm", "warm_bytes")},
             "blob_mapped_on_warm": {m: all(s["blob_mapped"] for s in by_mode[m]) for m in ("warm", "warm_no_mmap")},
             "rss_growth_mb": {m: statistics.median(s["rss_growth_mb"] for s in v) for m, v in by_mode.items()},
         }
         results.append(row)
         print(
-            f"{name} ({row['onnx_mb']} MB onnx): median " + ", ".join(f"{m} {v:.3f} s" for m, v in med.items())
-            + f"\n    warm/cold {row['warm_over_cold']:.3f} (target <= 0.10), no mmap {row['warm_no_mmap_over_cold']:.3f}, "
+            f"{name} ({row['onnx_mb']} MB onnx): median "
+            + ", ".join(f"{m} {v:.3f} s" for m, v in med.items())
+            + f"\n    warm/cold {row['warm_over_cold']:.3f} (target <= 0.10), no mmap "
+            f"{row['warm_no_mmap_over_cold']:.3f}, "
             f"from bytes {row['warm_bytes_over_cold_bytes']:.3f}; blob mapped on warm: {row['blob_mapped_on_warm']}; "
             f"RSS growth over the compile, MB: {row['rss_growth_mb']}",
             flush=True,

@@ -45,7 +45,11 @@ def main() -> None:
         compiled.native.run(names, feeds)
 
     samples: dict[str, list[float]] = {"nnport run": [], "direct InferenceSession.run": [], "same session, direct": []}
-    calls = [("nnport run", nnport_call), ("direct InferenceSession.run", direct_call), ("same session, direct", same_session_call)]
+    calls = [
+        ("nnport run", nnport_call),
+        ("direct InferenceSession.run", direct_call),
+        ("same session, direct", same_session_call),
+    ]
     for fn in (f for _, f in calls):
         for _ in range(200):
             fn()
@@ -59,10 +63,16 @@ def main() -> None:
                 fn()
                 bucket.append(clock() - t0)
     med = {k: statistics.median(v) / 1000 for k, v in samples.items()}
-    print(f"model: {args.model} ({model.inputs[0]}), onnxruntime {ort.__version__}, {args.rounds * args.block} calls each, interleaved")
+    print(
+        f"model: {args.model} ({model.inputs[0]}), onnxruntime {ort.__version__}, "
+        f"{args.rounds * args.block} calls each, interleaved"
+    )
     for label, value in med.items():
         print(f"  {label:<30} median {value:8.2f} us")
-    print(f"ratio nnport / direct session      : {med['nnport run'] / med['direct InferenceSession.run']:.3f}x (target <= 1.05x)")
+    print(
+        "ratio nnport / direct session      : "
+        f"{med['nnport run'] / med['direct InferenceSession.run']:.3f}x (target <= 1.05x)"
+    )
     print(f"ratio nnport / same session direct : {med['nnport run'] / med['same session, direct']:.3f}x")
     print(f"absolute wrapper overhead          : {med['nnport run'] - med['same session, direct']:.2f} us per call")
 

@@ -26,15 +26,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_measure import bare_p50, benchmark_app_cmd, interleave, load, nnport_p50, say, table  # noqa: E402
-
 import nnport  # noqa: E402
+from bench_measure import bare_p50, benchmark_app_cmd, interleave, load, say, table  # noqa: E402
 from nnport import MeasureSettings  # noqa: E402
 
 MEDIAN_TOKENS = ("Median:",)
@@ -67,7 +67,9 @@ def benchmark_app(model: str, shape_flag: str, shape: str, threads: int, seconds
 
 def measured(compiled: Any, feeds: dict[str, np.ndarray], seconds: float) -> Callable[[], tuple[float, int]]:
     def go() -> tuple[float, int]:
-        m = nnport.measure(compiled, feeds, settings=MeasureSettings(warmup=5, min_iterations=10, min_duration_s=seconds, energy=False))
+        m = nnport.measure(
+            compiled, feeds, settings=MeasureSettings(warmup=5, min_iterations=10, min_duration_s=seconds, energy=False)
+        )
         return m.latency_p50_ms, m.iterations
 
     return go
@@ -80,7 +82,10 @@ def openvino_static(args: argparse.Namespace) -> None:
     dynamic = nnport.compile(model, "openvino:CPU", fallback=False, threads=args.threads)
     static = nnport.compile(model, "openvino:CPU", fallback=False, threads=args.threads, shapes={"images": shape})
     text = "images[1,3,320,320]"
-    say(f"\n## 1. OpenVINO, nudenet 320n.onnx (YOLOv8n) at {list(shape)}, threads {args.threads}, {args.rounds} rounds x {args.seconds:g} s, load {load()}")
+    say(
+        f"\n## 1. OpenVINO, nudenet 320n.onnx (YOLOv8n) at {list(shape)}, threads {args.threads}, "
+        f"{args.rounds} rounds x {args.seconds:g} s, load {load()}"
+    )
     results = interleave(
         args.rounds,
         lambda: benchmark_app(model, "-data_shape", text, args.threads, args.seconds),
@@ -88,14 +93,31 @@ def openvino_static(args: argparse.Namespace) -> None:
         measured(dynamic, feeds, args.seconds),
         measured(static, feeds, args.seconds),
     )
-    names = ["benchmark_app -data_shape (dynamic)", "benchmark_app -shape (static)", "nnport, no shapes (dynamic)", "nnport shapes= (static)"]
+    names = [
+        "benchmark_app -data_shape (dynamic)",
+        "benchmark_app -shape (static)",
+        "nnport, no shapes (dynamic)",
+        "nnport shapes= (static)",
+    ]
     med = [statistics.median(v) for v, _ in results]
-    best = [min(v) for v, _ in results]  # the least disturbed round: on a shared machine, the closest to the code's own speed
-    rows = [[n, f"{m:.3f}", f"{b:.3f}", " ".join(f"{x:.2f}" for x in v)] for n, m, b, (v, _) in zip(names, med, best, results)]
+    best = [
+        min(v) for v, _ in results
+    ]  # the least disturbed round: on a shared machine, the closest to the code's own speed
+    rows = [
+        [n, f"{m:.3f}", f"{b:.3f}", " ".join(f"{x:.2f}" for x in v)]
+        for n, m, b, (v, _) in zip(names, med, best, results)
+    ]
     say(table(rows, ["variant", "p50, median of rounds (ms)", "p50, best round (ms)", "per round"]))
     per_round = [s / a for s, a in zip(results[3][0], results[1][0])]
-    say(f"nnport shapes= / benchmark_app -shape: median {med[3] / med[1]:.3f}, best {best[3] / best[1]:.3f}, median of per-round ratios {statistics.median(per_round):.3f} ({' '.join(f'{r:.3f}' for r in per_round)})")
-    say(f"static / dynamic: benchmark_app median {med[1] / med[0]:.3f} best {best[1] / best[0]:.3f}; nnport median {med[3] / med[2]:.3f} best {best[3] / best[2]:.3f}")
+    say(
+        f"nnport shapes= / benchmark_app -shape: median {med[3] / med[1]:.3f}, best "
+        f"{best[3] / best[1]:.3f}, median of per-round ratios {statistics.median(per_round):.3f} "
+        f"({' '.join(f'{r:.3f}' for r in per_round)})"
+    )
+    say(
+        f"static / dynamic: benchmark_app median {med[1] / med[0]:.3f} best {best[1] / best[0]:.3f}; "
+        f"nnport median {med[3] / med[2]:.3f} best {best[3] / best[2]:.3f}"
+    )
 
 
 FIRST_RUN = """
@@ -105,7 +127,8 @@ t = time.perf_counter(); c = nnport.compile(model, 'ncnn:cpu', fallback=False); 
 x = np.random.default_rng(0).random(shape, dtype=np.float32)
 t = time.perf_counter(); c.run({name: x}); first = time.perf_counter() - t
 t = time.perf_counter(); c.run({name: x}); second = time.perf_counter() - t
-print(json.dumps({"compile_s": compile_s, "first_run_s": first, "second_run_s": second, "spec": c.info["specializations"]}))
+times = {"compile_s": compile_s, "first_run_s": first, "second_run_s": second}
+print(json.dumps({**times, "spec": c.info["specializations"]}))
 """
 
 
@@ -121,12 +144,37 @@ def ncnn_lazy(args: argparse.Namespace) -> None:
             env = {**os.environ, "NNPORT_CACHE_DIR": cache}
             runs = []
             for _ in range(2):
-                out = subprocess.run([sys.executable, "-c", FIRST_RUN, model, name, json.dumps(shape)], env=env, capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-c", FIRST_RUN, model, name, json.dumps(shape)],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         rows.append(
-            [label, "x".join(map(str, shape)), f"{runs[0]['compile_s']:.3f}", f"{runs[0]['first_run_s']:.2f}", f"{runs[1]['first_run_s']:.3f}", f"{runs[0]['second_run_s'] * 1000:.1f}"]
+            [
+                label,
+                "x".join(map(str, shape)),
+                f"{runs[0]['compile_s']:.3f}",
+                f"{runs[0]['first_run_s']:.2f}",
+                f"{runs[1]['first_run_s']:.3f}",
+                f"{runs[0]['second_run_s'] * 1000:.1f}",
+            ]
         )
-    say(table(rows, ["model", "feed shape", "compile (s)", "first run, fresh cache (s)", "first run, 2nd process (s)", "second run (ms)"]))
+    say(
+        table(
+            rows,
+            [
+                "model",
+                "feed shape",
+                "compile (s)",
+                "first run, fresh cache (s)",
+                "first run, 2nd process (s)",
+                "second run (ms)",
+            ],
+        )
+    )
 
     say(f"\nsteady state, {args.rounds} rounds x {args.seconds:g} s, p50 ms:")
     rows = []
@@ -145,8 +193,22 @@ def ncnn_lazy(args: argparse.Namespace) -> None:
         )
         med = [statistics.median(v) for v, _ in results]
         ratios = [a / c for a, c in zip(results[0][0], results[2][0])]
-        rows.append([label, f"{med[0]:.3f}", f"{med[1]:.3f}", f"{med[2]:.3f}", f"{med[0] / med[2]:.3f}", " ".join(f"{r:.3f}" for r in ratios)])
-    say(table(rows, ["model", "lazy run", "static run (same conversion)", "ncnn program call", "lazy / program", "per round"]))
+        rows.append(
+            [
+                label,
+                f"{med[0]:.3f}",
+                f"{med[1]:.3f}",
+                f"{med[2]:.3f}",
+                f"{med[0] / med[2]:.3f}",
+                " ".join(f"{r:.3f}" for r in ratios),
+            ]
+        )
+    say(
+        table(
+            rows,
+            ["model", "lazy run", "static run (same conversion)", "ncnn program call", "lazy / program", "per round"],
+        )
+    )
 
 
 def main() -> int:

@@ -21,8 +21,9 @@ data* when it depends on a graph input through something other than its shape:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,19 @@ def subgraph_reads(node: Any) -> list[str]:
 
     found: list[str] = []
     for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else []
+        graphs = (
+            [attr.g]
+            if attr.type == onnx.AttributeProto.GRAPH
+            else list(attr.graphs)
+            if attr.type == onnx.AttributeProto.GRAPHS
+            else []
+        )
         for g in graphs:
-            defined = {i.name for i in g.input} | {i.name for i in g.initializer} | {i.values.name for i in g.sparse_initializer}
+            defined = (
+                {i.name for i in g.input}
+                | {i.name for i in g.initializer}
+                | {i.values.name for i in g.sparse_initializer}
+            )
             for n in g.node:
                 defined.update(o for o in n.output if o)
             for n in g.node:
@@ -118,7 +129,8 @@ class Graph:
         return [o for node in self.nodes for o in node.output if o]
 
     def frontier(self, index: int, among: Iterable[str]) -> list[str]:
-        """Tensors of ``among`` produced at or before ``index`` that a later node (or the graph's output) still needs."""
+        """Tensors of ``among`` produced at or before ``index`` that a later node (or the graph's output) still
+        needs."""
         outputs = set(self.outputs)
         found = []
         for t in among:
@@ -148,7 +160,8 @@ class Graph:
         return sorted(seen)
 
     def boundary(self, keep: Sequence[int]) -> list[str]:
-        """Tensors that nodes of ``keep`` read but that no node of ``keep`` produces (graph inputs and initializers excluded)."""
+        """Tensors that nodes of ``keep`` read but that no node of ``keep`` produces (graph inputs and initializers
+        excluded)."""
         kept = set(keep)
         found: list[str] = []
         for i in keep:
@@ -158,7 +171,9 @@ class Graph:
                     found.append(name)
         return found
 
-    def submodel(self, outputs: Sequence[str], cut: Iterable[str], values: Mapping[str, np.ndarray], *, name: str = "") -> Any:
+    def submodel(
+        self, outputs: Sequence[str], cut: Iterable[str], values: Mapping[str, np.ndarray], *, name: str = ""
+    ) -> Any:
         """The ONNX model computing ``outputs`` from the graph's inputs and the tensors of ``cut``.
 
         ``values`` holds the reference's value of every cut tensor and output
@@ -196,8 +211,13 @@ class Graph:
         produced = {o for i in keep for o in self.nodes[i].output}
         value_info = [vi for vi in g.value_info if vi.name in produced and vi.name not in io]
         graph = helper.make_graph(
-            [self.nodes[i] for i in keep], name or g.name or "cut", graph_inputs, graph_outputs, inits,
-            value_info=value_info, sparse_initializer=sparse,
+            [self.nodes[i] for i in keep],
+            name or g.name or "cut",
+            graph_inputs,
+            graph_outputs,
+            inits,
+            value_info=value_info,
+            sparse_initializer=sparse,
         )
         model = onnx.ModelProto()
         model.CopyFrom(self.proto)

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -191,7 +192,18 @@ def _register_conv() -> None:
             inits = {"w": _w(1, (oc, shape[1] // g, k, k))}
             if bias:
                 inits["b"] = _w(2, (oc,), 0.1)
-            return single_op("Conv", [("x", shape)], ["y"], opset=opset, inits=inits, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d], group=g)
+            return single_op(
+                "Conv",
+                [("x", shape)],
+                ["y"],
+                opset=opset,
+                inits=inits,
+                kernel_shape=[k, k],
+                strides=[s, s],
+                pads=[p] * 4,
+                dilations=[d, d],
+                group=g,
+            )
 
         _OP_CASES.append(Case(f"op/Conv/{cid}", build, f"Conv {cid} on {list(shape)}"))
 
@@ -203,7 +215,17 @@ def _register_conv() -> None:
 
         def build(shape=shape, oc=oc, k=k, s=s, p=p, op_pad=op_pad) -> Any:
             inits = {"w": _w(3, (shape[1], oc, k, k)), "b": _w(4, (oc,), 0.1)}
-            return single_op("ConvTranspose", [("x", shape)], ["y"], opset=13, inits=inits, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, output_padding=[op_pad, op_pad])
+            return single_op(
+                "ConvTranspose",
+                [("x", shape)],
+                ["y"],
+                opset=13,
+                inits=inits,
+                kernel_shape=[k, k],
+                strides=[s, s],
+                pads=[p] * 4,
+                output_padding=[op_pad, op_pad],
+            )
 
         _OP_CASES.append(Case(f"op/ConvTranspose/{cid}", build, f"ConvTranspose {cid}"))
 
@@ -212,7 +234,16 @@ def _register_linear() -> None:
     def gemm(m: int, k: int, n: int, trans_b: int, alpha: float, beta: float, opset: int) -> Callable[[], Any]:
         def build() -> Any:
             w = _w(5, (n, k) if trans_b else (k, n))
-            return single_op("Gemm", [("a", (m, k))], ["y"], opset=opset, inits={"w": w, "c": _w(6, (n,), 0.1)}, transB=trans_b, alpha=alpha, beta=beta)
+            return single_op(
+                "Gemm",
+                [("a", (m, k))],
+                ["y"],
+                opset=opset,
+                inits={"w": w, "c": _w(6, (n,), 0.1)},
+                transB=trans_b,
+                alpha=alpha,
+                beta=beta,
+            )
 
         return build
 
@@ -255,8 +286,13 @@ def _register_norm() -> None:
         def build(shape=shape, axis=axis) -> Any:
             norm_shape = shape[axis:] if axis >= 0 else shape[axis:]
             rng = np.random.default_rng(9)
-            inits = {"g": (1 + 0.1 * rng.standard_normal(norm_shape)).astype(np.float32), "b": (0.1 * rng.standard_normal(norm_shape)).astype(np.float32)}
-            return single_op("LayerNormalization", [("x", shape)], ["y"], opset=17, inits=inits, axis=axis, epsilon=1e-5)
+            inits = {
+                "g": (1 + 0.1 * rng.standard_normal(norm_shape)).astype(np.float32),
+                "b": (0.1 * rng.standard_normal(norm_shape)).astype(np.float32),
+            }
+            return single_op(
+                "LayerNormalization", [("x", shape)], ["y"], opset=17, inits=inits, axis=axis, epsilon=1e-5
+            )
 
         _OP_CASES.append(Case(f"op/LayerNormalization/{cid}", build))
 
@@ -283,10 +319,22 @@ def _register_norm() -> None:
             numpy_helper.from_array((1 + 0.1 * rng.standard_normal(d)).astype(np.float32), "g"),
             numpy_helper.from_array((0.1 * rng.standard_normal(d)).astype(np.float32), "b"),
         ]
-        graph = helper.make_graph(nodes, "layernorm_composed", [helper.make_tensor_value_info("x", 1, [2, 16, d])], [helper.make_tensor_value_info("y", 0, None)], initializer=inits)
+        graph = helper.make_graph(
+            nodes,
+            "layernorm_composed",
+            [helper.make_tensor_value_info("x", 1, [2, 16, d])],
+            [helper.make_tensor_value_info("y", 0, None)],
+            initializer=inits,
+        )
         return _finish(graph, 13)
 
-    _OP_CASES.append(Case("op/LayerNormalization/composed_opset13", composed_layernorm, "LayerNorm written out as pre-opset-17 exporters emit it"))
+    _OP_CASES.append(
+        Case(
+            "op/LayerNormalization/composed_opset13",
+            composed_layernorm,
+            "LayerNorm written out as pre-opset-17 exporters emit it",
+        )
+    )
 
 
 def _register_pool() -> None:
@@ -295,8 +343,20 @@ def _register_pool() -> None:
         ("MaxPool", "k3_s1_p1", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), (1, 8, 16, 16), 12),
         ("MaxPool", "k3_s2_ceil", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), (1, 4, 15, 15), 12),
         ("AveragePool", "k2_s2", dict(kernel_shape=[2, 2], strides=[2, 2]), (1, 8, 16, 16), 11),
-        ("AveragePool", "k3_s1_p1_exclude_pad", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0), (1, 8, 16, 16), 11),
-        ("AveragePool", "k3_s1_p1_include_pad", dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1), (1, 8, 16, 16), 11),
+        (
+            "AveragePool",
+            "k3_s1_p1_exclude_pad",
+            dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=0),
+            (1, 8, 16, 16),
+            11,
+        ),
+        (
+            "AveragePool",
+            "k3_s1_p1_include_pad",
+            dict(kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1),
+            (1, 8, 16, 16),
+            11,
+        ),
         ("GlobalAveragePool", "8x7x7", {}, (1, 8, 7, 7), 13),
         ("GlobalMaxPool", "8x7x7", {}, (1, 8, 7, 7), 13),
         ("LRN", "size5_alexnet", dict(size=5, alpha=1e-4, beta=0.75, bias=1.0), (1, 16, 8, 8), 13),
@@ -315,7 +375,10 @@ def _composed(name: str, opset: int, nodes: list[Any], inits: Mapping[str, np.nd
     from onnx import helper, numpy_helper
 
     graph = helper.make_graph(
-        nodes, name, [helper.make_tensor_value_info("x", 1, list(shape))], [helper.make_tensor_value_info("y", 0, None)],
+        nodes,
+        name,
+        [helper.make_tensor_value_info("x", 1, list(shape))],
+        [helper.make_tensor_value_info("y", 0, None)],
         initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
     return _finish(graph, opset)
@@ -347,12 +410,24 @@ def _register_activations() -> None:
         _OP_CASES.append(Case(f"op/{op}/1x8x12x12_opset{opset}", build, value_ranges=wide))
 
     def clip6() -> Any:
-        return single_op("Clip", [("x", shape)], ["y"], opset=13, inits={"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)})
+        return single_op(
+            "Clip",
+            [("x", shape)],
+            ["y"],
+            opset=13,
+            inits={"lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)},
+        )
 
     _OP_CASES.append(Case("op/Clip/relu6_opset13", clip6, value_ranges={"x": (-8.0, 8.0)}))
 
     def prelu() -> Any:
-        return single_op("PRelu", [("x", shape)], ["y"], opset=16, inits={"slope": np.linspace(0.05, 0.4, 8, dtype=np.float32).reshape(8, 1, 1)})
+        return single_op(
+            "PRelu",
+            [("x", shape)],
+            ["y"],
+            opset=16,
+            inits={"slope": np.linspace(0.05, 0.4, 8, dtype=np.float32).reshape(8, 1, 1)},
+        )
 
     _OP_CASES.append(Case("op/PRelu/per_channel_opset16", prelu, value_ranges=wide))
 
@@ -364,7 +439,17 @@ def _register_activations() -> None:
             helper.make_node("Mul", ["x", "e1"], ["xe"]),
             helper.make_node("Mul", ["xe", "half"], ["y"]),
         ]
-        return _composed("gelu_erf", 13, nodes, {"inv_sqrt2": np.array(2**-0.5, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}, (2, 16, 64))
+        return _composed(
+            "gelu_erf",
+            13,
+            nodes,
+            {
+                "inv_sqrt2": np.array(2**-0.5, np.float32),
+                "one": np.array(1.0, np.float32),
+                "half": np.array(0.5, np.float32),
+            },
+            (2, 16, 64),
+        )
 
     def gelu_tanh() -> Any:
         nodes = [
@@ -377,7 +462,13 @@ def _register_activations() -> None:
             helper.make_node("Mul", ["x", "t1"], ["xt"]),
             helper.make_node("Mul", ["xt", "half"], ["y"]),
         ]
-        consts = {"three": np.array(3.0, np.float32), "c": np.array(0.044715, np.float32), "k": np.array((2 / np.pi) ** 0.5, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
+        consts = {
+            "three": np.array(3.0, np.float32),
+            "c": np.array(0.044715, np.float32),
+            "k": np.array((2 / np.pi) ** 0.5, np.float32),
+            "one": np.array(1.0, np.float32),
+            "half": np.array(0.5, np.float32),
+        }
         return _composed("gelu_tanh", 13, nodes, consts, (2, 16, 64))
 
     def silu() -> Any:
@@ -391,13 +482,28 @@ def _register_activations() -> None:
             helper.make_node("Mul", ["x", "c"], ["xc"]),
             helper.make_node("Div", ["xc", "six"], ["y"]),
         ]
-        consts = {"three": np.array(3.0, np.float32), "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32)}
+        consts = {
+            "three": np.array(3.0, np.float32),
+            "zero": np.array(0.0, np.float32),
+            "six": np.array(6.0, np.float32),
+        }
         return _composed("hardswish_composed", 13, nodes, consts, shape)
 
-    _OP_CASES.append(Case("op/GELU/composed_erf_opset13", gelu_erf, "GELU in the Erf form exporters emit before opset 20", value_ranges=wide))
-    _OP_CASES.append(Case("op/GELU/composed_tanh_opset13", gelu_tanh, "GELU's tanh approximation, composed", value_ranges=wide))
+    _OP_CASES.append(
+        Case(
+            "op/GELU/composed_erf_opset13",
+            gelu_erf,
+            "GELU in the Erf form exporters emit before opset 20",
+            value_ranges=wide,
+        )
+    )
+    _OP_CASES.append(
+        Case("op/GELU/composed_tanh_opset13", gelu_tanh, "GELU's tanh approximation, composed", value_ranges=wide)
+    )
     _OP_CASES.append(Case("op/SiLU/composed_opset13", silu, "SiLU/Swish as x*Sigmoid(x)", value_ranges=wide))
-    _OP_CASES.append(Case("op/HardSwish/composed_opset13", hardswish_composed, "HardSwish as x*Clip(x+3,0,6)/6", value_ranges=wide))
+    _OP_CASES.append(
+        Case("op/HardSwish/composed_opset13", hardswish_composed, "HardSwish as x*Clip(x+3,0,6)/6", value_ranges=wide)
+    )
 
 
 def _register_softmax() -> None:
@@ -416,11 +522,39 @@ def _register_softmax() -> None:
 
 def _register_resize() -> None:
     resizes = [
-        ("nearest_x2_asymmetric", (1, 4, 8, 8), dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"), [1, 1, 2, 2], None, 13),
-        ("linear_x2_half_pixel", (1, 4, 8, 8), dict(mode="linear", coordinate_transformation_mode="half_pixel"), [1, 1, 2, 2], None, 13),
-        ("linear_align_corners_sizes", (1, 3, 7, 9), dict(mode="linear", coordinate_transformation_mode="align_corners"), None, [1, 3, 14, 15], 13),
+        (
+            "nearest_x2_asymmetric",
+            (1, 4, 8, 8),
+            dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+            [1, 1, 2, 2],
+            None,
+            13,
+        ),
+        (
+            "linear_x2_half_pixel",
+            (1, 4, 8, 8),
+            dict(mode="linear", coordinate_transformation_mode="half_pixel"),
+            [1, 1, 2, 2],
+            None,
+            13,
+        ),
+        (
+            "linear_align_corners_sizes",
+            (1, 3, 7, 9),
+            dict(mode="linear", coordinate_transformation_mode="align_corners"),
+            None,
+            [1, 3, 14, 15],
+            13,
+        ),
         ("nearest_x2_opset11", (1, 4, 8, 8), dict(mode="nearest"), [1, 1, 2, 2], None, 11),
-        ("cubic_x2_half_pixel", (1, 2, 8, 8), dict(mode="cubic", coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75), [1, 1, 2, 2], None, 13),
+        (
+            "cubic_x2_half_pixel",
+            (1, 2, 8, 8),
+            dict(mode="cubic", coordinate_transformation_mode="half_pixel", cubic_coeff_a=-0.75),
+            [1, 1, 2, 2],
+            None,
+            13,
+        ),
     ]
     for cid, shape, attrs, scales, sizes, opset in resizes:
 
@@ -450,7 +584,15 @@ def _register_shape_ops() -> None:
     _OP_CASES.append(Case("op/Concat/axis-2_three_inputs", concat3))
 
     def split13() -> Any:
-        return single_op("Split", [("x", (1, 8, 6, 6))], ["y0", "y1"], opset=13, inits={"split": _i64([3, 5])}, node_inputs=["x", "split"], axis=1)
+        return single_op(
+            "Split",
+            [("x", (1, 8, 6, 6))],
+            ["y0", "y1"],
+            opset=13,
+            inits={"split": _i64([3, 5])},
+            node_inputs=["x", "split"],
+            axis=1,
+        )
 
     def split18() -> Any:
         return single_op("Split", [("x", (2, 12, 4))], ["y0", "y1", "y2"], opset=18, axis=1, num_outputs=3)
@@ -475,21 +617,38 @@ def _register_shape_ops() -> None:
 
         def build(shape=shape, starts=starts, ends=ends, axes=axes, steps=steps) -> Any:
             inits = {"starts": _i64(starts), "ends": _i64(ends), "axes": _i64(axes), "steps": _i64(steps)}
-            return single_op("Slice", [("x", shape)], ["y"], opset=13, inits=inits, node_inputs=["x", "starts", "ends", "axes", "steps"])
+            return single_op(
+                "Slice",
+                [("x", shape)],
+                ["y"],
+                opset=13,
+                inits=inits,
+                node_inputs=["x", "starts", "ends", "axes", "steps"],
+            )
 
         _OP_CASES.append(Case(f"op/Slice/{cid}", build))
 
-    for cid, shape, perm in [("nchw_to_nhwc", (1, 3, 8, 10), [0, 2, 3, 1]), ("3d_swap", (2, 16, 8), [0, 2, 1]), ("reverse_2d", (6, 10), [1, 0])]:
+    for cid, shape, perm in [
+        ("nchw_to_nhwc", (1, 3, 8, 10), [0, 2, 3, 1]),
+        ("3d_swap", (2, 16, 8), [0, 2, 1]),
+        ("reverse_2d", (6, 10), [1, 0]),
+    ]:
 
         def build(shape=shape, perm=perm) -> Any:
             return single_op("Transpose", [("x", shape)], ["y"], opset=13, perm=perm)
 
         _OP_CASES.append(Case(f"op/Transpose/{cid}", build))
 
-    for cid, shape, target in [("flatten_1_-1", (1, 8, 4, 4), [1, -1]), ("zero_keeps_dim", (2, 6, 8), [2, 0, 4, -1]), ("split_heads", (1, 16, 64), [1, 16, 4, 16])]:
+    for cid, shape, target in [
+        ("flatten_1_-1", (1, 8, 4, 4), [1, -1]),
+        ("zero_keeps_dim", (2, 6, 8), [2, 0, 4, -1]),
+        ("split_heads", (1, 16, 64), [1, 16, 4, 16]),
+    ]:
 
         def build(shape=shape, target=target) -> Any:
-            return single_op("Reshape", [("x", shape)], ["y"], opset=13, inits={"shape": _i64(target)}, node_inputs=["x", "shape"])
+            return single_op(
+                "Reshape", [("x", shape)], ["y"], opset=13, inits={"shape": _i64(target)}, node_inputs=["x", "shape"]
+            )
 
         _OP_CASES.append(Case(f"op/Reshape/{cid}", build))
 
@@ -520,7 +679,15 @@ def _register_reduce() -> None:
                 # opset 18 moved axes to an input for every reduction; ReduceSum did so at 13.
                 axes_as_input = opset >= 18 or op == "ReduceSum"
                 if axes_as_input:
-                    return single_op(op, [("x", shape)], ["y"], opset=opset, inits={"axes": _i64(axes)}, node_inputs=["x", "axes"], keepdims=keep)
+                    return single_op(
+                        op,
+                        [("x", shape)],
+                        ["y"],
+                        opset=opset,
+                        inits={"axes": _i64(axes)},
+                        node_inputs=["x", "axes"],
+                        keepdims=keep,
+                    )
                 return single_op(op, [("x", shape)], ["y"], opset=opset, axes=axes, keepdims=keep)
 
             _OP_CASES.append(Case(f"op/{op}/{cid}", build))
@@ -543,7 +710,17 @@ def _register_rnn() -> None:
                 "R": _w(12, (dirs, gates * hidden, hidden), scale),
                 "B": _w(13, (dirs, 2 * gates * hidden), 0.1),
             }
-            return single_op(op, [("x", (seq, batch, feat))], ["y", "y_h"], opset=14, inits=inits, node_inputs=["x", "W", "R", "B"], hidden_size=hidden, direction=direction, **extra)
+            return single_op(
+                op,
+                [("x", (seq, batch, feat))],
+                ["y", "y_h"],
+                opset=14,
+                inits=inits,
+                node_inputs=["x", "W", "R", "B"],
+                hidden_size=hidden,
+                direction=direction,
+                **extra,
+            )
 
         _OP_CASES.append(Case(f"op/{op}/{cid}", build))
 
@@ -593,7 +770,10 @@ def materialize_light(proto: Any, seed: int = 0) -> Any:
                 block = _weight_for(op, idx, (shape[0], shape[1] // reps), rng)
                 block *= reps**-0.5
                 bname, rname = node.output[0] + "__block", node.output[0] + "__reps"
-                new_inits += [numpy_helper.from_array(block, bname), numpy_helper.from_array(np.array([1, reps], np.int64), rname)]
+                new_inits += [
+                    numpy_helper.from_array(block, bname),
+                    numpy_helper.from_array(np.array([1, reps], np.int64), rname),
+                ]
                 keep.append(helper.make_node("Tile", [bname, rname], [node.output[0]], name=node.output[0] + "__tile"))
             else:
                 new_inits.append(numpy_helper.from_array(_weight_for(op, idx, shape, rng), node.output[0]))
@@ -659,7 +839,13 @@ def _light_case(name: str) -> Case:
 
         return materialize_light(onnx.load(str(zoo.light_path(name))))
 
-    return Case(f"model/{name}", build, f"{name} from the onnx wheel, seeded weights", timeout_s=180.0, tolerances={"classifier": None})
+    return Case(
+        f"model/{name}",
+        build,
+        f"{name} from the onnx wheel, seeded weights",
+        timeout_s=180.0,
+        tolerances={"classifier": None},
+    )
 
 
 # -- the registry ------------------------------------------------------------------------------
@@ -668,7 +854,18 @@ def _light_case(name: str) -> Case:
 @functools.lru_cache(maxsize=1)
 def _op_cases() -> tuple[Case, ...]:
     if not _OP_CASES:
-        for register in (_register_conv, _register_linear, _register_norm, _register_pool, _register_activations, _register_softmax, _register_resize, _register_shape_ops, _register_reduce, _register_rnn):
+        for register in (
+            _register_conv,
+            _register_linear,
+            _register_norm,
+            _register_pool,
+            _register_activations,
+            _register_softmax,
+            _register_resize,
+            _register_shape_ops,
+            _register_reduce,
+            _register_rnn,
+        ):
             register()
         from .op_variants import register as register_variants  # the variants real exports use
 
@@ -677,7 +874,8 @@ def _op_cases() -> tuple[Case, ...]:
 
 
 def default_cases(include_slow: bool = False) -> list[Case]:
-    """The default suite: op cases, non-finite inputs, zoo models, real architectures, graph edge cases, real models (in that order).
+    """The default suite: op cases, non-finite inputs, zoo models, real architectures, graph edge cases, real models (in
+    that order).
 
     ``include_slow`` adds the slow real models.
     """
@@ -685,7 +883,6 @@ def default_cases(include_slow: bool = False) -> list[Case]:
 
     from .corpus import real_cases
     from .edge_cases import edge_cases
-
     from .nonfinite import nonfinite_cases
 
     cases = list(_op_cases())
@@ -718,7 +915,9 @@ def select(patterns: Iterable[str] | str | None, cases: Sequence[Case] | None = 
         patterns = [patterns]
     pats = [p for p in (patterns or []) if p]
     if cases is None:
-        cases = all_cases(include_node=any(p.startswith("node") for p in pats), include_slow=any(p.startswith("real") for p in pats))
+        cases = all_cases(
+            include_node=any(p.startswith("node") for p in pats), include_slow=any(p.startswith("real") for p in pats)
+        )
     if any(p.startswith("tflite") for p in pats):  # LiteRT's .tflite cases are opt-in, as node/ is
         from .tflite_models import cases as tflite_cases
 

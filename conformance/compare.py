@@ -39,8 +39,9 @@ when they pass, as Polygraphy's ``OutputCompareResult`` is.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -265,7 +266,14 @@ class Comparator:
                     raise ToleranceError(f"{label} must be a non-negative number, got {v!r}")
 
     def _mappings(self) -> list[tuple[str, Mapping[str, Any]]]:
-        named = [("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol), ("min_cosine", self.min_cosine), ("min_top1", self.min_top1), ("classifier", self.classifier)]
+        named = [
+            ("atol", self.atol),
+            ("rtol", self.rtol),
+            ("scale_tol", self.scale_tol),
+            ("min_cosine", self.min_cosine),
+            ("min_top1", self.min_top1),
+            ("classifier", self.classifier),
+        ]
         return [(k, v) for k, v in named if isinstance(v, Mapping)]
 
     def check_names(self, names: list[str]) -> None:
@@ -286,11 +294,15 @@ class Comparator:
         given ones are exactly what is checked.
         """
         d = DEFAULTS[self.precision]
-        given = {label: _per_output(value, name, None) for label, value in (("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol))}
+        given = {
+            label: _per_output(value, name, None)
+            for label, value in (("atol", self.atol), ("rtol", self.rtol), ("scale_tol", self.scale_tol))
+        }
         named = tuple(label for label, v in given.items() if v is not None)
         if not named:
             atol, rtol, scale_tol = float(d["atol"]), float(d["rtol"]), float(d["scale_tol"])
         else:
+
             def partner(label: str) -> float:
                 v = given[label]
                 if v is not None:
@@ -307,7 +319,14 @@ class Comparator:
                 scale_tol = float(d["scale_tol"])
         min_cos = _per_output(self.min_cosine, name, None)
         min_top1 = _per_output(self.min_top1, name, None)
-        return Tolerance(atol, rtol, scale_tol, None if min_cos is None else float(min_cos), None if min_top1 is None else float(min_top1), named)
+        return Tolerance(
+            atol,
+            rtol,
+            scale_tol,
+            None if min_cos is None else float(min_cos),
+            None if min_top1 is None else float(min_top1),
+            named,
+        )
 
     def __call__(self, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Comparison:
         """Compare ``outputs`` (backend under test) with ``reference``, output by output."""
@@ -329,27 +348,55 @@ class Comparator:
         if exact:
             atol = rtol = scale_tol = 0.0
         base = dict(
-            name=name, ref_shape=tuple(ref.shape), ref_dtype=str(ref.dtype), atol=atol, rtol=rtol, scale_tol=scale_tol,
-            min_cosine=min_cos, min_top1=min_top1, precision=self.precision, given=tol.given, exact=exact,
+            name=name,
+            ref_shape=tuple(ref.shape),
+            ref_dtype=str(ref.dtype),
+            atol=atol,
+            rtol=rtol,
+            scale_tol=scale_tol,
+            min_cosine=min_cos,
+            min_top1=min_top1,
+            precision=self.precision,
+            given=tol.given,
+            exact=exact,
         )
         reasons: list[str] = []
         if got.shape != ref.shape:
-            return OutputResult(passed=False, reasons=(f"shape {list(got.shape)} differs from the reference's {list(ref.shape)}",), shape=tuple(got.shape), dtype=str(got.dtype), atol_effective=atol, elements=int(ref.size), **base)
+            return OutputResult(
+                passed=False,
+                reasons=(f"shape {list(got.shape)} differs from the reference's {list(ref.shape)}",),
+                shape=tuple(got.shape),
+                dtype=str(got.dtype),
+                atol_effective=atol,
+                elements=int(ref.size),
+                **base,
+            )
         if self.check_dtype and got.dtype != ref.dtype:
             reasons.append(f"dtype {got.dtype} differs from the reference's {ref.dtype}")
         if got.dtype.kind not in "iubf" or ref.dtype.kind not in "iubf":
             ok = bool(np.array_equal(got, ref))
-            return OutputResult(passed=ok and not reasons, reasons=tuple(reasons + ([] if ok else ["values differ"])), shape=tuple(got.shape), dtype=str(got.dtype), atol_effective=0.0, elements=int(ref.size), **base)
+            return OutputResult(
+                passed=ok and not reasons,
+                reasons=tuple(reasons + ([] if ok else ["values differ"])),
+                shape=tuple(got.shape),
+                dtype=str(got.dtype),
+                atol_effective=0.0,
+                elements=int(ref.size),
+                **base,
+            )
 
         g = got.astype(np.float64)
         r = ref.astype(np.float64)
         # Non-finite values: same positions, same signs.
         g_nan, r_nan = np.isnan(g), np.isnan(r)
         g_inf, r_inf = np.isinf(g), np.isinf(r)
-        nonfinite_ok = bool(np.array_equal(g_nan, r_nan) and np.array_equal(g_inf, r_inf) and np.array_equal(g[g_inf], r[r_inf]))
+        nonfinite_ok = bool(
+            np.array_equal(g_nan, r_nan) and np.array_equal(g_inf, r_inf) and np.array_equal(g[g_inf], r[r_inf])
+        )
         if not nonfinite_ok:
             reasons.append(
-                f"NaN/Inf positions differ: reference has {int(r_nan.sum())} NaN/{int(r_inf.sum())} Inf, output has {int(g_nan.sum())} NaN/{int(g_inf.sum())} Inf"
+                f"NaN/Inf positions differ: reference has {int(r_nan.sum())} NaN/{int(r_inf.sum())} Inf, "
+                f"output has {int(g_nan.sum())} NaN/{int(g_inf.sum())} Inf"
                 f"; {_nonfinite_positions(g, r)}"
             )
         both = np.isfinite(g) & np.isfinite(r)
@@ -428,7 +475,11 @@ def _nonfinite_positions(g: np.ndarray, r: np.ndarray, limit: int = NONFINITE_PO
     with np.errstate(invalid="ignore"):
         differ = (g_nan != r_nan) | ((np.isinf(g) | np.isinf(r)) & ~(g_nan | r_nan) & (g != r))
     where = np.argwhere(differ) if g.ndim else (np.zeros((1, 0), int) if bool(differ) else np.zeros((0, 0), int))
-    shown = [f"[{', '.join(str(int(i)) for i in idx)}] (got {float(g[tuple(idx)]):.6g}, reference {float(r[tuple(idx)]):.6g})" for idx in where[:limit]]
+    shown = [
+        f"[{', '.join(str(int(i)) for i in idx)}] (got {float(g[tuple(idx)]):.6g}, reference "
+        f"{float(r[tuple(idx)]):.6g})"
+        for idx in where[:limit]
+    ]
     more = f" (+{len(where) - limit} more)" if len(where) > limit else ""
     return "at " + ", ".join(shown) + more
 
@@ -474,7 +525,9 @@ def _topk_agreement(g: np.ndarray, r: np.ndarray, k: int) -> tuple[float, float,
     return top1, overlap, k
 
 
-def polygraphy_verdict(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], atol: Tol, rtol: Tol) -> dict[str, bool]:
+def polygraphy_verdict(
+    outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], atol: Tol, rtol: Tol
+) -> dict[str, bool]:
     """Polygraphy's own elementwise verdict on the same arrays (needs ``polygraphy``).
 
     nnport's rule with ``scale_tol=0`` is Polygraphy's ``elemwise`` check; the

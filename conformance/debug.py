@@ -37,8 +37,9 @@ import html
 import io
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -82,17 +83,37 @@ class TensorStats:
         nonfinite = int(a.size - finite.size)
         if not finite.size:
             return cls(name, tuple(arr.shape), str(arr.dtype), math.nan, math.nan, math.nan, math.nan, nonfinite)
-        return cls(name, tuple(arr.shape), str(arr.dtype), float(finite.min()), float(finite.max()), float(finite.mean()), float(finite.std()), nonfinite)
+        return cls(
+            name,
+            tuple(arr.shape),
+            str(arr.dtype),
+            float(finite.min()),
+            float(finite.max()),
+            float(finite.mean()),
+            float(finite.std()),
+            nonfinite,
+        )
 
     def text(self) -> str:
         if math.isnan(self.min):
             return f"{self.dtype}{list(self.shape)}"
         extra = f" nonfinite={self.nonfinite}" if self.nonfinite else ""
-        return f"{self.dtype}{list(self.shape)} min={self.min:.4g} max={self.max:.4g} mean={self.mean:.4g} std={self.std:.4g}{extra}"
+        return (
+            f"{self.dtype}{list(self.shape)} min={self.min:.4g} max={self.max:.4g} mean={self.mean:.4g} "
+            f"std={self.std:.4g}{extra}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "min": _num(self.min), "max": _num(self.max),
-                "mean": _num(self.mean), "std": _num(self.std), "nonfinite": self.nonfinite}
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "min": _num(self.min),
+            "max": _num(self.max),
+            "mean": _num(self.mean),
+            "std": _num(self.std),
+            "nonfinite": self.nonfinite,
+        }
 
 
 @dataclass(frozen=True)
@@ -123,8 +144,14 @@ class TensorCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "tensor": self.tensor, "node_index": self.node_index, "node": self.node, "op_type": self.op_type, "source": self.source,
-            "passed": self.passed, "relative_error": _num(self.relative_error), "comparison": self.result.to_dict(),
+            "tensor": self.tensor,
+            "node_index": self.node_index,
+            "node": self.node,
+            "op_type": self.op_type,
+            "source": self.source,
+            "passed": self.passed,
+            "relative_error": _num(self.relative_error),
+            "comparison": self.result.to_dict(),
             "device_stats": self.device_stats.to_dict() if self.device_stats else None,
             "reference_stats": self.reference_stats.to_dict() if self.reference_stats else None,
         }
@@ -148,8 +175,17 @@ class Probe:
     """Nodes in the compiled model."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "position": self.position, "node_index": self.node_index, "node": self.node, "tensors": list(self.tensors),
-                "status": self.status, "seconds": round(self.seconds, 4), "error": self.error, "nodes": self.nodes}
+        return {
+            "path": self.path,
+            "position": self.position,
+            "node_index": self.node_index,
+            "node": self.node,
+            "tensors": list(self.tensors),
+            "status": self.status,
+            "seconds": round(self.seconds, 4),
+            "error": self.error,
+            "nodes": self.nodes,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,12 +206,21 @@ class DivergentNode:
     found_by: str
     """``cut`` (bisection), or ``fast+cut`` (the fast path pointed here and the cut path confirmed it)."""
     input_kinds: Mapping[str, str] = field(default_factory=dict)
-    """Input name -> ``graph input`` (the same feed on both sides), ``weight``, ``constant`` (computed from no input) or ``data``."""
+    """Input name -> ``graph input`` (the same feed on both sides), ``weight``, ``constant`` (computed from no input) or
+    ``data``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "name": self.name, "op_type": self.op_type, "attributes": {k: _jsonable(v) for k, v in self.attributes.items()},
-                "inputs": [s.to_dict() for s in self.inputs], "input_kinds": dict(self.input_kinds), "input_checks": [c.to_dict() for c in self.input_checks],
-                "outputs": [c.to_dict() for c in self.outputs], "found_by": self.found_by}
+        return {
+            "index": self.index,
+            "name": self.name,
+            "op_type": self.op_type,
+            "attributes": {k: _jsonable(v) for k, v in self.attributes.items()},
+            "inputs": [s.to_dict() for s in self.inputs],
+            "input_kinds": dict(self.input_kinds),
+            "input_checks": [c.to_dict() for c in self.input_checks],
+            "outputs": [c.to_dict() for c in self.outputs],
+            "found_by": self.found_by,
+        }
 
 
 @dataclass(frozen=True)
@@ -214,11 +259,22 @@ class DebugReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "device": self.device, "reference": self.reference, "status": self.status, "message": self.message,
-            "node": self.node.to_dict() if self.node else None, "outputs": [c.to_dict() for c in self.outputs],
-            "checks": [c.to_dict() for c in self.checks], "probes": [p.to_dict() for p in self.probes], "compiles": self.compiles,
-            "seconds": round(self.seconds, 3), "nodes": self.nodes, "positions": self.positions, "fast_path": self.fast_path,
-            "tolerance": self.tolerance, "notes": list(self.notes),
+            "model": self.model,
+            "device": self.device,
+            "reference": self.reference,
+            "status": self.status,
+            "message": self.message,
+            "node": self.node.to_dict() if self.node else None,
+            "outputs": [c.to_dict() for c in self.outputs],
+            "checks": [c.to_dict() for c in self.checks],
+            "probes": [p.to_dict() for p in self.probes],
+            "compiles": self.compiles,
+            "seconds": round(self.seconds, 3),
+            "nodes": self.nodes,
+            "positions": self.positions,
+            "fast_path": self.fast_path,
+            "tolerance": self.tolerance,
+            "notes": list(self.notes),
             "largest_error": self.largest_error.to_dict() if self.largest_error else None,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -273,13 +329,26 @@ class Session:
         p = self.graph.producer.get(name, -1)
         node = self.graph.names[p] if p >= 0 else name
         op = self.graph.nodes[p].op_type if p >= 0 else "input"
-        return TensorCheck(name, p, node, op, source, result, TensorStats.of(name, got) if got is not None else None, TensorStats.of(name, self.values[name]))
+        return TensorCheck(
+            name,
+            p,
+            node,
+            op,
+            source,
+            result,
+            TensorStats.of(name, got) if got is not None else None,
+            TensorStats.of(name, self.values[name]),
+        )
 
 
 def feeds_for(model: Any, s: Session) -> dict[str, np.ndarray]:
     """Feeds of a (sub-)model: the session's feeds, and the reference's values for tensors that became inputs."""
     inits = {i.name for i in model.graph.initializer}
-    return {i.name: s.feeds[i.name] if i.name in s.feeds else s.values[i.name] for i in model.graph.input if i.name not in inits}
+    return {
+        i.name: s.feeds[i.name] if i.name in s.feeds else s.values[i.name]
+        for i in model.graph.input
+        if i.name not in inits
+    }
 
 
 def _restrict(value: Any, names: Sequence[str]) -> Any:
@@ -338,7 +407,11 @@ def prepare(
     open_dims = {s.name: tuple(feeds[s.name].shape) for s in loaded.inputs if s.is_dynamic and s.name in feeds}
     if open_dims:
         loaded = fix_shapes(loaded, open_dims)  # every cut compiles at the feeds' shapes
-    problems = [s for s in loaded.inputs if s.name not in feeds or feeds[s.name].shape != tuple(s.shape) or feeds[s.name].dtype != s.dtype]
+    problems = [
+        s
+        for s in loaded.inputs
+        if s.name not in feeds or feeds[s.name].shape != tuple(s.shape) or feeds[s.name].dtype != s.dtype
+    ]
     if problems or set(feeds) - set(loaded.input_names):
         raise InputError(feed_problems(loaded.inputs, feeds))
     graph = Graph(loaded.proto)
@@ -348,16 +421,22 @@ def prepare(
     except NnportError as exc:
         raise DebugError(f"the reference ({reference}) cannot run {loaded.name!r}: {exc}") from exc
     except Exception as exc:
-        raise DebugError(f"the reference ({reference}) cannot run {loaded.name!r}: {type(exc).__name__}: {exc}") from exc
+        raise DebugError(
+            f"the reference ({reference}) cannot run {loaded.name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
     values.update(feeds)
     tolerances = {k: v for k, v in {"atol": atol, "rtol": rtol, "scale_tol": scale_tol}.items() if v is not None}
     comparator = Comparator(precision=precision, **tolerances)
     comparator.check_names(list(values))  # a mapping may name any tensor; a typo raises
     candidates = [t for t in tensors if t in graph.data and t in values and np.asarray(values[t]).dtype.kind == "f"]
-    return Session(loaded, graph, feeds, values, reference, comparator, tolerances, candidates, time.perf_counter() - start)
+    return Session(
+        loaded, graph, feeds, values, reference, comparator, tolerances, candidates, time.perf_counter() - start
+    )
 
 
-def reference_values(model: Any, feeds: Mapping[str, np.ndarray], tensors: Sequence[str], reference: str = REFERENCE_DEVICE) -> dict[str, np.ndarray]:
+def reference_values(
+    model: Any, feeds: Mapping[str, np.ndarray], tensors: Sequence[str], reference: str = REFERENCE_DEVICE
+) -> dict[str, np.ndarray]:
     """The reference's value of each of ``tensors`` (and the graph outputs), from one run."""
     names = list(dict.fromkeys([*tensors, *model.output_names]))
     if reference == ORACLE:
@@ -371,7 +450,9 @@ def reference_values(model: Any, feeds: Mapping[str, np.ndarray], tensors: Seque
     pm = get_plugin_manager()
     dev = candidates(pm, reference)[0]
     backend = pm.backend(dev.backend)
-    got = pm.hook.nnport_intermediates(backend=backend, model=model, device=dev, options=CompileOptions(), tensors=names, feeds=dict(feeds))
+    got = pm.hook.nnport_intermediates(
+        backend=backend, model=model, device=dev, options=CompileOptions(), tensors=names, feeds=dict(feeds)
+    )
     if got is None:
         raise DebugError(f"the reference device {reference} exposes no intermediate tensors (nnport_intermediates)")
     missing = [n for n in model.output_names if n not in got]
@@ -417,9 +498,24 @@ def first_divergence(
     say = progress or (lambda text: None)
     start = time.perf_counter()
     reference = reference or reference_for(device)
-    s = prepare(model, feeds=feeds, seed=seed, shapes=shapes, reference=reference, precision=precision, atol=atol, rtol=rtol, scale_tol=scale_tol)
-    say(f"reference {reference}: {len(s.values)} tensors in {s.seconds:.2f} s; {len(s.candidates)} float data tensors over {len(s.graph)} nodes")
-    with TrialRunner(device, precision=precision, threads=threads, extra=extra, isolate=isolate, timeout_s=timeout_s) as runner:
+    s = prepare(
+        model,
+        feeds=feeds,
+        seed=seed,
+        shapes=shapes,
+        reference=reference,
+        precision=precision,
+        atol=atol,
+        rtol=rtol,
+        scale_tol=scale_tol,
+    )
+    say(
+        f"reference {reference}: {len(s.values)} tensors in {s.seconds:.2f} s; {len(s.candidates)} float "
+        f"data tensors over {len(s.graph)} nodes"
+    )
+    with TrialRunner(
+        device, precision=precision, threads=threads, extra=extra, isolate=isolate, timeout_s=timeout_s
+    ) as runner:
         search = _Search(s, runner, device, say)
         found = search.run(fast)
     search.timings["reference_s"] = s.seconds
@@ -446,7 +542,9 @@ class _Search:
         self.timings: dict[str, float] = {}
 
     # one compile of the device, recorded
-    def _probe(self, path: str, position: int, model: Any, tensors: Sequence[str], fast_tensors: Sequence[str] | None = None) -> tuple[TrialResult, dict[str, OutputResult]]:
+    def _probe(
+        self, path: str, position: int, model: Any, tensors: Sequence[str], fast_tensors: Sequence[str] | None = None
+    ) -> tuple[TrialResult, dict[str, OutputResult]]:
         feeds = feeds_for(model, self.s)
         trial = self.runner.run(model, feeds, tensors=fast_tensors)
         results: dict[str, OutputResult] = {}
@@ -462,14 +560,34 @@ class _Search:
         else:
             status = "error"
         node_index = self.positions[position] if 0 <= position < len(self.positions) else -1
-        node = self.s.graph.names[node_index] if node_index >= 0 else ("(whole model)" if path == "whole" else "(every tensor)")
-        self.probes.append(Probe(path, position, node_index, node, tuple(tensors), status, trial.seconds, "" if trial.ok else trial.describe(), len(model.graph.node)))
+        node = (
+            self.s.graph.names[node_index]
+            if node_index >= 0
+            else ("(whole model)" if path == "whole" else "(every tensor)")
+        )
+        self.probes.append(
+            Probe(
+                path,
+                position,
+                node_index,
+                node,
+                tuple(tensors),
+                status,
+                trial.seconds,
+                "" if trial.ok else trial.describe(),
+                len(model.graph.node),
+            )
+        )
         if trial.status != "unsupported":
-            self.say(f"{path} probe{' after ' + node if path == 'cut' else ''}: {status} ({trial.seconds:.2f} s){'' if trial.ok else ' ' + trial.describe()[:200]}")
+            self.say(
+                f"{path} probe{' after ' + node if path == 'cut' else ''}: {status} ({trial.seconds:.2f} "
+                f"s){'' if trial.ok else ' ' + trial.describe()[:200]}"
+            )
         return trial, results
 
     def cut(self, position: int) -> bool | None:
-        """Does some live float tensor after position ``position`` diverge?  None when the prefix would not compile or run."""
+        """Does some live float tensor after position ``position`` diverge?  None when the prefix would not compile or
+        run."""
         if position in self.known:
             return self.known[position]
         g = self.s.graph
@@ -491,8 +609,11 @@ class _Search:
             hint = ""
             if "disagree" in whole.error:  # a backend that checks its own conversion refused a wrong one
                 hint = "; to find where, turn the backend's own check off (ncnn: --option ncnn_verify=false)"
-            result.update(status="failed", message=f"{self.device} cannot run the whole model ({whole.describe()}); "
-                          f"nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure){hint}")
+            result.update(
+                status="failed",
+                message=f"{self.device} cannot run the whole model ({whole.describe()}); "
+                f"nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure){hint}",
+            )
             return result
         if fast and not offers_intermediates(self.device):
             self.fast_status = "not offered"
@@ -508,22 +629,31 @@ class _Search:
                 self.fast_status = f"failed: {trial.describe()[:300]}"
             else:
                 missing = [n for n in s.candidates if n not in trial.outputs]
-                self.fast_status = "used" + (f" ({len(missing)} of {len(s.candidates)} tensors not exposed: cut path there)" if missing else "")
+                self.fast_status = "used" + (
+                    f" ({len(missing)} of {len(s.candidates)} tensors not exposed: cut path there)" if missing else ""
+                )
         diverging_outputs = [c for c in outputs if not c.passed]
         if not diverging_outputs:
             fast_bad = [c for (n, src), c in self.checks.items() if src == "fast" and not c.passed]
             if fast_bad:
                 first = min(fast_bad, key=lambda c: c.node_index)
                 self.notes.append(
-                    f"the outputs agree, but with intermediates marked the fast path sees {len(fast_bad)} tensor(s) diverge, first "
-                    f"{first.tensor!r} at node {first.node!r} ({first.result.summary()[:200]})")
+                    f"the outputs agree, but with intermediates marked the fast path sees {len(fast_bad)} "
+                    "tensor(s) diverge, first "
+                    f"{first.tensor!r} at node {first.node!r} ({first.result.summary()[:200]})"
+                )
             result.update(status="agrees", message="no divergence above tolerance")
             return result
         float_bad = [c for c in diverging_outputs if np.asarray(s.values[c.tensor]).dtype.kind == "f"]
         if not float_bad:
-            self.notes.append(f"only non-float output(s) {[c.tensor for c in diverging_outputs]} differ; float tensors are what the search compares")
+            self.notes.append(
+                f"only non-float output(s) {[c.tensor for c in diverging_outputs]} differ; float tensors "
+                "are what the search compares"
+            )
         if not self.positions:
-            result.update(status="inconclusive", message="the model has no float tensor computed from its inputs to compare")
+            result.update(
+                status="inconclusive", message="the model has no float tensor computed from its inputs to compare"
+            )
             return result
         last = len(self.positions) - 1
         if set(s.graph.frontier(self.positions[last], s.candidates)) <= {c.tensor for c in outputs} and float_bad:
@@ -537,8 +667,15 @@ class _Search:
             if at and before is False:
                 lo, hi, found_by = hint - 1, hint, "fast+cut"
             else:
-                self.notes.append(f"the fast path pointed at node {s.graph.names[self.positions[hint]]!r}; the cut path "
-                                  f"{'does not confirm it' if at is not None and before is not None else 'could not compile the prefixes there'}: bisecting")
+                verdict = (
+                    "does not confirm it"
+                    if at is not None and before is not None
+                    else "could not compile the prefixes there"
+                )
+                self.notes.append(
+                    f"the fast path pointed at node {s.graph.names[self.positions[hint]]!r}; the cut path {verdict}: "
+                    "bisecting"
+                )
                 if at:
                     hi = hint
                 elif at is False:
@@ -546,47 +683,79 @@ class _Search:
         lo, hi = self._bisect(lo, hi)
         self.timings["search_s"] = time.perf_counter() - t
         if self.known.get(hi) is not True:
-            result.update(status="inconclusive", message="no prefix of the model diverges on the cut path, though the whole model does "
-                          "(the divergence shows only when the whole graph is compiled, e.g. a fusion across the last nodes)")
+            result.update(
+                status="inconclusive",
+                message="no prefix of the model diverges on the cut path, though the whole model does "
+                "(the divergence shows only when the whole graph is compiled, e.g. a fusion across the last nodes)",
+            )
             return result
         if hi - lo > 1:
             names = [s.graph.names[self.positions[p]] for p in range(lo + 1, hi + 1)]
-            result.update(status="inconclusive", message=f"the divergence starts within nodes {names[:8]}{'...' if len(names) > 8 else ''}: "
-                          "prefixes ending between them did not compile on the device")
+            result.update(
+                status="inconclusive",
+                message=f"the divergence starts within nodes {names[:8]}{'...' if len(names) > 8 else ''}: "
+                "prefixes ending between them did not compile on the device",
+            )
             return result
         result.update(status="diverges", node=self._node(hi, found_by))
         node = result["node"]
         bad = [c for c in node.outputs if not c.passed]
-        result["message"] = (f"first divergence at node {node.name!r} ({node.op_type}): "
-                             + ("; ".join(c.result.summary() for c in bad) if bad else "its outputs diverge in the cut model"))
+        result["message"] = f"first divergence at node {node.name!r} ({node.op_type}): " + (
+            "; ".join(c.result.summary() for c in bad) if bad else "its outputs diverge in the cut model"
+        )
         return result
 
     def report(self, found: dict[str, Any], reference: str, seconds: float) -> DebugReport:
         s = self.s
         outputs = tuple(found["outputs"])
-        checks = tuple(sorted((c for (n, src), c in self.checks.items() if src != "whole"), key=lambda c: (c.node_index, c.source != "cut")))
+        checks = tuple(
+            sorted(
+                (c for (n, src), c in self.checks.items() if src != "whole"),
+                key=lambda c: (c.node_index, c.source != "cut"),
+            )
+        )
         seen = [c for c in (*outputs, *checks) if c.result.shape is not None]
         largest = max(seen, key=lambda c: (c.relative_error, c.result.max_abs_error), default=None)
         tolerance = outputs[0].result.tolerance_text() if outputs else ""
         message = found["message"]
         if found["status"] == "agrees" and largest is not None:
-            message += f" (largest error: {largest.result.max_abs_error:.3g} at {largest.tensor!r}, {largest.relative_error:.3g} of its range)"
+            message += (
+                f" (largest error: {largest.result.max_abs_error:.3g} at {largest.tensor!r}, "
+                f"{largest.relative_error:.3g} of its range)"
+            )
         return DebugReport(
-            model=s.model.name, device=self.device, reference=reference, status=found["status"], message=message, node=found["node"],
-            outputs=outputs, checks=checks, probes=tuple(self.probes), compiles=self.runner.compiles, seconds=seconds, nodes=len(s.graph),
-            positions=len(self.positions), fast_path=self.fast_status, tolerance=tolerance, notes=tuple(self.notes), largest_error=largest,
+            model=s.model.name,
+            device=self.device,
+            reference=reference,
+            status=found["status"],
+            message=message,
+            node=found["node"],
+            outputs=outputs,
+            checks=checks,
+            probes=tuple(self.probes),
+            compiles=self.runner.compiles,
+            seconds=seconds,
+            nodes=len(s.graph),
+            positions=len(self.positions),
+            fast_path=self.fast_status,
+            tolerance=tolerance,
+            notes=tuple(self.notes),
+            largest_error=largest,
             timings=dict(self.timings),
         )
 
     def _fast_hint(self) -> int | None:
-        fast_bad = sorted((c for (n, src), c in self.checks.items() if src == "fast" and not c.passed), key=lambda c: c.node_index)
+        fast_bad = sorted(
+            (c for (n, src), c in self.checks.items() if src == "fast" and not c.passed), key=lambda c: c.node_index
+        )
         if not fast_bad:
             return None
         index = fast_bad[0].node_index
         return self.positions.index(index) if index in self.positions else None
 
     def _bisect(self, lo: int, hi: int) -> tuple[int, int]:
-        """Narrow (agreeing ``lo``, diverging ``hi``) until adjacent; positions that fail to compile are stepped over."""
+        """Narrow (agreeing ``lo``, diverging ``hi``) until adjacent; positions that fail to compile are stepped
+        over."""
         if self.known.get(hi) is None:
             verdict = self.cut(hi)
             if not verdict:
@@ -611,14 +780,18 @@ class _Search:
         return lo, hi
 
     def _node(self, position: int, found_by: str) -> DivergentNode:
-        """The node at ``position``: its outputs as ``cut(position)`` saw them, its inputs as ``cut(position - 1)`` did."""
+        """The node at ``position``: its outputs as ``cut(position)`` saw them, its inputs as ``cut(position - 1)``
+        did."""
         import onnx
 
         g = self.s.graph
         index = self.positions[position]
         info = g.info(index)
         inits = {i.name: i for i in g.proto.graph.initializer}
-        kinds = {n: "graph input" if n in g.inputs else "weight" if n in inits else "data" if n in g.data else "constant" for n in g.reads[index]}
+        kinds = {
+            n: "graph input" if n in g.inputs else "weight" if n in inits else "data" if n in g.data else "constant"
+            for n in g.reads[index]
+        }
         before = self.cut_results.get(position - 1, {})
         stats = []
         input_checks = []
@@ -631,12 +804,22 @@ class _Search:
                 r, got = before[name]
                 input_checks.append(self.s.check(name, r, "cut", got))
             elif (name, "fast") in self.checks:
-                input_checks.append(self.s.check(name, self.checks[(name, "fast")].result, "fast", self.fast_values.get(name)))
+                input_checks.append(
+                    self.s.check(name, self.checks[(name, "fast")].result, "fast", self.fast_values.get(name))
+                )
         at = self.cut_results.get(position, {})
         outputs = [self.s.check(o, at[o][0], "cut", at[o][1]) for o in info.outputs if o in at]
-        return DivergentNode(index, info.name, info.op_type, dict(info.attributes), tuple(stats), tuple(input_checks), tuple(outputs), found_by, kinds)
-
-
+        return DivergentNode(
+            index,
+            info.name,
+            info.op_type,
+            dict(info.attributes),
+            tuple(stats),
+            tuple(input_checks),
+            tuple(outputs),
+            found_by,
+            kinds,
+        )
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -653,12 +836,21 @@ def _err(c: TensorCheck) -> list[str]:
     r = c.result
     if r.shape is None:
         return ["-", "-", "-", "; ".join(r.reasons)[:60]]
-    return [f"{r.max_abs_error:.3g}", f"{r.cosine:.6f}", f"{r.mismatches}/{r.elements}", "ok" if r.passed else "DIVERGES"]
+    return [
+        f"{r.max_abs_error:.3g}",
+        f"{r.cosine:.6f}",
+        f"{r.mismatches}/{r.elements}",
+        "ok" if r.passed else "DIVERGES",
+    ]
 
 
 def _kind_text(node: DivergentNode, name: str) -> str:
     kind = node.input_kinds.get(name, "")
-    return {"graph input": "graph input (same feed)", "weight": "weight", "constant": "constant (shape arithmetic)"}.get(kind, "not compared")
+    return {
+        "graph input": "graph input (same feed)",
+        "weight": "weight",
+        "constant": "constant (shape arithmetic)",
+    }.get(kind, "not compared")
 
 
 def to_text(report: DebugReport) -> str:
@@ -668,7 +860,9 @@ def to_text(report: DebugReport) -> str:
     node = report.node
     if node is not None:
         lines.append("")
-        lines.append(f"node {node.name!r}: {node.op_type}, position {node.index} of {report.nodes} (found by: {node.found_by})")
+        lines.append(
+            f"node {node.name!r}: {node.op_type}, position {node.index} of {report.nodes} (found by: {node.found_by})"
+        )
         if node.attributes:
             attrs = ", ".join(f"{k}={_jsonable(v)}" for k, v in node.attributes.items())
             lines.append(f"  attributes: {attrs}")
@@ -681,22 +875,41 @@ def to_text(report: DebugReport) -> str:
             rows.append(["output", c.tensor, c.reference_stats.text() if c.reference_stats else ""] + _err(c))
             if c.device_stats is not None:
                 rows.append(["", "  (device)", c.device_stats.text(), "", "", "", ""])
-        lines.append(_table(rows, ["role", "tensor", "reference statistics", "max|err|", "cosine", "mismatches", "verdict"]))
+        lines.append(
+            _table(rows, ["role", "tensor", "reference statistics", "max|err|", "cosine", "mismatches", "verdict"])
+        )
         for c in node.outputs:
             if not c.passed:
                 lines.append(f"  error: {c.result.summary()}")
     if report.outputs:
         lines.append("")
         lines.append("whole model outputs:")
-        lines.append(_table([[c.tensor] + _err(c) for c in report.outputs], ["output", "max|err|", "cosine", "mismatches", "verdict"]))
+        lines.append(
+            _table(
+                [[c.tensor] + _err(c) for c in report.outputs],
+                ["output", "max|err|", "cosine", "mismatches", "verdict"],
+            )
+        )
     if report.probes:
         lines.append("")
         lines.append("compiles on the device:")
-        rows = [[p.path, p.node, str(p.nodes), str(len(p.tensors)), p.status + (f" ({p.error[:80]})" if p.error else ""), f"{p.seconds:.2f}"] for p in report.probes]
+        rows = [
+            [
+                p.path,
+                p.node,
+                str(p.nodes),
+                str(len(p.tensors)),
+                p.status + (f" ({p.error[:80]})" if p.error else ""),
+                f"{p.seconds:.2f}",
+            ]
+            for p in report.probes
+        ]
         lines.append(_table(rows, ["path", "cut after", "nodes", "tensors", "result", "seconds"]))
     for note in report.notes:
         lines.append(f"note: {note}")
-    lines.append(f"fast path: {report.fast_path}; {report.compiles} compile(s) on {report.device}; {report.seconds:.2f} s")
+    lines.append(
+        f"fast path: {report.fast_path}; {report.compiles} compile(s) on {report.device}; {report.seconds:.2f} s"
+    )
     return "\n".join(lines)
 
 
@@ -725,11 +938,27 @@ def plot_svg(report: DebugReport, fmt: str = "svg") -> Any:
         label = "fast path (one compile)" if source == "fast" else "cut path (compiled prefixes)"
         if source == "fast":
             ax.plot(xs, ys, color="#999", linewidth=0.6, zorder=1)
-        ax.scatter(xs, ys, c=colors, marker=marker, s=14 if source == "fast" else 36, label=label, zorder=2, edgecolors="none" if source == "fast" else "k")
+        ax.scatter(
+            xs,
+            ys,
+            c=colors,
+            marker=marker,
+            s=14 if source == "fast" else 36,
+            label=label,
+            zorder=2,
+            edgecolors="none" if source == "fast" else "k",
+        )
     if report.node is not None:
         ax.axvline(report.node.index, color="#d33", linestyle="--", linewidth=1)
-        ax.annotate(f"{report.node.name} ({report.node.op_type})", (report.node.index, 1), xycoords=("data", "axes fraction"),
-                    xytext=(4, -12), textcoords="offset points", color="#d33", fontsize=8)
+        ax.annotate(
+            f"{report.node.name} ({report.node.op_type})",
+            (report.node.index, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -12),
+            textcoords="offset points",
+            color="#d33",
+            fontsize=8,
+        )
     ax.set_yscale("log")
     ax.set_xlim(-1, max(report.nodes, 1))
     ax.set_xlabel("node position (topological order)")
@@ -748,7 +977,7 @@ def plot_svg(report: DebugReport, fmt: str = "svg") -> Any:
     fig.savefig(buf, format="svg")
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):] if "<svg" in text else text
+    return text[text.index("<svg") :] if "<svg" in text else text
 
 
 def to_html(report: DebugReport) -> str:
@@ -758,21 +987,30 @@ def to_html(report: DebugReport) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>nnport debug: {e(report.model)} on {e(report.device)}</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px}table{border-collapse:collapse;margin:.5em 0}"
+        "<style>body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1200px}"
+        "table{border-collapse:collapse;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}th{background:#f4f4f4}"
         ".bad{color:#d33;font-weight:bold}.ok{color:#2a7}code{background:#f4f4f4;padding:0 3px}</style></head><body>",
         f"<h1>nnport debug: {e(report.model)} on {e(report.device)}</h1>",
-        f"<p>reference <code>{e(report.reference)}</code>; tolerance {e(report.tolerance)}; fast path: {e(report.fast_path)}; "
+        f"<p>reference <code>{e(report.reference)}</code>; tolerance {e(report.tolerance)}; fast path: "
+        f"{e(report.fast_path)}; "
         f"{report.compiles} compile(s) on the device; {report.seconds:.2f} s</p>",
         f"<p style='font-size:1.2em;color:{status_color}'><b>{e(report.status)}</b>: {e(report.message)}</p>",
     ]
     node = report.node
     if node is not None:
-        parts.append(f"<h2>Node <code>{e(node.name)}</code> ({e(node.op_type)}), position {node.index} of {report.nodes}</h2>")
+        parts.append(
+            f"<h2>Node <code>{e(node.name)}</code> ({e(node.op_type)}), position {node.index} of {report.nodes}</h2>"
+        )
         parts.append(f"<p>found by: {e(node.found_by)}</p>")
         if node.attributes:
-            parts.append("<table><tr><th>attribute</th><th>value</th></tr>" + "".join(
-                f"<tr><td>{e(k)}</td><td>{e(str(_jsonable(v)))}</td></tr>" for k, v in node.attributes.items()) + "</table>")
+            parts.append(
+                "<table><tr><th>attribute</th><th>value</th></tr>"
+                + "".join(
+                    f"<tr><td>{e(k)}</td><td>{e(str(_jsonable(v)))}</td></tr>" for k, v in node.attributes.items()
+                )
+                + "</table>"
+            )
         rows = []
         checked = {c.tensor: c for c in node.input_checks}
         for st in node.inputs:
@@ -780,15 +1018,24 @@ def to_html(report: DebugReport) -> str:
             rows.append(("input", st.name, st.text(), c))
         for c in node.outputs:
             rows.append(("output", c.tensor, c.reference_stats.text() if c.reference_stats else "", c))
-        parts.append("<table><tr><th>role</th><th>tensor</th><th>reference</th><th>device</th><th>max |err|</th><th>cosine</th><th>mismatches</th><th>verdict</th></tr>")
+        parts.append(
+            "<table><tr><th>role</th><th>tensor</th><th>reference</th><th>device</th><th>max "
+            "|err|</th><th>cosine</th><th>mismatches</th><th>verdict</th></tr>"
+        )
         for role, name, ref, c in rows:
             if c is None:
-                parts.append(f"<tr><td>{role}</td><td>{e(name)}</td><td>{e(ref)}</td><td colspan=5>{e(_kind_text(node, name))}</td></tr>")
+                parts.append(
+                    f"<tr><td>{role}</td><td>{e(name)}</td><td>{e(ref)}</td><td "
+                    f"colspan=5>{e(_kind_text(node, name))}</td></tr>"
+                )
                 continue
             err = _err(c)
             cls = "ok" if c.passed else "bad"
             dev = c.device_stats.text() if c.device_stats else ""
-            parts.append(f"<tr><td>{role}</td><td>{e(name)}</td><td>{e(ref)}</td><td>{e(dev)}</td><td>{err[0]}</td><td>{err[1]}</td><td>{err[2]}</td><td class={cls}>{err[3]}</td></tr>")
+            parts.append(
+                f"<tr><td>{role}</td><td>{e(name)}</td><td>{e(ref)}</td><td>{e(dev)}</td>"
+                f"<td>{err[0]}</td><td>{err[1]}</td><td>{err[2]}</td><td class={cls}>{err[3]}</td></tr>"
+            )
         parts.append("</table>")
         for c in node.outputs:
             if not c.passed:
@@ -796,17 +1043,33 @@ def to_html(report: DebugReport) -> str:
     svg = plot_svg(report)
     if svg:
         parts.append("<h2>Error along the graph</h2>")
-        parts.append("<p>Each point is one tensor: its largest absolute error over the reference's largest magnitude, at the position of the node "
-                     "that computes it. Circles: the fast path (one compile with every tensor marked as an output); squares: compiled prefixes "
-                     "(the cut path, the ground truth). Red: beyond tolerance.</p>")
+        parts.append(
+            "<p>Each point is one tensor: its largest absolute error over the reference's largest "
+            "magnitude, at the position of the node "
+            "that computes it. Circles: the fast path (one compile with every tensor marked as an "
+            "output); squares: compiled prefixes "
+            "(the cut path, the ground truth). Red: beyond tolerance.</p>"
+        )
         parts.append(svg)
-    parts.append("<h2>Whole model outputs</h2><table><tr><th>output</th><th>max |err|</th><th>cosine</th><th>mismatches</th><th>verdict</th><th>detail</th></tr>")
+    parts.append(
+        "<h2>Whole model outputs</h2><table><tr><th>output</th><th>max "
+        "|err|</th><th>cosine</th><th>mismatches</th><th>verdict</th><th>detail</th></tr>"
+    )
     for c in report.outputs:
         err = _err(c)
-        parts.append(f"<tr><td>{e(c.tensor)}</td><td>{err[0]}</td><td>{err[1]}</td><td>{err[2]}</td><td class={'ok' if c.passed else 'bad'}>{err[3]}</td><td>{e(c.result.summary())}</td></tr>")
-    parts.append("</table><h2>Compiles on the device</h2><table><tr><th>path</th><th>cut after</th><th>nodes</th><th>tensors</th><th>result</th><th>seconds</th></tr>")
+        parts.append(
+            f"<tr><td>{e(c.tensor)}</td><td>{err[0]}</td><td>{err[1]}</td><td>{err[2]}</td><td "
+            f"class={'ok' if c.passed else 'bad'}>{err[3]}</td><td>{e(c.result.summary())}</td></tr>"
+        )
+    parts.append(
+        "</table><h2>Compiles on the device</h2><table><tr><th>path</th><th>cut "
+        "after</th><th>nodes</th><th>tensors</th><th>result</th><th>seconds</th></tr>"
+    )
     for p in report.probes:
-        parts.append(f"<tr><td>{e(p.path)}</td><td>{e(p.node)}</td><td>{p.nodes}</td><td>{len(p.tensors)}</td><td>{e(p.status)} {e(p.error[:300])}</td><td>{p.seconds:.2f}</td></tr>")
+        parts.append(
+            f"<tr><td>{e(p.path)}</td><td>{e(p.node)}</td><td>{p.nodes}</td><td>{len(p.tensors)}</td><td>{e(p.status)} "
+            f"{e(p.error[:300])}</td><td>{p.seconds:.2f}</td></tr>"
+        )
     parts.append("</table>")
     for note in report.notes:
         parts.append(f"<p>note: {e(note)}</p>")

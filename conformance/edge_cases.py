@@ -28,7 +28,8 @@ different answer is a failure.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,9 @@ IO = tuple[str, Any, Sequence[int]]
 
 def _x(shape: Sequence[int] = (2, 3), offset: float = 2.5) -> np.ndarray:
     """Distinct values of both signs, so Relu/Neg/Abs results differ from each other and from x."""
-    return (np.arange(int(np.prod(shape)), dtype=np.float32).reshape(tuple(shape)) - np.float32(offset)).astype(np.float32)
+    return (np.arange(int(np.prod(shape)), dtype=np.float32).reshape(tuple(shape)) - np.float32(offset)).astype(
+        np.float32
+    )
 
 
 def _graph(
@@ -85,14 +88,19 @@ def _node(op: str, ins: Sequence[str], outs: Sequence[str], **attrs: Any) -> Any
 def _const(name: str, value: np.ndarray) -> Any:
     from onnx import helper, numpy_helper
 
-    return helper.make_node("Constant", [], [name], name=f"Constant_{name}", value=numpy_helper.from_array(np.asarray(value), name))
+    return helper.make_node(
+        "Constant", [], [name], name=f"Constant_{name}", value=numpy_helper.from_array(np.asarray(value), name)
+    )
 
 
 _CASES: list[Case] = []
 
 
 def _case(
-    case_id: str, description: str, feeds: Callable[[], dict[str, np.ndarray]], expected: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+    case_id: str,
+    description: str,
+    feeds: Callable[[], dict[str, np.ndarray]],
+    expected: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
 ) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
     def deco(build: Callable[[], Any]) -> Callable[[], Any]:
         _CASES.append(
@@ -117,7 +125,12 @@ I32 = np.int32
 # -- an output that is an input -------------------------------------------------------------------
 
 
-@_case("passthrough/direct", "the graph output is the graph input itself (no node)", lambda: {"x": _x()}, lambda f: {"x": f["x"]})
+@_case(
+    "passthrough/direct",
+    "the graph output is the graph input itself (no node)",
+    lambda: {"x": _x()},
+    lambda f: {"x": f["x"]},
+)
 def _direct() -> Any:
     return _graph("passthrough_direct", [], [("x", F32, (2, 3))], [("x", F32, (2, 3))])
 
@@ -141,12 +154,22 @@ def _dropout_identity() -> Any:
 @_case("passthrough/reshape_same", "x -> Reshape to its own shape -> y", lambda: {"x": _x()}, lambda f: {"y": f["x"]})
 def _reshape_same() -> Any:
     nodes = [_node("Reshape", ["x", "shape"], ["y"])]
-    return _graph("passthrough_reshape_same", nodes, [("x", F32, (2, 3))], [("y", F32, (2, 3))], inits={"shape": np.array([2, 3], I64)})
+    return _graph(
+        "passthrough_reshape_same",
+        nodes,
+        [("x", F32, (2, 3))],
+        [("y", F32, (2, 3))],
+        inits={"shape": np.array([2, 3], I64)},
+    )
 
 
-@_case("passthrough/cast_same", "x -> Cast to float32 (its own type) -> y", lambda: {"x": _x()}, lambda f: {"y": f["x"]})
+@_case(
+    "passthrough/cast_same", "x -> Cast to float32 (its own type) -> y", lambda: {"x": _x()}, lambda f: {"y": f["x"]}
+)
 def _cast_same() -> Any:
-    return _graph("passthrough_cast_same", [_node("Cast", ["x"], ["y"], to=1)], [("x", F32, (2, 3))], [("y", F32, (2, 3))])
+    return _graph(
+        "passthrough_cast_same", [_node("Cast", ["x"], ["y"], to=1)], [("x", F32, (2, 3))], [("y", F32, (2, 3))]
+    )
 
 
 @_case(
@@ -156,7 +179,12 @@ def _cast_same() -> Any:
     lambda f: {"y": np.maximum(f["x"], 0), "x": f["x"]},
 )
 def _beside_computed() -> Any:
-    return _graph("passthrough_beside_computed", [_node("Relu", ["x"], ["y"])], [("x", F32, (2, 3))], [("y", F32, (2, 3)), ("x", F32, (2, 3))])
+    return _graph(
+        "passthrough_beside_computed",
+        [_node("Relu", ["x"], ["y"])],
+        [("x", F32, (2, 3))],
+        [("y", F32, (2, 3)), ("x", F32, (2, 3))],
+    )
 
 
 _TABLE = (np.arange(40, dtype=np.float32).reshape(10, 4) / 8 - 2).astype(np.float32)
@@ -171,7 +199,11 @@ _TABLE = (np.arange(40, dtype=np.float32).reshape(10, 4) / 8 - 2).astype(np.floa
 def _int64_ids() -> Any:
     nodes = [_node("Gather", ["table", "ids"], ["emb"], axis=0), _node("Cast", ["ids"], ["ids_out"], to=7)]
     return _graph(
-        "passthrough_int64_ids", nodes, [("ids", I64, (2, 5))], [("emb", F32, (2, 5, 4)), ("ids_out", I64, (2, 5))], inits={"table": _TABLE}
+        "passthrough_int64_ids",
+        nodes,
+        [("ids", I64, (2, 5))],
+        [("emb", F32, (2, 5, 4)), ("ids_out", I64, (2, 5))],
+        inits={"table": _TABLE},
     )
 
 
@@ -183,7 +215,13 @@ def _int64_ids() -> Any:
 )
 def _int32_reshape() -> Any:
     nodes = [_node("Reshape", ["x", "shape"], ["y"])]
-    return _graph("passthrough_int32_reshape", nodes, [("x", I32, (3, 4))], [("y", I32, (3, 4))], inits={"shape": np.array([0, -1], I64)})
+    return _graph(
+        "passthrough_int32_reshape",
+        nodes,
+        [("x", I32, (3, 4))],
+        [("y", I32, (3, 4))],
+        inits={"shape": np.array([0, -1], I64)},
+    )
 
 
 # -- an output that is a constant ------------------------------------------------------------------
@@ -199,7 +237,11 @@ _C = np.array([0.5, -1.25, 3.0], F32)
 )
 def _const_initializer() -> Any:
     return _graph(
-        "constant_initializer", [_node("Relu", ["x"], ["y"])], [("x", F32, (2, 3))], [("y", F32, (2, 3)), ("c", F32, (3,))], inits={"c": _C}
+        "constant_initializer",
+        [_node("Relu", ["x"], ["y"])],
+        [("x", F32, (2, 3))],
+        [("y", F32, (2, 3)), ("c", F32, (3,))],
+        inits={"c": _C},
     )
 
 
@@ -234,7 +276,12 @@ def _const_only() -> Any:
     lambda f: {"y": np.maximum(f["x"], 0)},
 )
 def _dup_same_name() -> Any:
-    return _graph("duplicate_same_name", [_node("Relu", ["x"], ["y"])], [("x", F32, (2, 3))], [("y", F32, (2, 3)), ("y", F32, (2, 3))])
+    return _graph(
+        "duplicate_same_name",
+        [_node("Relu", ["x"], ["y"])],
+        [("x", F32, (2, 3))],
+        [("y", F32, (2, 3)), ("y", F32, (2, 3))],
+    )
 
 
 @_case(
@@ -288,7 +335,9 @@ def _zero_input() -> Any:
 def _zero_output() -> Any:
     nodes = [_node("Slice", ["x", "starts", "ends", "axes"], ["e"]), _node("Relu", ["x"], ["y"])]
     inits = {"starts": np.array([1], I64), "ends": np.array([1], I64), "axes": np.array([0], I64)}
-    return _graph("zero_size_output", nodes, [("x", F32, (2, 4))], [("e", F32, (0, 4)), ("y", F32, (2, 4))], inits=inits)
+    return _graph(
+        "zero_size_output", nodes, [("x", F32, (2, 4))], [("e", F32, (0, 4)), ("y", F32, (2, 4))], inits=inits
+    )
 
 
 # -- order ------------------------------------------------------------------------------------------
@@ -325,7 +374,12 @@ def _output_names_unsorted() -> Any:
     lambda f: {"y": f["a"] - f["b"]},
 )
 def _inputs_reversed() -> Any:
-    return _graph("inputs_reversed", [_node("Sub", ["a", "b"], ["y"])], [("b", F32, (2, 3)), ("a", F32, (2, 3))], [("y", F32, (2, 3))])
+    return _graph(
+        "inputs_reversed",
+        [_node("Sub", ["a", "b"], ["y"])],
+        [("b", F32, (2, 3)), ("a", F32, (2, 3))],
+        [("y", F32, (2, 3))],
+    )
 
 
 # -- an output that another node consumes --------------------------------------------------------------
@@ -339,7 +393,13 @@ def _inputs_reversed() -> Any:
 )
 def _consumed() -> Any:
     nodes = [_node("Relu", ["x"], ["t"]), _node("Add", ["t", "one"], ["y"])]
-    return _graph("output_consumed", nodes, [("x", F32, (2, 3))], [("t", F32, (2, 3)), ("y", F32, (2, 3))], inits={"one": np.array(1.0, F32)})
+    return _graph(
+        "output_consumed",
+        nodes,
+        [("x", F32, (2, 3))],
+        [("t", F32, (2, 3)), ("y", F32, (2, 3))],
+        inits={"one": np.array(1.0, F32)},
+    )
 
 
 @_case(
@@ -350,7 +410,13 @@ def _consumed() -> Any:
 )
 def _consumer_first() -> Any:
     nodes = [_node("Relu", ["x"], ["t"]), _node("Mul", ["t", "two"], ["y"])]
-    return _graph("consumer_first", nodes, [("x", F32, (2, 3))], [("y", F32, (2, 3)), ("t", F32, (2, 3))], inits={"two": np.array(2.0, F32)})
+    return _graph(
+        "consumer_first",
+        nodes,
+        [("x", F32, (2, 3))],
+        [("y", F32, (2, 3)), ("t", F32, (2, 3))],
+        inits={"two": np.array(2.0, F32)},
+    )
 
 
 # -- all of it at once ---------------------------------------------------------------------------------

@@ -51,7 +51,14 @@ def _cnn() -> Any:
         _node("Flatten", ["gap"], ["flat"]),
         _node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
     ]
-    inits = {"w1": _w(41, (8, 3, 3, 3)), "b1": _w(42, (8,), 0.1), "w2": _w(43, (16, 8, 3, 3)), "b2": _w(44, (16,), 0.1), "w3": _w(45, (10, 16)), "b3": _w(46, (10,), 0.1)}
+    inits = {
+        "w1": _w(41, (8, 3, 3, 3)),
+        "b1": _w(42, (8,), 0.1),
+        "w2": _w(43, (16, 8, 3, 3)),
+        "b2": _w(44, (16,), 0.1),
+        "w3": _w(45, (10, 16)),
+        "b3": _w(46, (10,), 0.1),
+    }
     return graph_model(nodes, [("x", (1, 3, 16, 16))], ["logits", "c1"], opset=13, inits=inits, name="cnn_nan")
 
 
@@ -76,7 +83,20 @@ def _with_infs(shape: tuple[int, ...], seed: int, spots: dict[tuple[int, ...], f
 
 
 def _relu_feeds() -> dict[str, np.ndarray]:
-    return {"x": _with_infs((2, 4, 6), 48, {(0, 0, 0): np.inf, (0, 1, 3): -np.inf, (1, 3, 5): np.inf, (1, 2, 2): -np.inf, (0, 2, 4): np.nan, (1, 0, 1): np.nan})}
+    return {
+        "x": _with_infs(
+            (2, 4, 6),
+            48,
+            {
+                (0, 0, 0): np.inf,
+                (0, 1, 3): -np.inf,
+                (1, 3, 5): np.inf,
+                (1, 2, 2): -np.inf,
+                (0, 2, 4): np.nan,
+                (1, 0, 1): np.nan,
+            },
+        )
+    }
 
 
 def _max_feeds() -> dict[str, np.ndarray]:
@@ -94,9 +114,34 @@ def _softmax_feeds() -> dict[str, np.ndarray]:
 
 def nonfinite_cases() -> list[Case]:
     return [
-        Case("nonfinite/cnn_one_nan_pixel", _cnn, "small CNN, one NaN pixel in the image: the specification propagates it to every logit", feeds=_nan_image),
-        Case("nonfinite/maxpool_nan_window", lambda: single_op("MaxPool", [("x", (1, 2, 8, 8))], ["y"], opset=12, kernel_shape=[2, 2], strides=[2, 2]), "MaxPool with a window of NaN", feeds=_maxpool_nan_feeds),
-        Case("nonfinite/relu_inf_nan", lambda: single_op("Relu", [("x", (2, 4, 6))], ["y"], opset=14), "Relu of +/-Inf and NaN", feeds=_relu_feeds),
-        Case("nonfinite/max_inf", lambda: single_op("Max", [("a", (3, 8)), ("b", (3, 8))], ["y"], opset=13), "Max with +/-Inf operands", feeds=_max_feeds),
-        Case("nonfinite/softmax_inf", lambda: single_op("Softmax", [("x", (4, 10))], ["y"], opset=13, axis=-1), "Softmax with -Inf logits (masked), a +Inf logit, a row of -Inf but one", feeds=_softmax_feeds),
+        Case(
+            "nonfinite/cnn_one_nan_pixel",
+            _cnn,
+            "small CNN, one NaN pixel in the image: the specification propagates it to every logit",
+            feeds=_nan_image,
+        ),
+        Case(
+            "nonfinite/maxpool_nan_window",
+            lambda: single_op("MaxPool", [("x", (1, 2, 8, 8))], ["y"], opset=12, kernel_shape=[2, 2], strides=[2, 2]),
+            "MaxPool with a window of NaN",
+            feeds=_maxpool_nan_feeds,
+        ),
+        Case(
+            "nonfinite/relu_inf_nan",
+            lambda: single_op("Relu", [("x", (2, 4, 6))], ["y"], opset=14),
+            "Relu of +/-Inf and NaN",
+            feeds=_relu_feeds,
+        ),
+        Case(
+            "nonfinite/max_inf",
+            lambda: single_op("Max", [("a", (3, 8)), ("b", (3, 8))], ["y"], opset=13),
+            "Max with +/-Inf operands",
+            feeds=_max_feeds,
+        ),
+        Case(
+            "nonfinite/softmax_inf",
+            lambda: single_op("Softmax", [("x", (4, 10))], ["y"], opset=13, axis=-1),
+            "Softmax with -Inf logits (masked), a +Inf logit, a row of -Inf but one",
+            feeds=_softmax_feeds,
+        ),
     ]

@@ -29,15 +29,17 @@ import functools
 import os
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .cases import Case
 
 try:  # onnx is a base dependency; the guard keeps import errors readable
-    from onnx.backend.base import Backend as _OnnxBackend, BackendRep as _OnnxBackendRep
+    from onnx.backend.base import Backend as _OnnxBackend
+    from onnx.backend.base import BackendRep as _OnnxBackendRep
 except ImportError:  # pragma: no cover
     _OnnxBackend = object  # type: ignore[assignment,misc]
     _OnnxBackendRep = object  # type: ignore[assignment,misc]
@@ -152,7 +154,13 @@ def _make_case(test: Any) -> Case:
         f"node/{test.name}",
         build,
         f"ONNX backend node test {test.name}",
-        tolerances={"atol": float(test.atol), "rtol": float(test.rtol), "scale_tol": 0.0, "rule": "sum", "classifier": False},
+        tolerances={
+            "atol": float(test.atol),
+            "rtol": float(test.rtol),
+            "scale_tol": 0.0,
+            "rule": "sum",
+            "classifier": False,
+        },
         timeout_s=60.0,
         feeds=feeds,
         expected=expected,
@@ -211,7 +219,9 @@ def pass_rates(report: Any, subsets: Mapping[str, int]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], *, onnx_version: str, total: int, command: str, wall_s: float, jobs: int) -> str:
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]], *, onnx_version: str, total: int, command: str, wall_s: float, jobs: int
+) -> str:
     lines = [
         "# ONNX backend node tests through nnport",
         "",
@@ -223,22 +233,24 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, onnx_version: str, tota
         "",
         SCOREBOARD_NOTE.format(onnx=onnx_version, total=total),
         "",
-        "| device | node tests run | passed | wrong/failed | unsupported | crashed | timed out | pass rate | case time (s) |",
+        "| device | node tests run | passed | wrong/failed | unsupported | crashed | timed out | pass "
+        "rate | case time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         subset = f" (every {r['subset_every']}th, deterministic subset)" if r["subset_every"] > 1 else ""
         lines.append(
-            f"| {r['device']} | {r['cases']}{subset} | {r['passed']} | {r['failed']} | {r['unsupported']} | {r['crashed']} | {r['timed_out']} | "
+            f"| {r['device']} | {r['cases']}{subset} | {r['passed']} | {r['failed']} | {r['unsupported']} "
+            f"| {r['crashed']} | {r['timed_out']} | "
             f"**{100 * r['rate']:.1f}%** | {r['wall_s']:.0f} |"
         )
     lines += [
         "",
         f"Regenerate: `{command}` ({wall_s:.0f} s wall with {jobs} job(s) on this host).",
         "",
-        "\"unsupported\" = the backend refused the model with `UnsupportedModel` (an operator, dtype or "
+        '"unsupported" = the backend refused the model with `UnsupportedModel` (an operator, dtype or '
         "shape it does not take), or nnport could not represent it (sequence/optional-typed inputs or outputs). "
-        "\"wrong/failed\" = compiled but disagreed with the stored outputs, or failed with another error.",
+        '"wrong/failed" = compiled but disagreed with the stored outputs, or failed with another error.',
         "",
     ]
     return "\n".join(lines)
@@ -248,9 +260,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the node tests on each backend and write the pass-rate table."""
     from . import reports, runner
 
-    parser = argparse.ArgumentParser(prog="python -m nnport.conformance.onnx_backend", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", action="append", help="backend or device (repeat); default: every available backend")
-    parser.add_argument("--every", action="append", default=[], metavar="BACKEND=N", help="run every N-th node test on BACKEND (e.g. ncnn=4)")
+    parser = argparse.ArgumentParser(
+        prog="python -m nnport.conformance.onnx_backend", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--backend", action="append", help="backend or device (repeat); default: every available backend"
+    )
+    parser.add_argument(
+        "--every",
+        action="append",
+        default=[],
+        metavar="BACKEND=N",
+        help="run every N-th node test on BACKEND (e.g. ncnn=4)",
+    )
     parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per node test")
     parser.add_argument("--out", default=None, help="write the markdown table here (e.g. docs/node-tests.md)")
@@ -284,9 +306,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnx
 
     command = "python -m nnport.conformance.onnx_backend " + " ".join(
-        [f"--backend {t.device}" for t in targets] + [f"--every {k}={v}" for k, v in every.items()] + [f"--jobs {args.jobs}"] + (["--out " + args.out] if args.out else [])
+        [f"--backend {t.device}" for t in targets]
+        + [f"--every {k}={v}" for k, v in every.items()]
+        + [f"--jobs {args.jobs}"]
+        + (["--out " + args.out] if args.out else [])
     )
-    text = markdown_table(rows, onnx_version=onnx.__version__, total=len(node_names()), command=command, wall_s=wall, jobs=args.jobs)
+    text = markdown_table(
+        rows, onnx_version=onnx.__version__, total=len(node_names()), command=command, wall_s=wall, jobs=args.jobs
+    )
     print(text)
     if args.out:
         Path(args.out).write_text(text)

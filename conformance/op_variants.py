@@ -21,7 +21,8 @@ the operator needs a domain), so its id rebuilds the same bytes.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,10 @@ def graph_model(
         dtype = item[2] if len(item) > 2 else np.float32
         graph_inputs.append(helper.make_tensor_value_info(item[0], _tensor_type(dtype), list(item[1])))
     graph = helper.make_graph(
-        list(nodes), name, graph_inputs, [helper.make_tensor_value_info(o, 0, None) for o in outputs],
+        list(nodes),
+        name,
+        graph_inputs,
+        [helper.make_tensor_value_info(o, 0, None) for o in outputs],
         initializer=[numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
     )
     return _finish(graph, opset)
@@ -70,16 +74,28 @@ def _case(add: AddCase, case_id: str, build: Callable[[], Any], description: str
 
 def _linear(add: AddCase) -> None:
     def gemm_trans_a() -> Any:  # A stored transposed: [K, M]
-        return single_op("Gemm", [("a", (16, 8))], ["y"], opset=13, inits={"w": _w(21, (16, 12)), "c": _w(22, (12,), 0.1)}, transA=1)
+        return single_op(
+            "Gemm", [("a", (16, 8))], ["y"], opset=13, inits={"w": _w(21, (16, 12)), "c": _w(22, (12,), 0.1)}, transA=1
+        )
 
     def gemm_no_c() -> Any:
         return single_op("Gemm", [("a", (3, 24))], ["y"], opset=13, inits={"w": _w(23, (10, 24))}, transB=1)
 
     def gemm_c_matrix() -> Any:
-        return single_op("Gemm", [("a", (4, 16))], ["y"], opset=13, inits={"w": _w(24, (16, 6)), "c": _w(25, (4, 6), 0.5)}, beta=0.5)
+        return single_op(
+            "Gemm", [("a", (4, 16))], ["y"], opset=13, inits={"w": _w(24, (16, 6)), "c": _w(25, (4, 6), 0.5)}, beta=0.5
+        )
 
     def gemm_c_scalar_opset9() -> Any:
-        return single_op("Gemm", [("a", (2, 32))], ["y"], opset=9, inits={"w": _w(26, (8, 32)), "c": _f32([0.25])}, transB=1, alpha=1.5)
+        return single_op(
+            "Gemm",
+            [("a", (2, 32))],
+            ["y"],
+            opset=9,
+            inits={"w": _w(26, (8, 32)), "c": _f32([0.25])},
+            transB=1,
+            alpha=1.5,
+        )
 
     def gemm_runtime_b() -> Any:  # both operands at run time (attention-like exports)
         return single_op("Gemm", [("a", (6, 8)), ("b", (8, 5))], ["y"], opset=13)
@@ -111,7 +127,9 @@ def _linear(add: AddCase) -> None:
 
 def _binary(add: AddCase) -> None:
     positive = (0.5, 2.0)
-    specs: list[tuple[str, str, list[tuple[str, tuple[int, ...]]], dict[str, np.ndarray], int, dict[str, tuple[float, float]]]] = [
+    specs: list[
+        tuple[str, str, list[tuple[str, tuple[int, ...]]], dict[str, np.ndarray], int, dict[str, tuple[float, float]]]
+    ] = [
         ("Sub", "two_inputs_bcast", [("a", (2, 3, 4, 5)), ("b", (3, 1, 5))], {}, 14, {}),
         ("Sub", "scalar_const", [("a", (2, 8, 6))], {"b": np.array(0.75, np.float32)}, 14, {}),
         ("Div", "by_input_bcast_row", [("a", (4, 6, 8)), ("b", (8,))], {}, 14, {"b": positive}),
@@ -203,7 +221,14 @@ def _unary(add: AddCase) -> None:
         return single_op("Clip", [("x", (2, 8, 16))], ["y"], opset=13, inits={"lo": np.array(-0.5, np.float32)})
 
     def clip_max_only() -> Any:
-        return single_op("Clip", [("x", (2, 8, 16))], ["y"], opset=13, inits={"hi": np.array(1.0, np.float32)}, node_inputs=["x", "", "hi"])
+        return single_op(
+            "Clip",
+            [("x", (2, 8, 16))],
+            ["y"],
+            opset=13,
+            inits={"hi": np.array(1.0, np.float32)},
+            node_inputs=["x", "", "hi"],
+        )
 
     def prelu_scalar() -> Any:
         return single_op("PRelu", [("x", (1, 8, 6, 6))], ["y"], opset=16, inits={"slope": np.array([0.2], np.float32)})
@@ -233,7 +258,9 @@ def _movement(add: AddCase) -> None:
 
     def slice10() -> Any:
         inits = {"starts": _i64([1, 2]), "ends": _i64([3, 7]), "axes": _i64([0, 2])}
-        return single_op("Slice", [("x", (4, 5, 9))], ["y"], opset=10, inits=inits, node_inputs=["x", "starts", "ends", "axes"])
+        return single_op(
+            "Slice", [("x", (4, 5, 9))], ["y"], opset=10, inits=inits, node_inputs=["x", "starts", "ends", "axes"]
+        )
 
     def slice_no_axes() -> Any:
         inits = {"starts": _i64([0, 1, 2]), "ends": _i64([2, 100, 2**62])}
@@ -248,42 +275,82 @@ def _movement(add: AddCase) -> None:
 
     _case(add, "Concat/axis0_batch", concat([(1, 3, 4), (2, 3, 4)], 0))
     _case(add, "Concat/axis3_four_inputs", concat([(1, 2, 3, 1), (1, 2, 3, 4), (1, 2, 3, 2), (1, 2, 3, 3)], 3))
-    _case(add, "Concat/with_const", lambda: single_op("Concat", [("a", (2, 4))], ["y"], opset=13, inits={"b": _w(30, (2, 3), 1.0)}, axis=1))
+    _case(
+        add,
+        "Concat/with_const",
+        lambda: single_op("Concat", [("a", (2, 4))], ["y"], opset=13, inits={"b": _w(30, (2, 3), 1.0)}, axis=1),
+    )
 
     def split18_uneven() -> Any:
-        return single_op("Split", [("x", (2, 10, 3))], ["y0", "y1", "y2"], opset=18, inits={"split": _i64([2, 5, 3])}, node_inputs=["x", "split"], axis=1)
+        return single_op(
+            "Split",
+            [("x", (2, 10, 3))],
+            ["y0", "y1", "y2"],
+            opset=18,
+            inits={"split": _i64([2, 5, 3])},
+            node_inputs=["x", "split"],
+            axis=1,
+        )
 
     def split13_last() -> Any:
-        return single_op("Split", [("x", (3, 4, 12))], ["y0", "y1"], opset=13, inits={"split": _i64([4, 8])}, node_inputs=["x", "split"], axis=-1)
+        return single_op(
+            "Split",
+            [("x", (3, 4, 12))],
+            ["y0", "y1"],
+            opset=13,
+            inits={"split": _i64([4, 8])},
+            node_inputs=["x", "split"],
+            axis=-1,
+        )
 
     _case(add, "Split/uneven_input_opset18", split18_uneven)
     _case(add, "Split/last_axis_opset13", split13_last)
 
     _case(add, "Transpose/default_reverse", lambda: single_op("Transpose", [("x", (2, 3, 4))], ["y"], opset=13))
-    _case(add, "Transpose/5d", lambda: single_op("Transpose", [("x", (1, 2, 3, 4, 5))], ["y"], opset=13, perm=[0, 3, 1, 4, 2]))
-    _case(add, "Transpose/nhwc_to_nchw", lambda: single_op("Transpose", [("x", (1, 6, 7, 3))], ["y"], opset=13, perm=[0, 3, 1, 2]))
+    _case(
+        add,
+        "Transpose/5d",
+        lambda: single_op("Transpose", [("x", (1, 2, 3, 4, 5))], ["y"], opset=13, perm=[0, 3, 1, 4, 2]),
+    )
+    _case(
+        add,
+        "Transpose/nhwc_to_nchw",
+        lambda: single_op("Transpose", [("x", (1, 6, 7, 3))], ["y"], opset=13, perm=[0, 3, 1, 2]),
+    )
 
     def reshape(shape: tuple[int, ...], target: Sequence[int], opset: int = 13) -> Callable[[], Any]:
-        return lambda: single_op("Reshape", [("x", shape)], ["y"], opset=opset, inits={"shape": _i64(target)}, node_inputs=["x", "shape"])
+        return lambda: single_op(
+            "Reshape", [("x", shape)], ["y"], opset=opset, inits={"shape": _i64(target)}, node_inputs=["x", "shape"]
+        )
 
     _case(add, "Reshape/minus1_middle", reshape((2, 3, 4, 5), [2, -1, 5]))
     _case(add, "Reshape/merge_heads_opset5", reshape((1, 4, 8, 16), [1, 32, 16], 5))
     _case(add, "Reshape/to_rank1", reshape((3, 4, 5), [-1]))
 
     def expand(shape: tuple[int, ...], target: Sequence[int]) -> Callable[[], Any]:
-        return lambda: single_op("Expand", [("x", shape)], ["y"], opset=13, inits={"shape": _i64(target)}, node_inputs=["x", "shape"])
+        return lambda: single_op(
+            "Expand", [("x", shape)], ["y"], opset=13, inits={"shape": _i64(target)}, node_inputs=["x", "shape"]
+        )
 
     _case(add, "Expand/col_to_3d", expand((3, 1), [2, 3, 4]))
     _case(add, "Expand/channels_to_4d", expand((1, 4, 1, 1), [2, 4, 3, 3]))
     _case(add, "Expand/ones_in_shape", expand((2, 1, 6), [1, 5, 1]))
 
     def tile(shape: tuple[int, ...], reps: Sequence[int]) -> Callable[[], Any]:
-        return lambda: single_op("Tile", [("x", shape)], ["y"], opset=13, inits={"reps": _i64(reps)}, node_inputs=["x", "reps"])
+        return lambda: single_op(
+            "Tile", [("x", shape)], ["y"], opset=13, inits={"reps": _i64(reps)}, node_inputs=["x", "reps"]
+        )
 
     _case(add, "Tile/3d_2_1_3", tile((2, 3, 4), [2, 1, 3]))
     _case(add, "Tile/4d_spatial", tile((1, 2, 3, 3), [1, 1, 2, 2]))
 
-    def pad(mode: str, pads: Sequence[int], value: float | None = None, opset: int = 13, shape: tuple[int, ...] = (1, 3, 6, 6)) -> Callable[[], Any]:
+    def pad(
+        mode: str,
+        pads: Sequence[int],
+        value: float | None = None,
+        opset: int = 13,
+        shape: tuple[int, ...] = (1, 3, 6, 6),
+    ) -> Callable[[], Any]:
         def build() -> Any:
             if opset < 11:
                 attrs: dict[str, Any] = {"mode": mode, "pads": list(pads)}
@@ -306,10 +373,14 @@ def _movement(add: AddCase) -> None:
     _case(add, "Pad/negative_crop_opset13", pad("constant", [0, 0, -1, 1, 0, 0, 1, -2]))
 
     def squeeze() -> Any:
-        return single_op("Squeeze", [("x", (1, 4, 1, 6))], ["y"], opset=13, inits={"axes": _i64([0, 2])}, node_inputs=["x", "axes"])
+        return single_op(
+            "Squeeze", [("x", (1, 4, 1, 6))], ["y"], opset=13, inits={"axes": _i64([0, 2])}, node_inputs=["x", "axes"]
+        )
 
     def unsqueeze() -> Any:
-        return single_op("Unsqueeze", [("x", (4, 6))], ["y"], opset=13, inits={"axes": _i64([0, -1])}, node_inputs=["x", "axes"])
+        return single_op(
+            "Unsqueeze", [("x", (4, 6))], ["y"], opset=13, inits={"axes": _i64([0, -1])}, node_inputs=["x", "axes"]
+        )
 
     def unsqueeze11() -> Any:
         return single_op("Unsqueeze", [("x", (3, 5))], ["y"], opset=11, axes=[1])
@@ -319,9 +390,19 @@ def _movement(add: AddCase) -> None:
     _case(add, "Unsqueeze/attr_opset11", unsqueeze11)
     _case(add, "Flatten/axis0", lambda: single_op("Flatten", [("x", (2, 3, 4))], ["y"], opset=13, axis=0))
     _case(add, "Flatten/default_axis1_opset9", lambda: single_op("Flatten", [("x", (2, 3, 4, 5))], ["y"], opset=9))
-    _case(add, "DepthToSpace/dcr_b2", lambda: single_op("DepthToSpace", [("x", (1, 8, 3, 4))], ["y"], opset=13, blocksize=2, mode="DCR"))
-    _case(add, "DepthToSpace/crd_b2", lambda: single_op("DepthToSpace", [("x", (1, 8, 3, 4))], ["y"], opset=13, blocksize=2, mode="CRD"))
-    _case(add, "SpaceToDepth/b2", lambda: single_op("SpaceToDepth", [("x", (1, 3, 6, 8))], ["y"], opset=13, blocksize=2))
+    _case(
+        add,
+        "DepthToSpace/dcr_b2",
+        lambda: single_op("DepthToSpace", [("x", (1, 8, 3, 4))], ["y"], opset=13, blocksize=2, mode="DCR"),
+    )
+    _case(
+        add,
+        "DepthToSpace/crd_b2",
+        lambda: single_op("DepthToSpace", [("x", (1, 8, 3, 4))], ["y"], opset=13, blocksize=2, mode="CRD"),
+    )
+    _case(
+        add, "SpaceToDepth/b2", lambda: single_op("SpaceToDepth", [("x", (1, 3, 6, 8))], ["y"], opset=13, blocksize=2)
+    )
 
 
 # -- reductions ---------------------------------------------------------------------------------------------
@@ -352,7 +433,15 @@ def _reductions(add: AddCase) -> None:
             if axes is None:
                 return single_op(op, [("x", shape)], ["y"], opset=opset, keepdims=keep)
             if axes_as_input:
-                return single_op(op, [("x", shape)], ["y"], opset=opset, inits={"axes": _i64(axes)}, node_inputs=["x", "axes"], keepdims=keep)
+                return single_op(
+                    op,
+                    [("x", shape)],
+                    ["y"],
+                    opset=opset,
+                    inits={"axes": _i64(axes)},
+                    node_inputs=["x", "axes"],
+                    keepdims=keep,
+                )
             return single_op(op, [("x", shape)], ["y"], opset=opset, axes=axes, keepdims=keep)
 
         _case(add, f"{op}/{cid}", build, value_ranges={"x": rng} if rng else {})
@@ -370,13 +459,31 @@ def _reductions(add: AddCase) -> None:
         _case(add, f"{op}/{cid}", build)
 
     def topk(k: int, axis: int, largest: int, shape: tuple[int, ...]) -> Callable[[], Any]:
-        return lambda: single_op("TopK", [("x", shape)], ["values", "indices"], opset=11, inits={"k": _i64([k])}, node_inputs=["x", "k"], axis=axis, largest=largest, sorted=1)
+        return lambda: single_op(
+            "TopK",
+            [("x", shape)],
+            ["values", "indices"],
+            opset=11,
+            inits={"k": _i64([k])},
+            node_inputs=["x", "k"],
+            axis=axis,
+            largest=largest,
+            sorted=1,
+        )
 
     _case(add, "TopK/k3_largest_axis-1", topk(3, -1, 1, (2, 4, 10)))
     _case(add, "TopK/k5_smallest_axis1", topk(5, 1, 0, (2, 12, 3)))
 
     def cumsum(axis: int, exclusive: int, reverse: int) -> Callable[[], Any]:
-        return lambda: single_op("CumSum", [("x", (2, 6, 5))], ["y"], opset=14, inits={"axis": np.array(axis, np.int64)}, exclusive=exclusive, reverse=reverse)
+        return lambda: single_op(
+            "CumSum",
+            [("x", (2, 6, 5))],
+            ["y"],
+            opset=14,
+            inits={"axis": np.array(axis, np.int64)},
+            exclusive=exclusive,
+            reverse=reverse,
+        )
 
     _case(add, "CumSum/axis1", cumsum(1, 0, 0))
     _case(add, "CumSum/axis-1_exclusive_reverse", cumsum(-1, 1, 1))
@@ -389,12 +496,30 @@ def _spatial(add: AddCase) -> None:
     pools: list[tuple[str, str, dict[str, Any], tuple[int, ...], int]] = [
         ("MaxPool", "1d_k3_s2", dict(kernel_shape=[3], strides=[2]), (1, 4, 20), 12),
         ("MaxPool", "k3_dilation2", dict(kernel_shape=[3, 3], dilations=[2, 2]), (1, 4, 12, 12), 12),
-        ("MaxPool", "k3_asymmetric_pads", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]), (1, 4, 11, 11), 12),
-        ("MaxPool", "k2_same_upper", dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"), (1, 4, 9, 9), 12),
+        (
+            "MaxPool",
+            "k3_asymmetric_pads",
+            dict(kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 0]),
+            (1, 4, 11, 11),
+            12,
+        ),
+        (
+            "MaxPool",
+            "k2_same_upper",
+            dict(kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_UPPER"),
+            (1, 4, 9, 9),
+            12,
+        ),
         ("MaxPool", "k3_s2_opset8", dict(kernel_shape=[3, 3], strides=[2, 2]), (1, 4, 13, 13), 8),
         ("AveragePool", "k3_s2_ceil", dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), (1, 4, 14, 14), 11),
         ("AveragePool", "1d_k4_s4", dict(kernel_shape=[4], strides=[4]), (2, 3, 16), 11),
-        ("AveragePool", "k3_same_lower_exclude_pad", dict(kernel_shape=[3, 3], auto_pad="SAME_LOWER"), (1, 4, 8, 8), 11),
+        (
+            "AveragePool",
+            "k3_same_lower_exclude_pad",
+            dict(kernel_shape=[3, 3], auto_pad="SAME_LOWER"),
+            (1, 4, 8, 8),
+            11,
+        ),
         ("AveragePool", "k2_s1_opset7", dict(kernel_shape=[2, 2]), (1, 4, 7, 7), 7),
         ("GlobalAveragePool", "1d_4x16", {}, (2, 4, 16), 13),
         ("GlobalMaxPool", "1d_4x16", {}, (2, 4, 16), 13),
@@ -421,12 +546,21 @@ def _spatial(add: AddCase) -> None:
 
         def build(shape=shape, oc=oc, k=k, attrs=attrs, group=group) -> Any:
             inits = {"w": _w(31, (oc, shape[1] // group, *k)), "b": _w(32, (oc,), 0.1)}
-            return single_op("Conv", [("x", shape)], ["y"], opset=13, inits=inits, kernel_shape=list(k), group=group, **attrs)
+            return single_op(
+                "Conv", [("x", shape)], ["y"], opset=13, inits=inits, kernel_shape=list(k), group=group, **attrs
+            )
 
         _case(add, f"Conv/{cid}", build)
 
     deconvs: list[tuple[str, tuple[int, ...], int, tuple[int, ...], dict[str, Any], int]] = [
-        ("grouped_g2_k3_s2", (1, 4, 6, 6), 6, (3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]), 2),
+        (
+            "grouped_g2_k3_s2",
+            (1, 4, 6, 6),
+            6,
+            (3, 3),
+            dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]),
+            2,
+        ),
         ("dilated_d2_k3", (1, 4, 6, 6), 4, (3, 3), dict(dilations=[2, 2]), 1),
         ("1d_k4_s2_p1", (1, 4, 10), 3, (4,), dict(strides=[2], pads=[1, 1]), 1),
         ("output_shape_s2", (1, 4, 5, 5), 4, (3, 3), dict(strides=[2, 2], output_shape=[10, 10]), 1),
@@ -438,7 +572,16 @@ def _spatial(add: AddCase) -> None:
             inits = {"w": _w(33, (shape[1], oc // group, *k))}
             if "no_bias" not in cid:
                 inits["b"] = _w(34, (oc,), 0.1)
-            return single_op("ConvTranspose", [("x", shape)], ["y"], opset=11 if "opset11" in cid else 13, inits=inits, kernel_shape=list(k), group=group, **attrs)
+            return single_op(
+                "ConvTranspose",
+                [("x", shape)],
+                ["y"],
+                opset=11 if "opset11" in cid else 13,
+                inits=inits,
+                kernel_shape=list(k),
+                group=group,
+                **attrs,
+            )
 
         _case(add, f"ConvTranspose/{cid}", build)
 
@@ -446,7 +589,10 @@ def _spatial(add: AddCase) -> None:
         def build() -> Any:
             c = shape[1]
             rng = np.random.default_rng(35)
-            inits = {"s": (1 + 0.2 * rng.standard_normal(c)).astype(np.float32), "b": (0.2 * rng.standard_normal(c)).astype(np.float32)}
+            inits = {
+                "s": (1 + 0.2 * rng.standard_normal(c)).astype(np.float32),
+                "b": (0.2 * rng.standard_normal(c)).astype(np.float32),
+            }
             return single_op("InstanceNormalization", [("x", shape)], ["y"], opset=6, inits=inits, epsilon=1e-5)
 
         return build
@@ -461,7 +607,9 @@ def _spatial(add: AddCase) -> None:
             inits = {"g": (1 + 0.1 * rng.standard_normal(norm)).astype(np.float32)}
             if bias:
                 inits["b"] = (0.1 * rng.standard_normal(norm)).astype(np.float32)
-            return single_op("LayerNormalization", [("x", shape)], ["y"], opset=17, inits=inits, axis=axis, epsilon=1e-5)
+            return single_op(
+                "LayerNormalization", [("x", shape)], ["y"], opset=17, inits=inits, axis=axis, epsilon=1e-5
+            )
 
         return build
 
@@ -473,30 +621,82 @@ def _spatial(add: AddCase) -> None:
             c = 8
             n = c if opset >= 21 else groups  # opset 18: scale/bias per group; 21: per channel
             rng = np.random.default_rng(37)
-            inits = {"s": (1 + 0.2 * rng.standard_normal(n)).astype(np.float32), "b": (0.2 * rng.standard_normal(n)).astype(np.float32)}
-            model = single_op("GroupNormalization", [("x", (2, c, 5, 5))], ["y"], opset=opset, inits=inits, num_groups=groups, epsilon=1e-5)
+            inits = {
+                "s": (1 + 0.2 * rng.standard_normal(n)).astype(np.float32),
+                "b": (0.2 * rng.standard_normal(n)).astype(np.float32),
+            }
+            model = single_op(
+                "GroupNormalization",
+                [("x", (2, c, 5, 5))],
+                ["y"],
+                opset=opset,
+                inits=inits,
+                num_groups=groups,
+                epsilon=1e-5,
+            )
             if not model.graph.output[0].type.tensor_type.elem_type:  # no shape inference for it: y is like x
                 model.graph.output[0].type.CopyFrom(model.graph.input[0].type)
             return model
 
         return build
 
-    _case(add, "GroupNormalization/g4_opset21", group_norm(21, 4))  # opset 18's per-group scale is deprecated (the checker refuses it)
+    _case(
+        add, "GroupNormalization/g4_opset21", group_norm(21, 4)
+    )  # opset 18's per-group scale is deprecated (the checker refuses it)
     _case(add, "GroupNormalization/g2_opset21", group_norm(21, 2))
 
     resizes: list[tuple[str, tuple[int, ...], dict[str, Any], list[float] | None, list[int] | None, int]] = [
-        ("nearest_half_pixel_round_prefer_ceil", (1, 3, 5, 5), dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil"), [1, 1, 2, 2], None, 13),
-        ("linear_pytorch_half_pixel_down", (1, 3, 12, 12), dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"), [1, 1, 0.5, 0.5], None, 13),
-        ("nearest_sizes_non_integer", (1, 2, 6, 8), dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"), None, [1, 2, 9, 20], 13),
-        ("linear_asymmetric_x3_opset18", (1, 2, 5, 5), dict(mode="linear", coordinate_transformation_mode="asymmetric"), [1, 1, 3, 3], None, 18),
+        (
+            "nearest_half_pixel_round_prefer_ceil",
+            (1, 3, 5, 5),
+            dict(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil"),
+            [1, 1, 2, 2],
+            None,
+            13,
+        ),
+        (
+            "linear_pytorch_half_pixel_down",
+            (1, 3, 12, 12),
+            dict(mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+            [1, 1, 0.5, 0.5],
+            None,
+            13,
+        ),
+        (
+            "nearest_sizes_non_integer",
+            (1, 2, 6, 8),
+            dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+            None,
+            [1, 2, 9, 20],
+            13,
+        ),
+        (
+            "linear_asymmetric_x3_opset18",
+            (1, 2, 5, 5),
+            dict(mode="linear", coordinate_transformation_mode="asymmetric"),
+            [1, 1, 3, 3],
+            None,
+            18,
+        ),
         ("nearest_x2_opset10_upsample", (1, 3, 4, 4), dict(mode="nearest"), [1, 1, 2, 2], None, 10),
     ]
     for cid, shape, attrs, scales, sizes, opset in resizes:
 
         def build(shape=shape, attrs=attrs, scales=scales, sizes=sizes, opset=opset) -> Any:
             if opset == 10:
-                return single_op("Resize", [("x", shape)], ["y"], opset=10, inits={"scales": _f32(scales or [])}, node_inputs=["x", "scales"], mode=attrs["mode"])
-            inits: dict[str, np.ndarray] = {"roi": np.zeros(0, np.float32), "scales": _f32(scales) if scales is not None else np.zeros(0, np.float32)}
+                return single_op(
+                    "Resize",
+                    [("x", shape)],
+                    ["y"],
+                    opset=10,
+                    inits={"scales": _f32(scales or [])},
+                    node_inputs=["x", "scales"],
+                    mode=attrs["mode"],
+                )
+            inits: dict[str, np.ndarray] = {
+                "roi": np.zeros(0, np.float32),
+                "scales": _f32(scales) if scales is not None else np.zeros(0, np.float32),
+            }
             names = ["x", "roi", "scales"]
             if sizes is not None:
                 inits["sizes"] = _i64(sizes)

@@ -44,7 +44,8 @@ section 1).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from onnx.reference.op_run import OpRun
@@ -68,7 +69,9 @@ def _explicit(op: OpRun) -> set[str]:
 # -- BatchNormalization --------------------------------------------------------------------------
 
 
-def batchnorm_inference(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float = 1e-5) -> np.ndarray:
+def batchnorm_inference(
+    x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float = 1e-5
+) -> np.ndarray:
     """``scale * (x - mean) / sqrt(var + epsilon) + bias`` per channel (axis 1), in float64, cast back to ``x``'s dtype.
 
     Parameters of shape ``[C]`` broadcast over every axis but 1; parameters of shape
@@ -86,7 +89,15 @@ def batchnorm_inference(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean
     return y.astype(x.dtype)
 
 
-def _batchnorm_training(x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float, momentum: float) -> tuple[np.ndarray, ...]:
+def _batchnorm_training(
+    x: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    epsilon: float,
+    momentum: float,
+) -> tuple[np.ndarray, ...]:
     """Training mode (opset 14's ``training_mode=1``, or an old node asking for the statistics outputs)."""
     axes = tuple(i for i in range(x.ndim) if i != 1)
     batch_mean = x.astype(np.float64).mean(axis=axes)
@@ -102,7 +113,18 @@ class BatchNormalization(OpRun):
 
     op_domain = ""
 
-    def _run(self, x: np.ndarray, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float | None = None, momentum: float | None = None, training_mode: int | None = None, **_: Any) -> tuple[np.ndarray, ...]:
+    def _run(
+        self,
+        x: np.ndarray,
+        scale: np.ndarray,
+        bias: np.ndarray,
+        mean: np.ndarray,
+        var: np.ndarray,
+        epsilon: float | None = None,
+        momentum: float | None = None,
+        training_mode: int | None = None,
+        **_: Any,
+    ) -> tuple[np.ndarray, ...]:
         eps = 1e-5 if epsilon is None else float(epsilon)
         outputs = [o for o in self.onnx_node.output if o]
         if _opset(self) >= 14:
@@ -141,10 +163,26 @@ class LRN(OpRun):
 
     op_domain = ""
 
-    def _run(self, x: np.ndarray, alpha: float | None = None, beta: float | None = None, bias: float | None = None, size: int | None = None, **_: Any) -> tuple[np.ndarray]:
+    def _run(
+        self,
+        x: np.ndarray,
+        alpha: float | None = None,
+        beta: float | None = None,
+        bias: float | None = None,
+        size: int | None = None,
+        **_: Any,
+    ) -> tuple[np.ndarray]:
         if size is None:
             raise ValueError("LRN needs the `size` attribute")
-        return (lrn(x, int(size), 1e-4 if alpha is None else alpha, 0.75 if beta is None else beta, 1.0 if bias is None else bias),)
+        return (
+            lrn(
+                x,
+                int(size),
+                1e-4 if alpha is None else alpha,
+                0.75 if beta is None else beta,
+                1.0 if bias is None else bias,
+            ),
+        )
 
 
 # -- Softmax, LogSoftmax, Hardmax -------------------------------------------------------------------

@@ -34,13 +34,31 @@ FIXTURE = "nnport_conformance_task"
 
 def pytest_addoption(parser: Any) -> None:
     group = parser.getgroup("nnport", "nnport conformance suite")
-    group.addoption("--nnport-backend", action="append", default=[], metavar="B", help="backend or device id to run the conformance suite on (repeat)")
-    group.addoption("--nnport-cases", action="append", default=[], metavar="PATTERN", help="case id glob or substring (repeat; default: the whole default suite)")
-    group.addoption("--nnport-xfail", action="append", default=[], metavar="FILE.toml", help="extra expected-failures file (repeat)")
-    group.addoption("--nnport-precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile at")
+    group.addoption(
+        "--nnport-backend",
+        action="append",
+        default=[],
+        metavar="B",
+        help="backend or device id to run the conformance suite on (repeat)",
+    )
+    group.addoption(
+        "--nnport-cases",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="case id glob or substring (repeat; default: the whole default suite)",
+    )
+    group.addoption(
+        "--nnport-xfail", action="append", default=[], metavar="FILE.toml", help="extra expected-failures file (repeat)"
+    )
+    group.addoption(
+        "--nnport-precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile at"
+    )
     group.addoption("--nnport-timeout", type=float, default=None, help="seconds per case (default: each case's own)")
     group.addoption(
-        "--nnport-allow-unavailable", action="store_true", default=False,
+        "--nnport-allow-unavailable",
+        action="store_true",
+        default=False,
         help="skip the tests of a --nnport-backend that is missing or unusable instead of failing with a usage error",
     )
 
@@ -58,13 +76,19 @@ def _targets(config: Any) -> list:
         missing = [t for t in targets if t.unavailable]
         if missing and not config.getoption("--nnport-allow-unavailable"):
             detail = "; ".join(f"{t.device}: {t.unavailable}" for t in missing)
-            raise pytest.UsageError(f"--nnport-backend cannot be tested: {detail} (see `nnport backends`; --nnport-allow-unavailable skips it)")
+            raise pytest.UsageError(
+                f"--nnport-backend cannot be tested: {detail} (see `nnport backends`; "
+                "--nnport-allow-unavailable skips it)"
+            )
         config.stash[TARGETS] = targets
     return config.stash[TARGETS]
 
 
 def pytest_configure(config: Any) -> None:
-    config.addinivalue_line("markers", "slow: a slow conformance case (real models whose conversion takes > ~10 s); deselect with -m 'not slow'")
+    config.addinivalue_line(
+        "markers",
+        "slow: a slow conformance case (real models whose conversion takes > ~10 s); deselect with -m 'not slow'",
+    )
     config.stash[RAN] = {"cases": 0, "ran": 0}
     if config.getoption("--nnport-backend", default=None):
         _targets(config)
@@ -79,7 +103,10 @@ def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     counts = config.stash.get(RAN, None)
     if counts and counts["cases"] and not counts["ran"]:
-        terminalreporter.write_line(f"nnport conformance: all {counts['cases']} case(s) were skipped; nothing was tested, so the run fails", red=True)
+        terminalreporter.write_line(
+            f"nnport conformance: all {counts['cases']} case(s) were skipped; nothing was tested, so the run fails",
+            red=True,
+        )
 
 
 def pytest_generate_tests(metafunc: Any) -> None:
@@ -88,7 +115,16 @@ def pytest_generate_tests(metafunc: Any) -> None:
     config = metafunc.config
     backends = config.getoption("--nnport-backend")
     if not backends:
-        metafunc.parametrize(FIXTURE, [pytest.param(None, marks=pytest.mark.skip(reason="pass --nnport-backend B to run the nnport conformance suite"), id="no-backend")])
+        metafunc.parametrize(
+            FIXTURE,
+            [
+                pytest.param(
+                    None,
+                    marks=pytest.mark.skip(reason="pass --nnport-backend B to run the nnport conformance suite"),
+                    id="no-backend",
+                )
+            ],
+        )
         return
     from nnport.conformance import cases as case_mod
 

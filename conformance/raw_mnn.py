@@ -25,14 +25,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 TARGETS = ("raw:mnn:cpu", "nnport:mnn:cpu:shapes", "nnport:mnn:cpu:lazy")
 
 
-def run_raw_mnn(entry: Any, threads: int | None = None, timeout_s: float = 600.0) -> tuple[Any, dict[str, np.ndarray] | None]:
+def run_raw_mnn(
+    entry: Any, threads: int | None = None, timeout_s: float = 600.0
+) -> tuple[Any, dict[str, np.ndarray] | None]:
     """Raw MNN on a corpus entry: (Outcome, outputs or None), as ``corpus.run_raw_ncnn``."""
     from nnport.conformance.corpus import Outcome, _onnx_inputs, _onnx_outputs, _short
     from nnport.plugins._mnn_convert import _reason, captured, import_mnn, run_converter
@@ -41,14 +44,36 @@ def run_raw_mnn(entry: Any, threads: int | None = None, timeout_s: float = 600.0
     feeds = entry.feeds()
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nnport-raw-mnn-") as work:
-        argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(entry.path()), "--MNNModel", "model.mnn", "--bizCode", "raw"]
+        argv = [
+            "mnnconvert",
+            "-f",
+            "ONNX",
+            "--modelFile",
+            str(entry.path()),
+            "--MNNModel",
+            "model.mnn",
+            "--bizCode",
+            "raw",
+        ]
         rc, log, status = run_converter(argv, cwd=__import__("pathlib").Path(work), timeout_s=timeout_s)
         path = os.path.join(work, "model.mnn")
         if rc is None:
-            return Outcome(entry.id, target, "timeout", f"the converter did not finish within {timeout_s:.0f} s", compile_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id,
+                target,
+                "timeout",
+                f"the converter did not finish within {timeout_s:.0f} s",
+                compile_s=time.perf_counter() - t,
+            ), None
         if rc != 0 or not os.path.isfile(path) or os.path.getsize(path) == 0:
             how = f"exit status {rc}" if rc >= 0 else f"killed by signal {-rc}"
-            return Outcome(entry.id, target, "refused", f"MNN's converter ({how}): {_reason(log)}", compile_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id,
+                target,
+                "refused",
+                f"MNN's converter ({how}): {_reason(log)}",
+                compile_s=time.perf_counter() - t,
+            ), None
         mnn = import_mnn()
         F = mnn.expr
         in_names = [i.name for i in _onnx_inputs(entry)]
@@ -59,7 +84,13 @@ def run_raw_mnn(entry: Any, threads: int | None = None, timeout_s: float = 600.0
             if module is None:
                 raise RuntimeError(" ".join(said.text().split())[:300] or "load_module_from_file returned None")
         except Exception as exc:
-            return Outcome(entry.id, target, "refused", "MNN cannot load the model: " + _short(exc), compile_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id,
+                target,
+                "refused",
+                "MNN cannot load the model: " + _short(exc),
+                compile_s=time.perf_counter() - t,
+            ), None
         compile_s = time.perf_counter() - t
         t = time.perf_counter()
         try:
@@ -68,7 +99,9 @@ def run_raw_mnn(entry: Any, threads: int | None = None, timeout_s: float = 600.0
                 a = np.ascontiguousarray(feeds[name])
                 if a.dtype in (np.int64, np.bool_):
                     a = a.astype(np.int32)
-                dtype = {np.dtype(np.float32): F.float, np.dtype(np.int32): F.int, np.dtype(np.uint8): F.uint8}.get(a.dtype)
+                dtype = {np.dtype(np.float32): F.float, np.dtype(np.int32): F.int, np.dtype(np.uint8): F.uint8}.get(
+                    a.dtype
+                )
                 if dtype is None:
                     a, dtype = a.astype(np.float32), F.float
                 args.append(F.const(a, list(a.shape), F.NCHW, dtype))
@@ -78,11 +111,15 @@ def run_raw_mnn(entry: Any, threads: int | None = None, timeout_s: float = 600.0
                     var = F.convert(var, F.NCHW)
                 outputs[name] = np.array(var.read())
         except BaseException as exc:  # MNN raises bare SystemError
-            return Outcome(entry.id, target, "error", _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t), None
+            return Outcome(
+                entry.id, target, "error", _short(exc), compile_s=compile_s, run_s=time.perf_counter() - t
+            ), None
     return Outcome(entry.id, target, "pass", compile_s=compile_s, run_s=time.perf_counter() - t), outputs
 
 
-def evaluate(model_id: str, target: str, threads: int | None, reference_npz: str, names: Sequence[str]) -> dict[str, Any]:
+def evaluate(
+    model_id: str, target: str, threads: int | None, reference_npz: str, names: Sequence[str]
+) -> dict[str, Any]:
     from nnport.conformance.corpus import _fit_shapes, compare, get, run_nnport
 
     entry = get(model_id)
@@ -91,7 +128,10 @@ def evaluate(model_id: str, target: str, threads: int | None, reference_npz: str
     if target == "raw:mnn:cpu":
         out, outputs = run_raw_mnn(entry, threads)
         if outputs is not None:
-            outputs = {k: v.astype(reference[k].dtype) if k in reference else v for k, v in _fit_shapes(outputs, reference).items()}
+            outputs = {
+                k: v.astype(reference[k].dtype) if k in reference else v
+                for k, v in _fit_shapes(outputs, reference).items()
+            }
     else:
         out, outputs = run_nnport(entry, "mnn:cpu", shapes=target.endswith(":shapes"), threads=threads)
         out.details.pop("outputs_raw", None)
@@ -103,7 +143,9 @@ def evaluate(model_id: str, target: str, threads: int | None, reference_npz: str
     return judged.to_dict()
 
 
-def run_all(patterns: Sequence[str] | None, threads: int | None, timeout_s: float, slow: bool = True) -> list[dict[str, Any]]:
+def run_all(
+    patterns: Sequence[str] | None, threads: int | None, timeout_s: float, slow: bool = True
+) -> list[dict[str, Any]]:
     from nnport.conformance.corpus import reference_outputs, select
 
     results = []
@@ -113,19 +155,47 @@ def run_all(patterns: Sequence[str] | None, threads: int | None, timeout_s: floa
             ref = os.path.join(tmp, "reference.npz")
             np.savez(ref, **{f"o{i}": v for i, v in enumerate(reference.values())})
             for target in TARGETS:
-                task = json.dumps({"model": entry.id, "target": target, "threads": threads, "reference": ref, "names": list(reference)})
+                task = json.dumps(
+                    {
+                        "model": entry.id,
+                        "target": target,
+                        "threads": threads,
+                        "reference": ref,
+                        "names": list(reference),
+                    }
+                )
                 try:
-                    proc = subprocess.run([sys.executable, "-m", "nnport.conformance.raw_mnn", "--child", task], capture_output=True, text=True, timeout=timeout_s)
-                    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+                    proc = subprocess.run(
+                        [sys.executable, "-m", "nnport.conformance.raw_mnn", "--child", task],
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout_s,
+                    )
+                    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
                     if proc.returncode == 0 and lines:
                         result = json.loads(lines[-1])
                     else:
-                        result = {"model": entry.id, "target": target, "status": "crash", "reason": f"exit status {proc.returncode}: {proc.stderr[-300:]}"}
+                        result = {
+                            "model": entry.id,
+                            "target": target,
+                            "status": "crash",
+                            "reason": f"exit status {proc.returncode}: {proc.stderr[-300:]}",
+                        }
                 except subprocess.TimeoutExpired:
-                    result = {"model": entry.id, "target": target, "status": "timeout", "reason": f"no answer within {timeout_s:.0f} s"}
+                    result = {
+                        "model": entry.id,
+                        "target": target,
+                        "status": "timeout",
+                        "reason": f"no answer within {timeout_s:.0f} s",
+                    }
                 results.append(result)
                 err = result.get("max_abs_error")
-                print(f"{entry.id:55s} {target:24s} {result['status']:9s} {'' if err is None else f'max abs err {err:.3g}'} {str(result.get('reason', ''))[:160]}", flush=True)
+                print(
+                    f"{entry.id:55s} {target:24s} {result['status']:9s} "
+                    f"{'' if err is None else f'max abs err {err:.3g}'} "
+                    f"{str(result.get('reason', ''))[:160]}",
+                    flush=True,
+                )
     return results
 
 

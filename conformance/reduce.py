@@ -28,7 +28,8 @@ for the device's failure) or ``crash`` (the runtime's process dies);
 when given; without it a compile failure or crash must have the whole model's
 *signature* (error class and the first words of the message, names and numbers
 left out; a crash's signal), so that a cut which fails for another reason (an
-input of a rank the runtime cannot take) is not taken for the failure.  Each trial runs in a worker process (``nnport.conformance.trial``),
+input of a rank the runtime cannot take) is not taken for the failure.  Each trial runs in a worker process
+(``nnport.conformance.trial``),
 so a segfault or a hang is a trial result: a hang (``timeout``) counts as not
 failing, and the search goes on.
 
@@ -44,9 +45,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,21 +73,31 @@ class ReduceTrial:
     """One candidate sub-model tried on the device."""
 
     phase: str
-    """``whole``, ``outputs``, ``inputs``, ``fold`` (shape arithmetic frozen), ``linear-outputs`` or ``linear-inputs``."""
+    """``whole``, ``outputs``, ``inputs``, ``fold`` (shape arithmetic frozen), ``linear-outputs`` or
+    ``linear-inputs``."""
     nodes: int
     failed: bool
     status: str
-    """The trial's status (``ok``, ``compile-error``, ``crash``...), ``mismatch``, or ``invalid`` (the reference cannot run the cut)."""
+    """The trial's status (``ok``, ``compile-error``, ``crash``...), ``mismatch``, or ``invalid`` (the reference cannot
+    run the cut)."""
     detail: str
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"phase": self.phase, "nodes": self.nodes, "failed": self.failed, "status": self.status, "detail": self.detail[:1000], "seconds": round(self.seconds, 3)}
+        return {
+            "phase": self.phase,
+            "nodes": self.nodes,
+            "failed": self.failed,
+            "status": self.status,
+            "detail": self.detail[:1000],
+            "seconds": round(self.seconds, 3),
+        }
 
 
 @dataclass(frozen=True)
 class ReduceResult:
-    """What ``reduce`` produced.  ``status``: ``reduced`` or ``not-reproduced`` (the whole model does not fail that way)."""
+    """What ``reduce`` produced.  ``status``: ``reduced`` or ``not-reproduced`` (the whole model does not fail that
+    way)."""
 
     model: str
     device: str
@@ -114,10 +126,22 @@ class ReduceResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model, "device": self.device, "mode": self.mode, "strategy": self.strategy, "status": self.status,
-            "message": self.message, "nodes_before": self.nodes_before, "nodes_after": self.nodes_after, "node_names": list(self.node_names),
-            "op_types": list(self.op_types), "inputs": list(self.inputs), "outputs": list(self.outputs), "failure": self.failure,
-            "trials": [t.to_dict() for t in self.trials], "seconds": round(self.seconds, 3), "files": dict(self.files),
+            "model": self.model,
+            "device": self.device,
+            "mode": self.mode,
+            "strategy": self.strategy,
+            "status": self.status,
+            "message": self.message,
+            "nodes_before": self.nodes_before,
+            "nodes_after": self.nodes_after,
+            "node_names": list(self.node_names),
+            "op_types": list(self.op_types),
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "failure": self.failure,
+            "trials": [t.to_dict() for t in self.trials],
+            "seconds": round(self.seconds, 3),
+            "files": dict(self.files),
         }
 
 
@@ -170,8 +194,20 @@ def reduce(
     pattern = re.compile(match) if match else None
     say = progress or (lambda text: None)
     start = time.perf_counter()
-    s = prepare(model, feeds=feeds, seed=seed, shapes=shapes, reference=reference_for(device), precision=precision, atol=atol, rtol=rtol, scale_tol=scale_tol)
-    with TrialRunner(device, precision=precision, threads=threads, extra=extra, isolate=isolate, timeout_s=timeout_s) as runner:
+    s = prepare(
+        model,
+        feeds=feeds,
+        seed=seed,
+        shapes=shapes,
+        reference=reference_for(device),
+        precision=precision,
+        atol=atol,
+        rtol=rtol,
+        scale_tol=scale_tol,
+    )
+    with TrialRunner(
+        device, precision=precision, threads=threads, extra=extra, isolate=isolate, timeout_s=timeout_s
+    ) as runner:
         r = _Reducer(s, runner, mode, pattern, say, same_failure)
         result = r.run(strategy, linear_limit)
     result = _result(s, device, mode, strategy, result, r.trials, time.perf_counter() - start)
@@ -181,7 +217,15 @@ def reduce(
 
 
 class _Reducer:
-    def __init__(self, s: Session, runner: TrialRunner, mode: str, pattern: re.Pattern[str] | None, say: Callable[[str], None], same_failure: bool = True) -> None:
+    def __init__(
+        self,
+        s: Session,
+        runner: TrialRunner,
+        mode: str,
+        pattern: re.Pattern[str] | None,
+        say: Callable[[str], None],
+        same_failure: bool = True,
+    ) -> None:
         self.s = s
         self.g = s.graph
         self.runner = runner
@@ -220,7 +264,10 @@ class _Reducer:
         failed, status, detail, seconds = self._check(proto)
         self.memo[key] = (failed, detail)
         self.trials.append(ReduceTrial(phase, len(st.nodes), failed, status, detail, seconds))
-        self.say(f"{phase}: {len(st.nodes)} node(s): {'FAILS' if failed else 'passes'} ({status}{': ' + detail[:120] if detail else ''})")
+        self.say(
+            f"{phase}: {len(st.nodes)} node(s): {'FAILS' if failed else 'passes'} "
+            f"({status}{': ' + detail[:120] if detail else ''})"
+        )
         if failed and (self.best is None or len(st.nodes) < len(self.best.nodes)):
             self.best, self.best_failure = st, detail
         return failed
@@ -312,11 +359,21 @@ class _Reducer:
         proto = self.s.model.proto
         failed, status, detail, seconds = self._check(proto)
         self.trials.append(ReduceTrial("whole", len(self.g), failed, status, detail, seconds))
-        self.say(f"whole model: {len(self.g)} node(s): {'FAILS' if failed else 'passes'} ({status}{': ' + detail[:160] if detail else ''})")
+        self.say(
+            f"whole model: {len(self.g)} node(s): {'FAILS' if failed else 'passes'} "
+            f"({status}{': ' + detail[:160] if detail else ''})"
+        )
         if not failed:
-            what = {"mismatch": "agrees with the reference", "compile": "compiles", "crash": "does not crash"}[self.mode]
-            return {"status": "not-reproduced", "message": f"the failure does not reproduce on the whole model: it {what} on the device ({status})"
-                    + (f"; {detail[:300]}" if detail else ""), "state": whole, "failure": detail}
+            what = {"mismatch": "agrees with the reference", "compile": "compiles", "crash": "does not crash"}[
+                self.mode
+            ]
+            return {
+                "status": "not-reproduced",
+                "message": f"the failure does not reproduce on the whole model: it {what} on the device ({status})"
+                + (f"; {detail[:300]}" if detail else ""),
+                "state": whole,
+                "failure": detail,
+            }
         self.best, self.best_failure = whole, detail
         self.memo[(whole.outputs, whole.nodes)] = (True, detail)
         st = whole
@@ -330,7 +387,12 @@ class _Reducer:
             st = self.outputs_pass(st, linear=True)
             st = self.inputs_pass(st, linear=True)
         st = self.best or st
-        return {"status": "reduced", "message": f"{len(st.nodes)} of {len(self.g)} node(s) still fail ({self.mode})", "state": st, "failure": self.best_failure}
+        return {
+            "status": "reduced",
+            "message": f"{len(st.nodes)} of {len(self.g)} node(s) still fail ({self.mode})",
+            "state": st,
+            "failure": self.best_failure,
+        }
 
 
 def signature(trial: TrialResult) -> str:
@@ -365,16 +427,37 @@ def _reference_problem(proto: Any, feeds: Mapping[str, np.ndarray]) -> str:
     return ""
 
 
-def _result(s: Session, device: str, mode: str, strategy: str, found: dict[str, Any], trials: Sequence[ReduceTrial], seconds: float) -> ReduceResult:
+def _result(
+    s: Session,
+    device: str,
+    mode: str,
+    strategy: str,
+    found: dict[str, Any],
+    trials: Sequence[ReduceTrial],
+    seconds: float,
+) -> ReduceResult:
     g = s.graph
     st: _State = found["state"]
     proto = g.submodel(st.outputs, st.cut, s.values, name="reduced") if found["status"] == "reduced" else s.model.proto
     feeds = feeds_for(proto, s)
     return ReduceResult(
-        model=s.model.name, device=device, mode=mode, strategy=strategy, status=found["status"], message=found["message"],
-        nodes_before=len(g), nodes_after=len(st.nodes), node_names=tuple(g.names[i] for i in st.nodes),
-        op_types=tuple(g.nodes[i].op_type for i in st.nodes), inputs=tuple(feeds), outputs=tuple(o.name for o in proto.graph.output),
-        failure=found["failure"], trials=tuple(trials), seconds=seconds, proto=proto, feeds=feeds,
+        model=s.model.name,
+        device=device,
+        mode=mode,
+        strategy=strategy,
+        status=found["status"],
+        message=found["message"],
+        nodes_before=len(g),
+        nodes_after=len(st.nodes),
+        node_names=tuple(g.names[i] for i in st.nodes),
+        op_types=tuple(g.nodes[i].op_type for i in st.nodes),
+        inputs=tuple(feeds),
+        outputs=tuple(o.name for o in proto.graph.output),
+        failure=found["failure"],
+        trials=tuple(trials),
+        seconds=seconds,
+        proto=proto,
+        feeds=feeds,
     )
 
 
@@ -390,8 +473,11 @@ def write(result: ReduceResult, s: Session, out_dir: str | Path, device: str) ->
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
-        "model": out / "reduced.onnx", "inputs": out / "inputs.npz", "reference_outputs": out / "reference_outputs.npz",
-        "repro": out / "repro.py", "report": out / "report.json",
+        "model": out / "reduced.onnx",
+        "inputs": out / "inputs.npz",
+        "reference_outputs": out / "reference_outputs.npz",
+        "repro": out / "repro.py",
+        "report": out / "report.json",
     }
     onnx.save(result.proto, str(files["model"]))
     np.savez(files["inputs"], **{k: np.asarray(v) for k, v in result.feeds.items()})
@@ -445,22 +531,23 @@ def check(got):
             out = out.reshape(ref.shape)
         diff = np.abs(out.astype(np.float64) - ref.astype(np.float64))
         bad = (diff > ATOL) & (diff > RTOL * np.abs(ref.astype(np.float64)))
-        print(f"{{name}}: max |error| {{diff.max():.4g}}, {{int(bad.sum())}} of {{ref.size}} element(s) beyond atol={{ATOL:.3g}} and rtol={{RTOL:.3g}}")
+        print(f"{{name}}: max |error| {{diff.max():.4g}}, {{int(bad.sum())}} of {{ref.size}} element(s) "
+              f"beyond atol={{ATOL:.3g}} and rtol={{RTOL:.3g}}")
         failed = failed or bool(bad.any())
     print("MISMATCH" if failed else "agrees with the reference")
     return failed
 
 '''
 
-_ORT = '''import onnxruntime as ort
+_ORT = """import onnxruntime as ort
 
 session = ort.InferenceSession(str(MODEL), providers=[{provider!r}])
 names = [o.name for o in session.get_outputs()]
 got = dict(zip(names, session.run(names, INPUTS)))
 raise SystemExit(1 if check(got) else 0)
-'''
+"""
 
-_OPENVINO = '''import openvino as ov
+_OPENVINO = """import openvino as ov
 
 core = ov.Core()
 model = core.read_model(str(MODEL))  # compiling raises here for a compile failure
@@ -468,9 +555,9 @@ compiled = core.compile_model(model, {ov_device!r}, {{"INFERENCE_PRECISION_HINT"
 result = compiled(INPUTS)
 got = {{name: result[compiled.output(name)] for name in REFERENCE}}
 raise SystemExit(1 if check(got) else 0)
-'''
+"""
 
-_NCNN = '''import importlib.util
+_NCNN = """import importlib.util
 import shutil
 import subprocess
 import tempfile
@@ -487,12 +574,14 @@ if pnnx is None:
 work = Path(tempfile.mkdtemp(prefix="repro-ncnn-"))
 shutil.copy(MODEL, work / "model.onnx")
 shape = ",".join("[" + ",".join(str(d) for d in INPUTS[n].shape) + "]f32" for n in INPUT_NAMES)
-subprocess.run([pnnx, "model.onnx", f"inputshape={{shape}}", "fp16=0"], cwd=work, check=True)  # a crash/refusal shows here
+# a crash/refusal shows here
+subprocess.run([pnnx, "model.onnx", f"inputshape={{shape}}", "fp16=0"], cwd=work, check=True)
 net = ncnn.Net()
 net.opt.use_vulkan_compute = {vulkan!r}
 net.opt.use_fp16_packed = net.opt.use_fp16_storage = net.opt.use_fp16_arithmetic = False
 param = work / "model.ncnn.param"
-unknown = sorted({{ln.split()[0] for ln in param.read_text().splitlines()[2:] if ln.split() and ncnn.layer_to_index(ln.split()[0]) < 0}})
+layers = [ln.split()[0] for ln in param.read_text().splitlines()[2:] if ln.split()]
+unknown = sorted({{layer for layer in layers if ncnn.layer_to_index(layer) < 0}})
 if unknown:
     raise SystemExit(f"pnnx left layer(s) {{unknown}} that ncnn does not have: ncnn cannot load {{param}}")
 if net.load_param(str(param)) != 0 or net.load_model(str(work / "model.ncnn.bin")) != 0:
@@ -508,24 +597,29 @@ for i, name in enumerate(OUTPUT_NAMES):
         raise SystemExit(f"ncnn failed to compute out{{i}} ({{name}}): status {{ret}}")
     got[name] = np.array(mat)
 raise SystemExit(1 if check(got) else 0)
-'''
+"""
 
-_NNPORT = '''# {device}'s runtime API is not known to nnport: this reproduces through nnport.
+_NNPORT = """# {device}'s runtime API is not known to nnport: this reproduces through nnport.
 import nnport
 
 compiled = nnport.compile(str(MODEL), {device!r}, fallback=False)
 raise SystemExit(1 if check(compiled.run(INPUTS)) else 0)
-'''
+"""
 
 
 def repro_script(result: ReduceResult, device: str, s: Session) -> str:
-    """A script reproducing ``result`` with the device's runtime API (ONNX Runtime, OpenVINO, ncnn; nnport otherwise)."""
+    """A script reproducing ``result`` with the device's runtime API (ONNX Runtime, OpenVINO, ncnn; nnport
+    otherwise)."""
     atol, rtol = _tolerances(result, s)
-    what = {"mismatch": "Exit status 1 when an output exceeds the tolerances below.",
-            "compile": "The failure is in compiling/converting the model: the script stops there with the runtime's error.",
-            "crash": "The runtime's process dies (a segfault or abort) while compiling or running the model."}[result.mode]
+    what = {
+        "mismatch": "Exit status 1 when an output exceeds the tolerances below.",
+        "compile": "The failure is in compiling/converting the model: the script stops there with the runtime's error.",
+        "crash": "The runtime's process dies (a segfault or abort) while compiling or running the model.",
+    }[result.mode]
     ops = ", ".join(dict.fromkeys(result.op_types))
-    head = _COMMON.format(mode=result.mode, device=device, what=what, nodes=result.nodes_after, ops=ops, atol=atol, rtol=rtol)
+    head = _COMMON.format(
+        mode=result.mode, device=device, what=what, nodes=result.nodes_after, ops=ops, atol=atol, rtol=rtol
+    )
     backend, _, local = device.partition(":")
     if backend == "onnxruntime":
         from nnport.manager import get_plugin_manager
@@ -536,25 +630,35 @@ def repro_script(result: ReduceResult, device: str, s: Session) -> str:
     if backend == "openvino":
         return head + _OPENVINO.format(ov_device=local or "CPU")
     if backend == "ncnn":
-        return head + _NCNN.format(inputs=list(result.inputs), outputs=list(result.outputs), vulkan=local.startswith("vulkan"))
+        return head + _NCNN.format(
+            inputs=list(result.inputs), outputs=list(result.outputs), vulkan=local.startswith("vulkan")
+        )
     return head + _NNPORT.format(device=device)
 
 
 def to_text(result: ReduceResult) -> str:
     """The terminal report."""
-    lines = [f"nnport reduce: {result.model} on {result.device} (mode {result.mode}, strategy {result.strategy})",
-             f"{result.status}: {result.message}"]
+    lines = [
+        f"nnport reduce: {result.model} on {result.device} (mode {result.mode}, strategy {result.strategy})",
+        f"{result.status}: {result.message}",
+    ]
     if result.status == "reduced":
-        lines.append(f"reduced model: {result.nodes_after} of {result.nodes_before} node(s): "
-                     + ", ".join(f"{n} ({op})" for n, op in list(zip(result.node_names, result.op_types))[:12])
-                     + (" ..." if result.nodes_after > 12 else ""))
+        lines.append(
+            f"reduced model: {result.nodes_after} of {result.nodes_before} node(s): "
+            + ", ".join(f"{n} ({op})" for n, op in list(zip(result.node_names, result.op_types))[:12])
+            + (" ..." if result.nodes_after > 12 else "")
+        )
         lines.append(f"  inputs: {list(result.inputs)}; outputs: {list(result.outputs)}")
         lines.append(f"  fails: {result.failure[:500]}")
     by_phase: dict[str, list[ReduceTrial]] = {}
     for t in result.trials:
         by_phase.setdefault(t.phase, []).append(t)
-    lines.append("trials: " + ", ".join(f"{phase} {len(ts)}" for phase, ts in by_phase.items())
-                 + f" ({len(result.trials)} in all; {sum(1 for t in result.trials if t.status in ('crash', 'timeout'))} crash/timeout)")
+    lines.append(
+        "trials: "
+        + ", ".join(f"{phase} {len(ts)}" for phase, ts in by_phase.items())
+        + f" ({len(result.trials)} in all; "
+        f"{sum(1 for t in result.trials if t.status in ('crash', 'timeout'))} crash/timeout)"
+    )
     for name, path in result.files.items():
         lines.append(f"  wrote {name}: {path}")
     lines.append(f"{result.seconds:.2f} s")

@@ -14,16 +14,44 @@ import json
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 from .runner import FAILING, STATUSES, Report, Result
 
 SCHEMA = "nnport.conformance/1"
 
-SYMBOLS = {"pass": "pass", "fail": "FAIL", "xfail": "xfail", "xpass": "XPASS", "skip": "skip", "crash": "CRASH", "timeout": "TIMEOUT", "lost": "LOST"}
-COLORS = {"pass": "32", "fail": "31;1", "xfail": "33", "xpass": "35;1", "skip": "2", "crash": "31;1", "timeout": "31;1", "lost": "31;1"}
-HTML_COLORS = {"pass": "#c8f0c8", "fail": "#f4a6a6", "xfail": "#f5e2a8", "xpass": "#e0b8f0", "skip": "#e8e8e8", "crash": "#e06666", "timeout": "#f08c5a", "lost": "#c9a0dc"}
+SYMBOLS = {
+    "pass": "pass",
+    "fail": "FAIL",
+    "xfail": "xfail",
+    "xpass": "XPASS",
+    "skip": "skip",
+    "crash": "CRASH",
+    "timeout": "TIMEOUT",
+    "lost": "LOST",
+}
+COLORS = {
+    "pass": "32",
+    "fail": "31;1",
+    "xfail": "33",
+    "xpass": "35;1",
+    "skip": "2",
+    "crash": "31;1",
+    "timeout": "31;1",
+    "lost": "31;1",
+}
+HTML_COLORS = {
+    "pass": "#c8f0c8",
+    "fail": "#f4a6a6",
+    "xfail": "#f5e2a8",
+    "xpass": "#e0b8f0",
+    "skip": "#e8e8e8",
+    "crash": "#e06666",
+    "timeout": "#f08c5a",
+    "lost": "#c9a0dc",
+}
 
 
 # -- JSON ----------------------------------------------------------------------------------
@@ -58,7 +86,14 @@ def validate_json(doc: Mapping[str, Any]) -> list[str]:
     problems = []
     if doc.get("schema") != SCHEMA:
         problems.append(f"schema is {doc.get('schema')!r}, expected {SCHEMA!r}")
-    for key, kind in (("devices", list), ("cases", list), ("results", list), ("summary", dict), ("wall_s", (int, float)), ("ok", bool)):
+    for key, kind in (
+        ("devices", list),
+        ("cases", list),
+        ("results", list),
+        ("summary", dict),
+        ("wall_s", (int, float)),
+        ("ok", bool),
+    ):
         if not isinstance(doc.get(key), kind):
             problems.append(f"{key!r} missing or not a {kind}")
     for i, r in enumerate(doc.get("results") or []):
@@ -94,7 +129,9 @@ def new_failures(report: Report, baseline: Mapping[str, Any]) -> list[Result]:
 
 def tolerance_policy(report: Report) -> str:
     """One line: which tolerances the run judged with (each output's own is in its result)."""
-    given = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in sorted(report.tolerances.items()))
+    given = ", ".join(
+        f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in sorted(report.tolerances.items())
+    )
     if given:
         return f"tolerances: {given} given for every case (others: {report.precision} defaults where a case sets none)"
     return f"tolerances: each case's own, else the {report.precision} defaults (per output, below each result)"
@@ -109,7 +146,9 @@ def output_tolerances(result: Result) -> list[str]:
 
 
 def to_junit(report: Report) -> ET.Element:
-    suites = ET.Element("testsuites", name="nnport conformance", tests=str(len(report.results)), time=f"{report.wall_s:.3f}")
+    suites = ET.Element(
+        "testsuites", name="nnport conformance", tests=str(len(report.results)), time=f"{report.wall_s:.3f}"
+    )
     for device in report.devices:
         rows = [r for r in report.results if r.device == device]
         counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
@@ -125,7 +164,13 @@ def to_junit(report: Report) -> ET.Element:
             timestamp=report.started,
         )
         for r in rows:
-            case = ET.SubElement(suite, "testcase", classname=f"{device}.{r.case.rsplit('/', 1)[0].replace('/', '.')}", name=r.case, time=f"{r.duration_s:.3f}")
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"{device}.{r.case.rsplit('/', 1)[0].replace('/', '.')}",
+                name=r.case,
+                time=f"{r.duration_s:.3f}",
+            )
             if r.status == "fail":
                 ET.SubElement(case, "failure", message=r.reason[:500], type="mismatch").text = r.reason
             elif r.status in ("crash", "timeout", "lost"):
@@ -169,18 +214,31 @@ def to_html(report: Report) -> str:
         if r.status in ("pass",):
             continue
         tols = "<br>".join(html.escape(t) for t in output_tolerances(r))
-        details.append(f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td><td class=\"{r.status}\">{r.status}</td><td>{html.escape(r.reason)}</td><td>{tols}</td></tr>")
+        details.append(
+            f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td><td "
+            f'class="{r.status}">{r.status}</td><td>{html.escape(r.reason)}</td><td>{tols}</td></tr>'
+        )
     style = "".join(f".{s}{{background:{c}}}" for s, c in HTML_COLORS.items())
     env = html.escape(json.dumps(report.environment, default=str))
+    css = (
+        "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse;margin:1em 0} "
+        "td,th{border:1px solid #999;padding:2px 6px;text-align:left} " + style
+    )
+    result = "OK" if report.ok else "FAILED"
+    nothing = " (nothing ran: every result is a skip)" if report.nothing_ran else ""
+    details_head = (
+        "<tr><th>case</th><th>device</th><th>status</th><th>reason</th><th>tolerance per output (effective)</th></tr>"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>nnport conformance</title>
-<style>body{{font-family:sans-serif;font-size:13px}} table{{border-collapse:collapse;margin:1em 0}} td,th{{border:1px solid #999;padding:2px 6px;text-align:left}} {style}</style></head>
+<style>{css}</style></head>
 <body><h1>nnport conformance</h1>
-<p>{html.escape(report.started)}, {report.wall_s:.1f} s wall, {report.jobs} job(s), precision {html.escape(report.precision)}; result: <b>{"OK" if report.ok else "FAILED"}</b>{" (nothing ran: every result is a skip)" if report.nothing_ran else ""}</p>
+<p>{html.escape(report.started)}, {report.wall_s:.1f} s wall, {report.jobs} job(s), precision \
+{html.escape(report.precision)}; result: <b>{result}</b>{nothing}</p>
 <p id="tolerances">{html.escape(tolerance_policy(report))}</p>
 <h2>Summary</h2><table id="summary"><tr><th>status</th>{head}</tr>{summary_rows}</table>
-<h2>Matrix</h2><table id="matrix"><tr><th>case</th>{head}</tr>{''.join(rows)}</table>
-<h2>Not passing</h2><table id="details"><tr><th>case</th><th>device</th><th>status</th><th>reason</th><th>tolerance per output (effective)</th></tr>{''.join(details)}</table>
+<h2>Matrix</h2><table id="matrix"><tr><th>case</th>{head}</tr>{"".join(rows)}</table>
+<h2>Not passing</h2><table id="details">{details_head}{"".join(details)}</table>
 <h2>Environment</h2><pre>{env}</pre>
 </body></html>
 """
@@ -211,7 +269,10 @@ class Progress:
         elapsed = time.monotonic() - self.start
         filled = int(self.width * frac)
         bar = "#" * filled + "-" * (self.width - filled)
-        text = f"[{bar}] {done}/{total} {elapsed:5.0f}s failing={self.bad}  {result.status:7} {result.case} @ {result.device}"
+        text = (
+            f"[{bar}] {done}/{total} {elapsed:5.0f}s failing={self.bad}  {result.status:7} {result.case} @ "
+            f"{result.device}"
+        )
         if self.tty:
             self.stream.write("\r\x1b[K" + text[:160])
             if done == total:

@@ -42,10 +42,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 STATUSES = ("pass", "fail", "xfail", "xpass", "skip", "crash", "timeout", "lost")
 FAILING = frozenset({"fail", "crash", "timeout", "lost"})
@@ -111,13 +112,18 @@ def load_expectations_file(path: str | os.PathLike) -> tuple[str | None, Expecta
         raise NnportError(f"cannot read expectations file {str(path)!r}: {exc}") from exc
     unknown = set(data) - {"xfail", "skip", "backend"}
     if unknown:
-        raise NnportError(f"expectations file {str(path)!r} has unknown key(s) {sorted(unknown)}; expected [xfail], [skip] and backend")
+        raise NnportError(
+            f"expectations file {str(path)!r} has unknown key(s) {sorted(unknown)}; expected [xfail], "
+            "[skip] and backend"
+        )
     tables = {}
     for key in ("xfail", "skip"):
         table = data.get(key, {})
         bad = [k for k, v in table.items() if not isinstance(v, str) or not v.strip()]
         if bad:
-            raise NnportError(f"expectations file {str(path)!r}: entries {bad} in [{key}] need a non-empty reason string")
+            raise NnportError(
+                f"expectations file {str(path)!r}: entries {bad} in [{key}] need a non-empty reason string"
+            )
         tables[key] = dict(table)
     return data.get("backend"), Expectations(tables["xfail"], tables["skip"], (str(path),))
 
@@ -180,7 +186,8 @@ class Report:
     started: str = ""
     environment: dict[str, Any] = field(default_factory=dict)
     tolerances: dict[str, Any] = field(default_factory=dict)
-    """The run's tolerance overrides (``run(tolerances=...)``); empty: each case's own, else the precision's defaults."""
+    """The run's tolerance overrides (``run(tolerances=...)``); empty: each case's own, else the precision's
+    defaults."""
 
     @property
     def ok(self) -> bool:
@@ -264,7 +271,9 @@ def resolve_targets(names: Sequence[str] | None) -> list[Target]:
                 if picked:
                     continue
             if not match:
-                targets.append(Target(name, backend, f"no device {name!r}; {backend} devices: {[d.id for d in devices]}"))
+                targets.append(
+                    Target(name, backend, f"no device {name!r}; {backend} devices: {[d.id for d in devices]}")
+                )
             elif not match[0].available:
                 targets.append(Target(match[0].id, backend, match[0].reason or "unusable"))
             else:
@@ -272,7 +281,9 @@ def resolve_targets(names: Sequence[str] | None) -> list[Target]:
             continue
         usable = [d for d in devices if d.available]
         if not usable:
-            targets.append(Target(name, backend, "no usable device: " + "; ".join(f"{d.id}: {d.reason}" for d in devices)))
+            targets.append(
+                Target(name, backend, "no usable device: " + "; ".join(f"{d.id}: {d.reason}" for d in devices))
+            )
         else:
             targets.append(Target(usable[0].id, backend))
     seen: set[str] = set()
@@ -402,7 +413,14 @@ def worker_env(plugins: Sequence[str] = (), pythonpath: Sequence[str] = ()) -> d
 class Pool:
     """``jobs`` worker processes fed from one queue; usable for one task at a time too."""
 
-    def __init__(self, jobs: int = 1, *, env: Mapping[str, str] | None = None, threads: int | None = None, ref_cache: str | None = None) -> None:
+    def __init__(
+        self,
+        jobs: int = 1,
+        *,
+        env: Mapping[str, str] | None = None,
+        threads: int | None = None,
+        ref_cache: str | None = None,
+    ) -> None:
         self.jobs = max(1, int(jobs))
         self.env = dict(env) if env is not None else worker_env()
         self.threads = threads
@@ -427,7 +445,15 @@ class Pool:
         worker = self._take()
         start = time.monotonic()
         log_start = worker.log_size()
-        payload = {"case": task.case, "device": task.device, "precision": task.precision, "threads": self.threads, "ref_cache": self.ref_cache, "tolerances": dict(task.tolerances), "shapes": {k: list(v) for k, v in task.shapes.items()}}
+        payload = {
+            "case": task.case,
+            "device": task.device,
+            "precision": task.precision,
+            "threads": self.threads,
+            "ref_cache": self.ref_cache,
+            "tolerances": dict(task.tolerances),
+            "shapes": {k: list(v) for k, v in task.shapes.items()},
+        }
         base = dict(case=task.case, device=task.device, backend=task.backend)
         try:
             worker.send(payload)
@@ -437,15 +463,37 @@ class Pool:
         duration = time.monotonic() - start
         if isinstance(answer, dict):
             self._idle.put(worker)
-            return Result(status=answer.get("status", "fail"), reason=answer.get("reason", ""), duration_s=duration, reference=answer.get("reference", ""), outputs=answer.get("outputs", []), timings=answer.get("timings", {}), remote=answer.get("remote") or {}, note=answer.get("note", ""), **base)
+            return Result(
+                status=answer.get("status", "fail"),
+                reason=answer.get("reason", ""),
+                duration_s=duration,
+                reference=answer.get("reference", ""),
+                outputs=answer.get("outputs", []),
+                timings=answer.get("timings", {}),
+                remote=answer.get("remote") or {},
+                note=answer.get("note", ""),
+                **base,
+            )
         if answer == "timeout":
             tail = worker.log_tail(log_start)
             worker.kill()
-            return Result(status="timeout", reason=f"no answer within {task.timeout_s:g} s; the worker was killed" + (f"; its last output: {tail[-300:]}" if tail else ""), duration_s=duration, **base)
+            return Result(
+                status="timeout",
+                reason=f"no answer within {task.timeout_s:g} s; the worker was killed"
+                + (f"; its last output: {tail[-300:]}" if tail else ""),
+                duration_s=duration,
+                **base,
+            )
         code = worker.proc.wait()
         tail = worker.log_tail(log_start)
         worker.kill()
-        return Result(status="crash", reason=f"the worker process died ({_signal_name(code)})" + (f"; its last output: {tail[-500:]}" if tail else ""), duration_s=duration, **base)
+        return Result(
+            status="crash",
+            reason=f"the worker process died ({_signal_name(code)})"
+            + (f"; its last output: {tail[-500:]}" if tail else ""),
+            duration_s=duration,
+            **base,
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -467,7 +515,8 @@ ProgressFn = Callable[[int, int, Result], None]
 
 
 def apply_expectations(result: Result, expectations: Expectations, device: str | None = None) -> Result:
-    """Turn a raw result into xfail/xpass where the backend's file lists the case (on ``device``, default the result's)."""
+    """Turn a raw result into xfail/xpass where the backend's file lists the case (on ``device``, default the
+    result's)."""
     reason = expectations.xfail_reason(result.case, device or result.device)
     if reason is None:
         return result
@@ -499,9 +548,15 @@ def _rerun_elsewhere(pool: Pool, task: Task, lost: Result, expectations: Expecta
             continue
         again.device = task.device
         again.duration_s += lost.duration_s
-        again.reason = f"rerun on {other} after {task.device} was lost ({lost.reason[:300]})" + (f": {again.reason}" if again.reason else "")
+        again.reason = f"rerun on {other} after {task.device} was lost ({lost.reason[:300]})" + (
+            f": {again.reason}" if again.reason else ""
+        )
         return again
-    lost.reason += "; not rerun elsewhere: " + ("every other candidate was lost too" if others else "no other live node has a device of the same backend and kind")
+    lost.reason += "; not rerun elsewhere: " + (
+        "every other candidate was lost too"
+        if others
+        else "no other live node has a device of the same backend and kind"
+    )
     return lost
 
 
@@ -553,14 +608,20 @@ def run(
     for case in cases:
         for target in targets:
             if target.unavailable:
-                results.append(Result(case.id, target.device, target.backend, "skip", f"backend unavailable: {target.unavailable}"))
+                results.append(
+                    Result(case.id, target.device, target.backend, "skip", f"backend unavailable: {target.unavailable}")
+                )
                 continue
             skip = exp[target.device].skip_reason(case.id, _judged_as(target.device))
             if skip:
                 results.append(Result(case.id, target.device, target.backend, "skip", f"listed in [skip]: {skip}"))
                 continue
             limit = (timeout_s if timeout_s is not None else case.timeout_s) * timeout_scale
-            pending.append(Task(case.id, target.device, target.backend, limit, precision, dict(tolerances or {}), dict(shapes or {})))
+            pending.append(
+                Task(
+                    case.id, target.device, target.backend, limit, precision, dict(tolerances or {}), dict(shapes or {})
+                )
+            )
     # Long cases first, so that the last minutes are not one worker alone on a big model.
     pending.sort(key=lambda t: -t.timeout_s)
     total = len(results) + len(pending)

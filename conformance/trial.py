@@ -28,9 +28,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,13 @@ def _options(options: Mapping[str, Any]) -> Any:
     return CompileOptions(**{k: v for k, v in options.items() if v is not None})
 
 
-def run_trial(model: Any, feeds: Mapping[str, np.ndarray], device: str, options: Mapping[str, Any], tensors: Sequence[str] | None = None) -> TrialResult:
+def run_trial(
+    model: Any,
+    feeds: Mapping[str, np.ndarray],
+    device: str,
+    options: Mapping[str, Any],
+    tensors: Sequence[str] | None = None,
+) -> TrialResult:
     """Compile ``model`` on ``device`` and run ``feeds``, in this process; never raises an nnport error.
 
     With ``tensors``, ask the backend's fast path (``nnport_intermediates``)
@@ -85,26 +92,47 @@ def run_trial(model: Any, feeds: Mapping[str, np.ndarray], device: str, options:
             dev = candidates(pm, device)[0]
             backend = pm.backend(dev.backend)
             loaded = nnport.load(model)
-            outputs = pm.hook.nnport_intermediates(backend=backend, model=loaded, device=dev, options=opts, tensors=list(tensors), feeds=dict(feeds))
+            outputs = pm.hook.nnport_intermediates(
+                backend=backend, model=loaded, device=dev, options=opts, tensors=list(tensors), feeds=dict(feeds)
+            )
         except NnportError as exc:
-            return TrialResult("run-error", error=str(exc), error_type=type(exc).__name__, seconds=time.perf_counter() - start)
+            return TrialResult(
+                "run-error", error=str(exc), error_type=type(exc).__name__, seconds=time.perf_counter() - start
+            )
         except Exception as exc:
-            return TrialResult("run-error", error=f"{exc}", error_type=type(exc).__name__, seconds=time.perf_counter() - start)
+            return TrialResult(
+                "run-error", error=f"{exc}", error_type=type(exc).__name__, seconds=time.perf_counter() - start
+            )
         if outputs is None:
-            return TrialResult("unsupported", error=f"{device} offers no intermediate tensors", seconds=time.perf_counter() - start)
+            return TrialResult(
+                "unsupported", error=f"{device} offers no intermediate tensors", seconds=time.perf_counter() - start
+            )
         return TrialResult("ok", {k: np.asarray(v) for k, v in outputs.items()}, seconds=time.perf_counter() - start)
     try:
         compiled = nnport.compile(model, device, opts, fallback=False)
     except Exception as exc:
-        return TrialResult("compile-error", error=" ".join(str(exc).split()), error_type=type(exc).__name__, seconds=time.perf_counter() - start)
+        return TrialResult(
+            "compile-error",
+            error=" ".join(str(exc).split()),
+            error_type=type(exc).__name__,
+            seconds=time.perf_counter() - start,
+        )
     compile_s = time.perf_counter() - start
     try:
         outputs = compiled.run(dict(feeds))
     except Exception as exc:
-        return TrialResult("run-error", error=" ".join(str(exc).split()), error_type=type(exc).__name__, seconds=time.perf_counter() - start, compile_s=compile_s)
+        return TrialResult(
+            "run-error",
+            error=" ".join(str(exc).split()),
+            error_type=type(exc).__name__,
+            seconds=time.perf_counter() - start,
+            compile_s=compile_s,
+        )
     finally:
         del compiled
-    return TrialResult("ok", {k: np.asarray(v) for k, v in outputs.items()}, seconds=time.perf_counter() - start, compile_s=compile_s)
+    return TrialResult(
+        "ok", {k: np.asarray(v) for k, v in outputs.items()}, seconds=time.perf_counter() - start, compile_s=compile_s
+    )
 
 
 class TrialRunner:
@@ -115,8 +143,16 @@ class TrialRunner:
     here.  Use it as a context manager, or call ``close()``.
     """
 
-    def __init__(self, device: str, *, precision: str = "fp32", threads: int | None = None, extra: Mapping[str, Any] | None = None,
-                 isolate: bool = True, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        device: str,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        isolate: bool = True,
+        timeout_s: float = 600.0,
+    ) -> None:
         self.device = device
         self.options: dict[str, Any] = {"precision": precision, "threads": threads, "extra": dict(extra or {})}
         self.isolate = isolate
@@ -155,8 +191,15 @@ class TrialRunner:
         feeds_path = Path(f"{stem}-feeds.npz")
         np.savez(feeds_path, **{f"t{i}": np.asarray(feeds[n]) for i, n in enumerate(names)})
         out_path = Path(f"{stem}-out.npz")
-        task = {"model": str(model_path), "feeds": str(feeds_path), "feed_names": names, "out": str(out_path), "device": self.device,
-                "options": self.options, "tensors": None if tensors is None else list(tensors)}
+        task = {
+            "model": str(model_path),
+            "feeds": str(feeds_path),
+            "feed_names": names,
+            "out": str(out_path),
+            "device": self.device,
+            "options": self.options,
+            "tensors": None if tensors is None else list(tensors),
+        }
         try:
             proc = self._worker()
             start = time.perf_counter()
@@ -176,18 +219,31 @@ class TrialRunner:
             code = proc.returncode
             self._proc = None
             self.crashes += 1
-            why = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exited with status {code}"
+            why = (
+                f"killed by signal {signal.Signals(-code).name}"
+                if code is not None and code < 0
+                else f"exited with status {code}"
+            )
             return TrialResult("crash", error=f"the runtime process {why}{self._stderr_tail()}", seconds=seconds)
         if line is None:
             self._stop()
-            return TrialResult("timeout", error=f"no answer within {self.timeout_s:g} s (the worker was killed)", seconds=seconds)
+            return TrialResult(
+                "timeout", error=f"no answer within {self.timeout_s:g} s (the worker was killed)", seconds=seconds
+            )
         answer = json.loads(line)
         outputs: dict[str, np.ndarray] = {}
         if answer["status"] == "ok":
             with np.load(out_path, allow_pickle=False) as data:
                 outputs = {n: data[f"t{i}"] for i, n in enumerate(answer["names"])}
             out_path.unlink(missing_ok=True)
-        return TrialResult(answer["status"], outputs, answer.get("error", ""), answer.get("error_type", ""), seconds, answer.get("compile_s"))
+        return TrialResult(
+            answer["status"],
+            outputs,
+            answer.get("error", ""),
+            answer.get("error_type", ""),
+            seconds,
+            answer.get("compile_s"),
+        )
 
     def _worker(self) -> subprocess.Popen[str]:
         if self._proc is not None and self._proc.poll() is None:
@@ -196,8 +252,13 @@ class TrialRunner:
             self._stderr.close()
         self._stderr = open(self._dir / "worker-stderr.txt", "w+b")  # noqa: SIM115 - kept open for the worker's life
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "nnport.conformance.trial"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            text=True, bufsize=1, start_new_session=True,
+            [sys.executable, "-m", "nnport.conformance.trial"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
         )
         # The worker says when it has imported nnport and found its plugins: a trial's timeout starts after that.
         line = self._readline(self._proc, time.perf_counter() + max(STARTUP_TIMEOUT_S, self.timeout_s))
@@ -270,7 +331,12 @@ def _serve_one(task: dict[str, Any]) -> dict[str, Any]:
     with np.load(task["feeds"], allow_pickle=False) as data:
         feeds = {n: data[f"t{i}"] for i, n in enumerate(task["feed_names"])}
     result = run_trial(model, feeds, task["device"], task["options"], task.get("tensors"))
-    answer: dict[str, Any] = {"status": result.status, "error": result.error[:4000], "error_type": result.error_type, "compile_s": result.compile_s}
+    answer: dict[str, Any] = {
+        "status": result.status,
+        "error": result.error[:4000],
+        "error_type": result.error_type,
+        "compile_s": result.compile_s,
+    }
     if result.ok:
         names = list(result.outputs)
         np.savez(task["out"], **{f"t{i}": result.outputs[n] for i, n in enumerate(names)})
@@ -295,7 +361,12 @@ def main() -> int:
         try:
             answer = _serve_one(task)
         except BaseException as exc:  # the protocol must answer even for a bug here
-            answer = {"status": "run-error", "error": f"trial worker error: {exc}", "error_type": type(exc).__name__, "traceback": traceback.format_exc()}
+            answer = {
+                "status": "run-error",
+                "error": f"trial worker error: {exc}",
+                "error_type": type(exc).__name__,
+                "traceback": traceback.format_exc(),
+            }
         proto.write(json.dumps(answer, default=str) + "\n")
         proto.flush()
     return 0

@@ -20,9 +20,10 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,10 +45,14 @@ def reference_for(device_id: str, model_format: str = "onnx") -> str:
     if model_format == "tflite":
         return TFLITE_REFERENCE
     return ORACLE if device_id.lower() == REFERENCE_DEVICE else REFERENCE_DEVICE
+
+
 # -- end: reference by model format --
 
 
-def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], which: str, threads: int | None, cache: str | None) -> dict[str, np.ndarray]:
+def _reference_outputs(
+    case: Any, model: Any, feeds: dict[str, np.ndarray], which: str, threads: int | None, cache: str | None
+) -> dict[str, np.ndarray]:
     if case.expected is not None:
         return case.expected()
     path = None
@@ -63,7 +68,9 @@ def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], whic
     if which == TFLITE_REFERENCE:  # reference by model format (LiteRT)
         import nnport
 
-        compiled = nnport.compile(model, "litert:cpu", fallback=False, threads=threads, extra={"litert_op_resolver": "builtin_ref"})
+        compiled = nnport.compile(
+            model, "litert:cpu", fallback=False, threads=threads, extra={"litert_op_resolver": "builtin_ref"}
+        )
         outputs = compiled.run(feeds)
         del compiled
     elif which == ORACLE:
@@ -85,7 +92,15 @@ def _reference_outputs(case: Any, model: Any, feeds: dict[str, np.ndarray], whic
 
 def run_task(task: dict[str, Any]) -> dict[str, Any]:
     """Run one case on one device and judge it; never raises."""
-    from nnport.errors import BackendUnavailable, DeviceLost, DeviceNotFound, NnportError, UnsupportedModel, UnsupportedPrecision, WorkerCrashed
+    from nnport.errors import (
+        BackendUnavailable,
+        DeviceLost,
+        DeviceNotFound,
+        NnportError,
+        UnsupportedModel,
+        UnsupportedPrecision,
+        WorkerCrashed,
+    )
 
     from . import cases
     from .compare import Comparator
@@ -115,7 +130,13 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         # A real-corpus model that cannot be fetched (no registry) is a skip with pip's reason.
         from .corpus import CorpusUnavailable
 
-        status = "skip" if isinstance(exc, ModelLoadError) and task["case"].startswith("node/") or isinstance(exc, CorpusUnavailable) else "fail"
+        status = (
+            "skip"
+            if isinstance(exc, ModelLoadError)
+            and task["case"].startswith("node/")
+            or isinstance(exc, CorpusUnavailable)
+            else "fail"
+        )
         return {**result, "status": status, "reason": f"case could not be built: {type(exc).__name__}: {_short(exc)}"}
     if case.expected is not None:
         result["reference"] = "stored outputs"
@@ -126,7 +147,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
         timings["reference_s"] = time.perf_counter() - t
     except Exception as exc:
         if which != ORACLE:
-            return {**result, "status": "skip", "reason": f"the reference ({which}) could not run this case: {type(exc).__name__}: {_short(exc)}"}
+            return {
+                **result,
+                "status": "skip",
+                "reason": f"the reference ({which}) could not run this case: {type(exc).__name__}: {_short(exc)}",
+            }
         # The oracle lacks an operator: the independent runtimes judge the reference backend (below).
         reference, oracle_error = None, f"{type(exc).__name__}: {_short(exc, 200)}"
         timings["reference_s"] = time.perf_counter() - t
@@ -149,7 +174,11 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     except NnportError as exc:
         return {**result, "status": "fail", "reason": f"compile failed: {type(exc).__name__}: {_short(exc)}"}
     except Exception as exc:
-        return {**result, "status": "fail", "reason": f"compile raised a non-nnport error {type(exc).__name__}: {_short(exc)}"}
+        return {
+            **result,
+            "status": "fail",
+            "reason": f"compile raised a non-nnport error {type(exc).__name__}: {_short(exc)}",
+        }
     if compiled.info.get("farm"):
         result["remote"] = compiled.info["farm"]  # the node, its device, nnport and runtime versions
     try:
@@ -159,12 +188,17 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     except (WorkerCrashed, DeviceLost) as exc:
         return {**result, "status": _remote_status(exc, device), "reason": f"run: {_short(exc)}"}
     except (UnsupportedModel, UnsupportedPrecision) as exc:
-        # A backend that converts lazily (ncnn specialises per feed shape at the first run) refuses there, not at compile.
+        # A backend that converts lazily (ncnn specialises per feed shape at the first run) refuses there, not at
+        # compile.
         return {**result, "status": "skip", "reason": f"unsupported (at the first run): {_short(exc)}"}
     except NnportError as exc:
         return {**result, "status": "fail", "reason": f"run failed: {type(exc).__name__}: {_short(exc)}"}
     except Exception as exc:
-        return {**result, "status": "fail", "reason": f"run raised a non-nnport error {type(exc).__name__}: {_short(exc)}"}
+        return {
+            **result,
+            "status": "fail",
+            "reason": f"run raised a non-nnport error {type(exc).__name__}: {_short(exc)}",
+        }
     finally:
         del compiled
     tolerances = {**case.tolerances, **(task.get("tolerances") or {})}
@@ -191,7 +225,8 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
 # -- when the oracle cannot run a model: the independent runtimes judge the reference backend --------
 
 INDEPENDENT = ("openvino:CPU", "ncnn:cpu")
-"""Runtimes that share no kernels with ONNX Runtime (nor with each other): the fallback oracle of ``onnxruntime:cpu``."""
+"""Runtimes that share no kernels with ONNX Runtime (nor with each other): the fallback oracle of
+``onnxruntime:cpu``."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +243,9 @@ class Agreement:
     note: str = ""
 
 
-def _independent_outputs(model: Any, feeds: dict[str, np.ndarray], threads: int | None, devices: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+def _independent_outputs(
+    model: Any, feeds: dict[str, np.ndarray], threads: int | None, devices: Sequence[str]
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
     """Each independent runtime's fp32 outputs, and why the others gave none."""
     import nnport
 
@@ -272,15 +309,31 @@ def judge_by_agreement(
     if len(names) == 1:
         d = names[0]
         if on_side:
-            return Agreement(ran[d], f"agreement with {d} alone", f"{why}; {d} agrees with {device}" + (f" (no vote: {absent})" if absent else ""))
-        return Agreement(None, f"no majority: {device} vs {d}", f"no verdict: {why}; {device} and {d}, the only independent runtime that ran it, disagree ({votes[d][1]})" + (f"; no vote: {absent}" if absent else ""))
+            return Agreement(
+                ran[d],
+                f"agreement with {d} alone",
+                f"{why}; {d} agrees with {device}" + (f" (no vote: {absent})" if absent else ""),
+            )
+        return Agreement(
+            None,
+            f"no majority: {device} vs {d}",
+            f"no verdict: {why}; {device} and {d}, the only independent runtime that ran it, disagree ({votes[d][1]})"
+            + (f"; no vote: {absent}" if absent else ""),
+        )
     if on_side:
         side = on_side[0]
         dissent = [d for d in names if d not in on_side]
         detail = "; ".join(f"{d} disagrees with {device} and {side}: {votes[d][1]}" for d in dissent)
-        return Agreement(ran[side], f"majority of {device} and {side}; {', '.join(dissent)} disagrees", f"{why}; {detail}")
+        return Agreement(
+            ran[side], f"majority of {device} and {side}; {', '.join(dissent)} disagrees", f"{why}; {detail}"
+        )
     detail = "; ".join(f"{d}: {votes[d][1]}" for d in names)
-    return Agreement(None, f"no majority: {device}, {', '.join(names)} all disagree", f"no verdict: {why}; {device} and the independent runtimes {', '.join(names)} all disagree with each other ({detail})")
+    return Agreement(
+        None,
+        f"no majority: {device}, {', '.join(names)} all disagree",
+        f"no verdict: {why}; {device} and the independent runtimes {', '.join(names)} all disagree with "
+        f"each other ({detail})",
+    )
 
 
 def _remote_status(exc: BaseException, device: str) -> str | None:
@@ -304,7 +357,10 @@ def _calibration(case: Any, model: Any, feeds: dict[str, np.ndarray]) -> list[di
         return [feeds]
     from nnport.data import random_feeds
 
-    return [random_feeds(model.inputs, seed=case.seed + 1000 + i, value_ranges=dict(case.value_ranges)) for i in range(CALIBRATION_SAMPLES)]
+    return [
+        random_feeds(model.inputs, seed=case.seed + 1000 + i, value_ranges=dict(case.value_ranges))
+        for i in range(CALIBRATION_SAMPLES)
+    ]
 
 
 def _short(exc: BaseException, limit: int = 600) -> str:
@@ -325,7 +381,11 @@ def main() -> int:
         try:
             result = run_task(task)
         except BaseException as exc:  # the protocol must answer even for a bug here
-            result = {"status": "fail", "reason": f"worker error {type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            result = {
+                "status": "fail",
+                "reason": f"worker error {type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
         proto.write(json.dumps(result, default=str) + "\n")
         proto.flush()
         gc.collect()

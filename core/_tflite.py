@@ -41,7 +41,9 @@ def load_tflite(path: Path, inputs: Sequence[TensorSpec] | None, outputs: Sequen
 
     data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ModelLoadError(f"{str(path)!r} is not a TFLite flatbuffer (no 'TFL3' identifier): truncated or not a .tflite model?")
+        raise ModelLoadError(
+            f"{str(path)!r} is not a TFLite flatbuffer (no 'TFL3' identifier): truncated or not a .tflite model?"
+        )
     metadata: dict[str, Any] = {}
     if inputs and outputs:
         ins, outs = tuple(inputs), tuple(outputs)
@@ -68,7 +70,9 @@ def read_specs(data: bytes, where: str) -> tuple[tuple[TensorSpec, ...], tuple[T
             "or pass inputs=[TensorSpec...] and outputs=[...]"
         ) from exc
     try:
-        interpreter = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interpreter = Interpreter(
+            model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
     except Exception as exc:  # LiteRT raises ValueError/RuntimeError with its own message
         raise ModelLoadError(f"LiteRT cannot read {where}: {' '.join(str(exc).split())[:600]}") from exc
     signatures = interpreter.get_signature_list()
@@ -101,9 +105,14 @@ def _spec(name: str, detail: dict[str, Any], quantization: dict[str, dict[str, A
     scales = np.asarray(params.get("scales", ()), dtype=np.float64)
     if scales.size:
         zero_points = np.asarray(params.get("zero_points", ()), dtype=np.int64)
-        entry: dict[str, Any] = {"scale": float(scales[0]), "zero_point": int(zero_points[0]) if zero_points.size else 0}
+        entry: dict[str, Any] = {
+            "scale": float(scales[0]),
+            "zero_point": int(zero_points[0]) if zero_points.size else 0,
+        }
         if scales.size > 1:
-            entry.update(scales=scales.tolist(), zero_points=zero_points.tolist(), axis=int(params.get("quantized_dimension", 0)))
+            entry.update(
+                scales=scales.tolist(), zero_points=zero_points.tolist(), axis=int(params.get("quantized_dimension", 0))
+            )
         quantization[name] = entry
     return TensorSpec(name, shape, np.dtype(detail["dtype"]))
 

@@ -9,7 +9,8 @@ import logging
 import os
 import platform
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,8 @@ from .manager import get_plugin_manager
 from .measure import Measurement, MeasureSettings, batch_shapes, check_batch
 from .model import Model, load
 from .paths import cache_root
-from .shapes import fix_shapes
 from .selection import BackendStatus, all_devices, backend_devices, backend_statuses, candidates
+from .shapes import fix_shapes
 from .types import CompileOptions, Device
 
 log = logging.getLogger("nnport")
@@ -171,7 +172,9 @@ def _compile_on(pm: Any, model: Model, dev: Device, options: CompileOptions) -> 
         except NnportError:
             raise exc from None
         compiled.pin_inputs(model.inputs)
-        compiled.info["shapes_fallback"] = f"the static graph failed ({exc}); compiled the model as shipped, feeds pinned to {dict(options.shapes)}"
+        compiled.info["shapes_fallback"] = (
+            f"the static graph failed ({exc}); compiled the model as shipped, feeds pinned to {dict(options.shapes)}"
+        )
     if compiled.compile_time_s is None:
         compiled.compile_time_s = time.perf_counter() - start
     return compiled
@@ -185,7 +188,9 @@ def _hook_compile(pm: Any, backend: Any, model: Model, dev: Device, options: Com
     except Exception as exc:
         raise CompileError(f"{type(exc).__name__}: {exc}", backend=dev.backend, device=dev.id) from exc
     if compiled is None:
-        raise CompileError("no plugin compiled the model (every nnport_compile returned None)", backend=dev.backend, device=dev.id)
+        raise CompileError(
+            "no plugin compiled the model (every nnport_compile returned None)", backend=dev.backend, device=dev.id
+        )
     return compiled
 
 

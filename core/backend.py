@@ -15,7 +15,8 @@ Rules every backend follows (see specs/backend-contract.md):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -88,7 +89,12 @@ class Backend:
         return default_measure(self, compiled, binding, settings)
 
     def intermediates(
-        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+        self,
+        model: Model,
+        device: Device,
+        options: CompileOptions,
+        tensors: Sequence[str],
+        feeds: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray] | None:
         """Optional fast path of ``nnport debug``: run once, return ``{name: value}`` of the ``tensors`` it can expose.
 

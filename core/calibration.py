@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,14 +91,18 @@ def calibration_feeds(
         for i, item in enumerate(source):
             if not isinstance(item, Mapping):
                 raise InputError(
-                    f"calibration sample {i} is a {type(item).__name__}; expected a feed dict {{input name: numpy array}} "
+                    f"calibration sample {i} is a {type(item).__name__}; expected a feed dict {{input "
+                    f"name: numpy array}} "
                     f"for inputs {_expected(specs)}"
                 )
             feeds.append(dict(item))
             if samples is not None and len(feeds) >= samples:
                 break
     else:
-        raise InputError(f"calibration data of type {type(source).__name__} is not understood; expected one of: " + "; ".join(CALIBRATION_OPTIONS))
+        raise InputError(
+            f"calibration data of type {type(source).__name__} is not understood; expected one of: "
+            + "; ".join(CALIBRATION_OPTIONS)
+        )
     if samples is not None:
         feeds = feeds[:samples]
     if not feeds:
@@ -108,7 +112,9 @@ def calibration_feeds(
     return [{k: v for k, v in f.items() if not k.startswith("__")} for f in feeds]
 
 
-def random_samples(specs: Sequence[TensorSpec], count: int, *, seed: int = RANDOM_SEED_BASE) -> list[dict[str, np.ndarray]]:
+def random_samples(
+    specs: Sequence[TensorSpec], count: int, *, seed: int = RANDOM_SEED_BASE
+) -> list[dict[str, np.ndarray]]:
     """``count`` seeded feed dicts (seeds ``seed``, ``seed+1``, ...), image-like for image inputs."""
     from .data import random_feeds
 
@@ -146,7 +152,9 @@ def fingerprint(feeds: Sequence[Mapping[str, np.ndarray]]) -> str:
 
 def _from_path(path: Path, specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:
     if not path.exists():
-        raise InputError(f"calibration path {str(path)!r} does not exist; expected one of: " + "; ".join(CALIBRATION_OPTIONS))
+        raise InputError(
+            f"calibration path {str(path)!r} does not exist; expected one of: " + "; ".join(CALIBRATION_OPTIONS)
+        )
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".npy", ".npz")) if path.is_dir() else [path]
     if path.is_dir() and not files:
         raise InputError(f"calibration directory {str(path)!r} holds no .npy or .npz files")
@@ -180,7 +188,10 @@ def _from_file(file: Path, specs: Sequence[TensorSpec]) -> list[dict[str, Any]]:
         return [{spec.name: np.ascontiguousarray(a), "__file": f"{file.name}[{i}]"} for i, a in enumerate(array)]
     if array.ndim == len(spec.shape) and spec.shape and spec.shape[0] == 1 and array.shape[0] > 1:
         # a batch saved for a batch-1 model: one sample per row
-        return [{spec.name: np.ascontiguousarray(array[i : i + 1]), "__file": f"{file.name}[{i}]"} for i in range(array.shape[0])]
+        return [
+            {spec.name: np.ascontiguousarray(array[i : i + 1]), "__file": f"{file.name}[{i}]"}
+            for i in range(array.shape[0])
+        ]
     return [{spec.name: array, "__file": file.name}]
 
 
@@ -198,7 +209,9 @@ def _short(source: Any) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def save_samples(directory: str | Path, samples: Sequence[Mapping[str, np.ndarray]], prefix: str = "sample") -> list[Path]:
+def save_samples(
+    directory: str | Path, samples: Sequence[Mapping[str, np.ndarray]], prefix: str = "sample"
+) -> list[Path]:
     """Write ``samples`` (feed dicts) to ``directory`` in the format read here: one ``.npz`` per sample.
 
     Files are named ``<prefix>_00000.npz``, ... so that sorted file-name order is

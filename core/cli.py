@@ -13,14 +13,23 @@ import importlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError, NnportError
 
-COMMAND_MODULES = ["nnport.cli", "nnport.cli_bench", "nnport.cli_compress", "nnport.cli_conformance", "nnport.cli_debug", "nnport.cli_farm", "nnport.cli_port"]
+COMMAND_MODULES = [
+    "nnport.cli",
+    "nnport.cli_bench",
+    "nnport.cli_compress",
+    "nnport.cli_conformance",
+    "nnport.cli_debug",
+    "nnport.cli_farm",
+    "nnport.cli_port",
+]
 """Modules contributing sub-commands; each has ``register(subparsers)``."""
 
 
@@ -112,7 +121,11 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 def register(sub: Any) -> None:
     p = sub.add_parser("backends", help="list backends: available, unavailable (with why) or broken")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--probe-only", action="store_true", help="do not list devices (imports no SDK; device-id conflicts go unchecked)")
+    p.add_argument(
+        "--probe-only",
+        action="store_true",
+        help="do not list devices (imports no SDK; device-id conflicts go unchecked)",
+    )
     p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("devices", help="list devices of every usable backend")
@@ -123,8 +136,12 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("run", help="run a model once on a device and print or save its outputs")
     p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
-    p.add_argument("--device", "-d", action="append", help="device id, backend, kind or auto (repeat for a priority list)")
-    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)")
+    p.add_argument(
+        "--device", "-d", action="append", help="device id, backend, kind or auto (repeat for a priority list)"
+    )
+    p.add_argument(
+        "--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--output", "-o", help="save outputs to this .npz file")
     p.add_argument("--no-fallback", action="store_true", help="fail instead of trying the next device")
@@ -145,7 +162,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
     if args.json:
         print_json([r.to_dict() for r in rows])
         return 0
-    print(table([[r.name, r.vendor, r.status, r.reason or ""] for r in rows], ["backend", "vendor", "status", "reason"]))
+    print(
+        table([[r.name, r.vendor, r.status, r.reason or ""] for r in rows], ["backend", "vendor", "status", "reason"])
+    )
     return 0
 
 
@@ -156,7 +175,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.json:
         print_json([d.to_dict() for d in found])
         return 0
-    print(table([[d.id, d.kind, d.name, "yes" if d.available else f"no: {d.reason}"] for d in found], ["device", "kind", "name", "usable"]))
+    print(
+        table(
+            [[d.id, d.kind, d.name, "yes" if d.available else f"no: {d.reason}"] for d in found],
+            ["device", "kind", "name", "usable"],
+        )
+    )
     return 0
 
 
@@ -185,7 +209,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         "model": model.name,
         "device": compiled.device.id,
         "attempts": [{"device": d, "error": str(e)} for d, e in compiled.attempts],
-        "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype), "min": float(v.min()) if v.size else None, "max": float(v.max()) if v.size else None} for k, v in outputs.items()},
+        "outputs": {
+            k: {
+                "shape": list(v.shape),
+                "dtype": str(v.dtype),
+                "min": float(v.min()) if v.size else None,
+                "max": float(v.max()) if v.size else None,
+            }
+            for k, v in outputs.items()
+        },
     }
     if args.json:
         print_json(summary)
@@ -202,11 +234,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: every zoo model on every usable backend, against the reference."""
-    from . import backends, compile as nn_compile, devices, zoo
+    from . import backends, devices, zoo
+    from . import compile as nn_compile
     from .data import random_feeds
 
     print("nnport backends:")
-    print(table([[r.name, r.vendor, r.status, r.reason or ""] for r in backends()], ["backend", "vendor", "status", "reason"]))
+    print(
+        table(
+            [[r.name, r.vendor, r.status, r.reason or ""] for r in backends()],
+            ["backend", "vendor", "status", "reason"],
+        )
+    )
     found = devices()
     print("\nnnport devices:")
     print(table([[d.id, d.kind, d.name] for d in found], ["device", "kind", "name"]))
@@ -231,7 +269,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     data = zoo.labelled(name)
                     predicted = compiled.run(data.feeds)[compiled.outputs[0].name].argmax(axis=1)
                     correct = int(np.sum(predicted == data.labels))
-                    accuracy.setdefault(name, []).append(f"{compiled.device.id} {100 * correct / len(data):.1f}% ({correct}/{len(data)})")
+                    accuracy.setdefault(name, []).append(
+                        f"{compiled.device.id} {100 * correct / len(data):.1f}% ({correct}/{len(data)})"
+                    )
             except NnportError as exc:
                 failures += 1
                 rows.append([name, dev.id, "-", "-", f"error: {str(exc)[:80]}"])

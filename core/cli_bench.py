@@ -16,8 +16,9 @@ import json
 import math
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import MeasurementError, NnportError
 from .measure import SCENARIOS, MeasureSettings, MemoryWatch, host_context
@@ -57,25 +58,55 @@ def register(sub: Any) -> None:
         description="Measure latency, throughput, compile time, memory and energy (specs/measurement.md).",
     )
     p.add_argument("model", nargs="?", help="an ONNX file, or zoo:NAME for a built-in model")
-    p.add_argument("--device", "-d", action="append", help="device id, backend or kind (repeat for more columns; default: every usable device)")
+    p.add_argument(
+        "--device",
+        "-d",
+        action="append",
+        help="device id, backend or kind (repeat for more columns; default: every usable device)",
+    )
     p.add_argument("--json", metavar="OUT.json", help="write every figure, the samples and the context to this file")
     p.add_argument("--plot", metavar="OUT.png", help="latency CDF per device as a PNG (needs matplotlib: nnport[plot])")
-    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print the ratios B/A of two --json results and exit")
+    p.add_argument(
+        "--compare", nargs=2, metavar=("A.json", "B.json"), help="print the ratios B/A of two --json results and exit"
+    )
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per stream (default 10)")
     p.add_argument("--iterations", type=int, default=50, help="minimum timed iterations (default 50)")
     p.add_argument("--min-duration", type=float, default=2.0, metavar="S", help="minimum timed seconds (default 2)")
-    p.add_argument("--max-duration", type=float, default=None, metavar="S", help="stop after this many seconds even below --iterations")
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="stop after this many seconds even below --iterations",
+    )
     p.add_argument("--scenario", choices=SCENARIOS, default="single-stream")
-    p.add_argument("--streams", type=int, default=None, help="threads for multi-stream/offline (default: 1; multi-stream: usable cores)")
+    p.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="threads for multi-stream/offline (default: 1; multi-stream: usable cores)",
+    )
     p.add_argument("--batch", type=int, default=1, help="samples per call (needs a dynamic batch dimension when > 1)")
-    p.add_argument("--threads", type=int, default=None, help="runtime threads per compiled model (default: the runtime's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="runtime threads per compiled model (default: the runtime's)"
+    )
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
-    p.add_argument("--hint", default=None, choices=("latency", "throughput"), help="compile hint (default: throughput for multi-stream/offline, else latency)")
+    p.add_argument(
+        "--hint",
+        default=None,
+        choices=("latency", "throughput"),
+        help="compile hint (default: throughput for multi-stream/offline, else latency)",
+    )
     p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded data)")
     add_shapes_argument(p)
     p.add_argument("--no-energy", action="store_true", help="do not read energy meters")
     p.add_argument("--no-warm-compile", action="store_true", help="skip the cached (warm) compile")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress on stderr (default: when stderr is a terminal)")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr (default: when stderr is a terminal)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("meters", help="list energy meters: usable, or why not")
@@ -94,7 +125,15 @@ def cmd_meters(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    print(table([[r["meter"], ",".join(r["kinds"]), "yes" if r["usable"] else "no", r["reads"] or r["reason"] or ""] for r in rows], ["meter", "covers", "usable", "reads / reason"]))
+    print(
+        table(
+            [
+                [r["meter"], ",".join(r["kinds"]), "yes" if r["usable"] else "no", r["reads"] or r["reason"] or ""]
+                for r in rows
+            ],
+            ["meter", "covers", "usable", "reads / reason"],
+        )
+    )
     return 0
 
 
@@ -136,7 +175,12 @@ class _Progress:
     def __call__(self, done: int, elapsed_s: float, target_s: float) -> None:
         frac = min(1.0, elapsed_s / target_s) if target_s > 0 else 1.0
         bar = "#" * int(frac * 20)
-        print(f"\r  {self.label} [{bar:<20}] {elapsed_s:5.1f}/{target_s:.1f} s  {done} inferences", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r  {self.label} [{bar:<20}] {elapsed_s:5.1f}/{target_s:.1f} s  {done} inferences",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def note(self, text: str) -> None:
         print(f"\r{text:<78}", file=sys.stderr, flush=True)
@@ -179,7 +223,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "nnport_bench": BENCH_FORMAT,
         "model": {"name": model.name, "hash": model.hash, "path": str(model.path) if model.path else None},
         "settings": settings.to_dict(),
-        "compile_options": {"threads": options.threads, "precision": options.precision, "hint": options.hint, "shapes": {k: list(v) for k, v in options.shapes.items()}},
+        "compile_options": {
+            "threads": options.threads,
+            "precision": options.precision,
+            "hint": options.hint,
+            "shapes": {k: list(v) for k, v in options.shapes.items()},
+        },
         "context": host_context(),
         "results": results,
     }
@@ -188,11 +237,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
         print(f"\nresults written to {args.json}")
     if args.plot:
-        plot_cdf([(r["device"], r.get("samples_ms") or []) for r in results if "error" not in r], args.plot, title=f"{model.name}: latency CDF")
+        plot_cdf(
+            [(r["device"], r.get("samples_ms") or []) for r in results if "error" not in r],
+            args.plot,
+            title=f"{model.name}: latency CDF",
+        )
         print(f"latency CDF written to {args.plot}")
     failed = [r for r in results if "error" in r]
     if failed and len(failed) == len(results):
-        raise MeasurementError("no device could be measured: " + "; ".join(f"{r['device']}: {r['error']}" for r in failed))
+        raise MeasurementError(
+            "no device could be measured: " + "; ".join(f"{r['device']}: {r['error']}" for r in failed)
+        )
     return 1 if failed else 0
 
 
@@ -205,9 +260,12 @@ def _usable_devices() -> list[str]:
     return found
 
 
-def bench_one(model: Any, spec: str, options: Any, settings: MeasureSettings, inputs: dict | None, *, warm: bool = True) -> dict[str, Any]:
+def bench_one(
+    model: Any, spec: str, options: Any, settings: MeasureSettings, inputs: dict | None, *, warm: bool = True
+) -> dict[str, Any]:
     """Cold compile, warm (cached) compile, then measure: one column of the table."""
-    from . import compile as nn_compile, measure
+    from . import compile as nn_compile
+    from . import measure
 
     memory = MemoryWatch()
     memory.start()
@@ -235,7 +293,9 @@ def bench_one(model: Any, spec: str, options: Any, settings: MeasureSettings, in
     if warm and warm_hit is False:
         m.warnings.append(f"{compiled.device.backend} did not reuse its cache: compile_warm_s is a second full compile")
     elif warm and warm_hit is None:
-        m.warnings.append(f"{compiled.device.backend} does not report cache hits: compile_warm_s may be a second full compile")
+        m.warnings.append(
+            f"{compiled.device.backend} does not report cache hits: compile_warm_s may be a second full compile"
+        )
     d = m.to_dict()
     if compile_mem.note:
         d["compile_memory_note"] = compile_mem.note
@@ -264,14 +324,46 @@ def render_table(report: dict[str, Any]) -> str:
     rows = []
     ok = [r for r in results if "error" not in r]
     if ok:
-        rows.append(["scenario", *[f"{r['scenario']} x{r['streams']} b{r['batch']}" if "error" not in r else "error" for r in results]])
+        rows.append(
+            [
+                "scenario",
+                *[f"{r['scenario']} x{r['streams']} b{r['batch']}" if "error" not in r else "error" for r in results],
+            ]
+        )
         for key, label, spec in ROWS:
             rows.append([label, *[_fmt(r.get(key), spec) if "error" not in r else "" for r in results]])
-        rows.append(["energy", *[("measured: " + str(r.get("energy_meter"))) if r.get("energy") == "measured" else "unavailable" if "error" not in r else "" for r in results]])
-        rows.append(["runtime", *[", ".join(f"{k} {v}" for k, v in r.get("context", {}).get("runtime_versions", {}).items()) if "error" not in r else "" for r in results]])
+        rows.append(
+            [
+                "energy",
+                *[
+                    ("measured: " + str(r.get("energy_meter")))
+                    if r.get("energy") == "measured"
+                    else "unavailable"
+                    if "error" not in r
+                    else ""
+                    for r in results
+                ],
+            ]
+        )
+        rows.append(
+            [
+                "runtime",
+                *[
+                    ", ".join(f"{k} {v}" for k, v in r.get("context", {}).get("runtime_versions", {}).items())
+                    if "error" not in r
+                    else ""
+                    for r in results
+                ],
+            ]
+        )
     opts = report["compile_options"]
-    lines = [f"nnport bench: {report['model']['name']} ({report['settings']['scenario']}, threads {opts['threads'] or 'runtime default'}, "
-             f"{opts['precision']}, hint {opts.get('hint', 'latency')}) on {report['context']['cpu_model']}, {report['context']['cpu_cores_usable']} usable cores", ""]
+    lines = [
+        f"nnport bench: {report['model']['name']} ({report['settings']['scenario']}, threads "
+        f"{opts['threads'] or 'runtime default'}, "
+        f"{opts['precision']}, hint {opts.get('hint', 'latency')}) on {report['context']['cpu_model']}, "
+        f"{report['context']['cpu_cores_usable']} usable cores",
+        "",
+    ]
     lines.append(table(rows, header))
     notes = []
     energy: dict[str, list[str]] = {}  # reasons -> devices, so that shared reasons print once
@@ -300,7 +392,9 @@ def _require_matplotlib() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise NnportError(f"--plot needs matplotlib, which is not installed ({exc}): pip install 'nnport[plot]'") from exc
+        raise NnportError(
+            f"--plot needs matplotlib, which is not installed ({exc}): pip install 'nnport[plot]'"
+        ) from exc
     return plt
 
 
@@ -314,7 +408,9 @@ def plot_cdf(series: Sequence[tuple[str, Sequence[float]]], path: str, title: st
         if not len(samples):
             continue
         s = np.sort(np.asarray(samples, dtype=float))
-        ax.step(s, np.arange(1, s.size + 1) / s.size, where="post", label=f"{label} (p50 {np.percentile(s, 50):.3g} ms)")
+        ax.step(
+            s, np.arange(1, s.size + 1) / s.size, where="post", label=f"{label} (p50 {np.percentile(s, 50):.3g} ms)"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("fraction of inferences")
@@ -358,8 +454,14 @@ def compare_files(a_path: str, b_path: str, plot: str | None = None) -> int:
     if not pairs and len(a_ok) == 1 and len(b_ok) == 1:
         pairs = [(a_ok[0], b_ok[0])]  # one result each: compare them whatever their devices
     if not pairs:
-        raise MeasurementError(f"--compare: no device measured in both files ({[r['device'] for r in a_ok]} vs {[r['device'] for r in b_ok]})")
-    print(f"A = {a_path} ({a.get('model', {}).get('name')}), B = {b_path} ({b.get('model', {}).get('name')}); ratio = B / A")
+        raise MeasurementError(
+            f"--compare: no device measured in both files ({[r['device'] for r in a_ok]} vs "
+            f"{[r['device'] for r in b_ok]})"
+        )
+    print(
+        f"A = {a_path} ({a.get('model', {}).get('name')}), B = {b_path} "
+        f"({b.get('model', {}).get('name')}); ratio = B / A"
+    )
     for ra, rb in pairs:
         rows = []
         for key, label, spec in ROWS:
@@ -376,7 +478,12 @@ def compare_files(a_path: str, b_path: str, plot: str | None = None) -> int:
             for d in diffs:
                 print(f"  {d}")
     if plot:
-        plot_cdf([(f"A {ra['device']}", ra.get("samples_ms") or []) for ra, _ in pairs] + [(f"B {rb['device']}", rb.get("samples_ms") or []) for _, rb in pairs], plot, title="latency CDF: A vs B")
+        plot_cdf(
+            [(f"A {ra['device']}", ra.get("samples_ms") or []) for ra, _ in pairs]
+            + [(f"B {rb['device']}", rb.get("samples_ms") or []) for _, rb in pairs],
+            plot,
+            title="latency CDF: A vs B",
+        )
         print(f"latency CDF written to {plot}")
     return 0
 

@@ -26,26 +26,68 @@ from typing import Any
 def register(sub: Any) -> None:
     from .cli import add_shapes_argument
 
-    p = sub.add_parser("compress", help="write an fp16 or int8 (QDQ) ONNX model; --report gives accuracy delta and speedup")
+    p = sub.add_parser(
+        "compress", help="write an fp16 or int8 (QDQ) ONNX model; --report gives accuracy delta and speedup"
+    )
     p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
     p.add_argument("--precision", "-p", choices=["int8", "fp16"], required=True, help="target precision")
-    p.add_argument("--calibration", "-c", metavar="DIR|FILE|random", help="int8 static: a directory of .npy/.npz samples, one file, or 'random'")
-    p.add_argument("--method", choices=["static", "dynamic"], default="static", help="int8: static (QDQ, calibrated) or dynamic (MatMul models)")
-    p.add_argument("--activations", choices=["int8", "uint8"], default=None,
-                   help="int8 static: asymmetric uint8 activations (fastest on CPU runtimes) or symmetric int8 (the only form TensorRT "
-                   "accepts); default uint8, or int8 when a --device is a TensorRT device")
-    p.add_argument("--samples", type=int, default=None, help="use at most this many calibration samples ('random': how many to make, default 16)")
+    p.add_argument(
+        "--calibration",
+        "-c",
+        metavar="DIR|FILE|random",
+        help="int8 static: a directory of .npy/.npz samples, one file, or 'random'",
+    )
+    p.add_argument(
+        "--method",
+        choices=["static", "dynamic"],
+        default="static",
+        help="int8: static (QDQ, calibrated) or dynamic (MatMul models)",
+    )
+    p.add_argument(
+        "--activations",
+        choices=["int8", "uint8"],
+        default=None,
+        help="int8 static: asymmetric uint8 activations (fastest on CPU runtimes) or symmetric int8 (the only "
+        "form TensorRT "
+        "accepts); default uint8, or int8 when a --device is a TensorRT device",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="use at most this many calibration samples ('random': how many to make, default 16)",
+    )
     p.add_argument("--out", "-o", required=True, help="where to write the compressed ONNX model")
-    p.add_argument("--report", action="store_true", help="compare with the fp32 model on each --device and print the report")
+    p.add_argument(
+        "--report", action="store_true", help="compare with the fp32 model on each --device and print the report"
+    )
     p.add_argument("--device", "-d", action="append", help="device for the report (repeat; default onnxruntime:cpu)")
-    p.add_argument("--native", action="store_true", help="report also each device's own conversion (compile the fp32 model with --precision)")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="report also each device's own conversion (compile the fp32 model with --precision)",
+    )
     p.add_argument("--eval-samples", type=int, default=16, help="held-out inputs for the accuracy delta (seeds 0..N-1)")
-    p.add_argument("--eval-data", metavar="DIR|FILE", help="held-out inputs for the accuracy delta (same forms as --calibration; never the calibration data)")
-    p.add_argument("--fail-under", nargs="?", type=float, const=-1.0, default=None, metavar="COSINE",
-                   help="implies --report: exit 1 when an output or output part is below the precision's threshold "
-                   "(int8: cosine 0.98, fp16: 0.999; top-1 agreement for classifiers), or below COSINE when given")
-    p.add_argument("--quantize-mixed-ranges", action="store_true",
-                   help="int8 static: quantize Concat/Split nodes whose parts span ranges far apart (kept float by default)")
+    p.add_argument(
+        "--eval-data",
+        metavar="DIR|FILE",
+        help="held-out inputs for the accuracy delta (same forms as --calibration; never the calibration data)",
+    )
+    p.add_argument(
+        "--fail-under",
+        nargs="?",
+        type=float,
+        const=-1.0,
+        default=None,
+        metavar="COSINE",
+        help="implies --report: exit 1 when an output or output part is below the precision's threshold "
+        "(int8: cosine 0.98, fp16: 0.999; top-1 agreement for classifiers), or below COSINE when given",
+    )
+    p.add_argument(
+        "--quantize-mixed-ranges",
+        action="store_true",
+        help="int8 static: quantize Concat/Split nodes whose parts span ranges far apart (kept float by default)",
+    )
     p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of interleaved timing per device")
     p.add_argument("--json", metavar="FILE", help="write the report (or a summary) as JSON to FILE ('-' for stdout)")
     add_shapes_argument(p)
@@ -63,7 +105,12 @@ def cmd_compress(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomCalibrationWarning)
         compressed = compress.quantize(
-            model, args.precision, args.calibration, args.method, samples=args.samples, activations=activations,
+            model,
+            args.precision,
+            args.calibration,
+            args.method,
+            samples=args.samples,
+            activations=activations,
             keep_mixed_ranges_float=not args.quantize_mixed_ranges,
         )
     for w in caught:
@@ -72,10 +119,20 @@ def cmd_compress(args: argparse.Namespace) -> int:
     path = compress.save(compressed, args.out)
     before, after = len(model.serialized()), len(compressed.serialized())
     info = compressed.metadata.get("compression", {})
-    print(f"wrote {path} ({args.precision}{' ' + info['method'] if 'method' in info else ''}): {before:,} -> {after:,} bytes")
+    print(
+        f"wrote {path} ({args.precision}{' ' + info['method'] if 'method' in info else ''}): {before:,} -> "
+        f"{after:,} bytes"
+    )
     for name, why in (info.get("kept_float") or {}).items():
         print(f"  kept float: {name}: {why}")
-    summary: dict[str, Any] = {"model": model.name, "out": str(path), "precision": args.precision, "size_before": before, "size_after": after, "compression": info}
+    summary: dict[str, Any] = {
+        "model": model.name,
+        "out": str(path),
+        "precision": args.precision,
+        "size_before": before,
+        "size_after": after,
+        "compression": info,
+    }
     status = 0
     if args.report or args.fail_under is not None:
         threshold = None

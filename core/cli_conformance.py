@@ -20,8 +20,9 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,34 +32,94 @@ from .errors import InputError, NnportError
 def register(sub: Any) -> None:
     from .cli import add_shapes_argument
 
-    p = sub.add_parser("conformance", help="run the conformance suite: every case on every backend against the reference")
-    p.add_argument("--backend", "-b", action="append", metavar="B", help="backend name or device id (repeat); default: every available backend")
-    p.add_argument("--cases", "-k", action="append", metavar="PATTERN", help="case id glob or substring (repeat); 'node/*' adds the ONNX node tests")
+    p = sub.add_parser(
+        "conformance", help="run the conformance suite: every case on every backend against the reference"
+    )
+    p.add_argument(
+        "--backend",
+        "-b",
+        action="append",
+        metavar="B",
+        help="backend name or device id (repeat); default: every available backend",
+    )
+    p.add_argument(
+        "--cases",
+        "-k",
+        action="append",
+        metavar="PATTERN",
+        help="case id glob or substring (repeat); 'node/*' adds the ONNX node tests",
+    )
     p.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="worker processes (default: CPU count)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile at; tolerances follow it")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "int8"],
+        help="precision to compile at; tolerances follow it",
+    )
     p.add_argument("--timeout", type=float, default=None, help="seconds per case (default: each case's own)")
-    p.add_argument("--xfail", action="append", default=[], metavar="FILE.toml", help="extra expected-failures file (repeat)")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="load this plugin module (also in workers)")
+    p.add_argument(
+        "--xfail", action="append", default=[], metavar="FILE.toml", help="extra expected-failures file (repeat)"
+    )
+    p.add_argument(
+        "--plugin", action="append", default=[], metavar="MODULE", help="load this plugin module (also in workers)"
+    )
     p.add_argument("--json", metavar="FILE", help="write the JSON report")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     p.add_argument("--html", metavar="FILE", help="write the HTML matrix")
-    p.add_argument("--baseline", metavar="OLD.json", help="exit non-zero only on cases failing now that did not fail in OLD.json")
+    p.add_argument(
+        "--baseline", metavar="OLD.json", help="exit non-zero only on cases failing now that did not fail in OLD.json"
+    )
     p.add_argument("--list", action="store_true", help="list the selected cases and exit")
     p.add_argument("--problems-only", action="store_true", help="print only matrix rows that are not all pass")
-    p.add_argument("--retry-elsewhere", action="store_true", help="rerun a case lost with its farm node on another node's device of the same backend and kind")
+    p.add_argument(
+        "--retry-elsewhere",
+        action="store_true",
+        help="rerun a case lost with its farm node on another node's device of the same backend and kind",
+    )
     add_shapes_argument(p)
     _add_gate_and_tolerance_flags(p)
     p.set_defaults(func=cmd_conformance)
 
-    p = sub.add_parser("compare", help="run a model on several devices with the same inputs and compare each with the reference")
+    p = sub.add_parser(
+        "compare", help="run a model on several devices with the same inputs and compare each with the reference"
+    )
     p.add_argument("model", help="an ONNX file, or zoo:NAME")
     p.add_argument("--device", "-d", action="append", required=True, help="device id or backend to check (repeat)")
-    p.add_argument("--reference", default="onnxruntime:cpu", help="reference device, or 'onnx.reference' for onnx's ReferenceEvaluator (default: onnxruntime:cpu)")
-    p.add_argument("--atol", action="append", default=[], metavar="[NAME:]VALUE", help="absolute tolerance, for all outputs or one (repeat)")
-    p.add_argument("--rtol", action="append", default=[], metavar="[NAME:]VALUE", help="relative tolerance, for all outputs or one (repeat)")
-    p.add_argument("--scale-tol", action="append", default=[], metavar="[NAME:]VALUE", help="absolute tolerance as a fraction of the reference's max |value|")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile the devices at (defaults follow it)")
-    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)")
+    p.add_argument(
+        "--reference",
+        default="onnxruntime:cpu",
+        help="reference device, or 'onnx.reference' for onnx's ReferenceEvaluator (default: onnxruntime:cpu)",
+    )
+    p.add_argument(
+        "--atol",
+        action="append",
+        default=[],
+        metavar="[NAME:]VALUE",
+        help="absolute tolerance, for all outputs or one (repeat)",
+    )
+    p.add_argument(
+        "--rtol",
+        action="append",
+        default=[],
+        metavar="[NAME:]VALUE",
+        help="relative tolerance, for all outputs or one (repeat)",
+    )
+    p.add_argument(
+        "--scale-tol",
+        action="append",
+        default=[],
+        metavar="[NAME:]VALUE",
+        help="absolute tolerance as a fraction of the reference's max |value|",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "int8"],
+        help="precision to compile the devices at (defaults follow it)",
+    )
+    p.add_argument(
+        "--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used")
     p.add_argument("--load-inputs", metavar="FILE.npz", help="load inputs saved by --save-inputs")
@@ -74,12 +135,20 @@ def register(sub: Any) -> None:
 
 def _add_gate_and_tolerance_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--allow-unavailable", action="store_true",
-        help="report a requested backend or device that is missing or unusable as a column of skips instead of exiting 2",
+        "--allow-unavailable",
+        action="store_true",
+        help="report a requested backend or device that is missing or unusable as a column of skips instead of "
+        "exiting 2",
     )
-    p.add_argument("--atol", metavar="VALUE", help="absolute tolerance for every output of every case (overrides the case's and the precision's)")
+    p.add_argument(
+        "--atol",
+        metavar="VALUE",
+        help="absolute tolerance for every output of every case (overrides the case's and the precision's)",
+    )
     p.add_argument("--rtol", metavar="VALUE", help="relative tolerance for every output of every case")
-    p.add_argument("--scale-tol", metavar="VALUE", help="absolute tolerance floor, as a fraction of the reference's max |value|")
+    p.add_argument(
+        "--scale-tol", metavar="VALUE", help="absolute tolerance floor, as a fraction of the reference's max |value|"
+    )
 
 
 def run_tolerances(args: argparse.Namespace) -> dict[str, float]:
@@ -108,7 +177,10 @@ def check_targets(targets: Sequence[Any], requested: Sequence[str] | None, allow
     missing = [t for t in targets if t.unavailable]
     if missing:
         detail = "; ".join(f"{t.device}: {t.unavailable}" for t in missing)
-        raise NnportError(f"cannot test the requested {'device' if len(missing) == 1 else 'devices'}: {detail} (see `nnport backends`; --allow-unavailable reports them as skips)")
+        raise NnportError(
+            f"cannot test the requested {'device' if len(missing) == 1 else 'devices'}: {detail} (see "
+            "`nnport backends`; --allow-unavailable reports them as skips)"
+        )
 
 
 # -- conformance ----------------------------------------------------------------------------
@@ -125,7 +197,8 @@ def _load_plugins(modules: Sequence[str]) -> None:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
-    from nnport.conformance import cases as case_mod, reports, runner
+    from nnport.conformance import cases as case_mod
+    from nnport.conformance import reports, runner
 
     from .cli import shapes_from
 
@@ -145,7 +218,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         raise NnportError("no backend to test: none is available; see `nnport backends`")
     check_targets(targets, args.backend, args.allow_unavailable)
     tolerances = run_tolerances(args)
-    print(f"nnport conformance: {len(selected)} case(s) x {len(targets)} device(s) {[t.device for t in targets]}, {args.jobs} job(s)", file=sys.stderr)
+    print(
+        f"nnport conformance: {len(selected)} case(s) x {len(targets)} device(s) "
+        f"{[t.device for t in targets]}, {args.jobs} job(s)",
+        file=sys.stderr,
+    )
     report = runner.run(
         selected,
         targets,
@@ -273,7 +350,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     f"atol>={_fmt(o['min_atol'])} or rtol>={_fmt(o['min_rtol'])}",
                 ]
             )
-    print(table(lines, ["device", "output", "status", "max abs", "max rel", "mse", "cosine", "top1/top5", "tolerance (effective)", "needs"]))
+    print(
+        table(
+            lines,
+            [
+                "device",
+                "output",
+                "status",
+                "max abs",
+                "max rel",
+                "mse",
+                "cosine",
+                "top1/top5",
+                "tolerance (effective)",
+                "needs",
+            ],
+        )
+    )
     for r in rows:
         for reason in r.get("reasons", []):
             print(f"  {r['device']}: {reason}")

@@ -17,30 +17,60 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("debug", help="find the first node where a device's result diverges from the reference")
     _common(p)
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON to FILE (default: stdout)")
+    p.add_argument(
+        "--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON to FILE (default: stdout)"
+    )
     p.add_argument("--html", metavar="FILE", help="write an HTML page with the error along the graph")
     p.add_argument("--no-fast", action="store_true", help="do not use the backend's intermediates (cut path only)")
     p.set_defaults(func=cmd_debug)
 
     p = sub.add_parser("reduce", help="shrink a model to a minimal sub-model that still fails on a device")
     _common(p)
-    p.add_argument("--mode", choices=["mismatch", "compile", "crash"], default="mismatch",
-                   help="the failure to keep: outputs beyond tolerance, a compile refusal/error, or a crashing runtime (default mismatch)")
-    p.add_argument("--strategy", choices=["bisect", "linear"], default="bisect",
-                   help="bisect (then linear on a small result), or linear: one node at a time (default bisect)")
-    p.add_argument("--out", "-o", required=True, metavar="DIR", help="where to write reduced.onnx, inputs.npz, reference_outputs.npz, repro.py, report.json")
+    p.add_argument(
+        "--mode",
+        choices=["mismatch", "compile", "crash"],
+        default="mismatch",
+        help="the failure to keep: outputs beyond tolerance, a compile refusal/error, or a crashing runtime "
+        "(default mismatch)",
+    )
+    p.add_argument(
+        "--strategy",
+        choices=["bisect", "linear"],
+        default="bisect",
+        help="bisect (then linear on a small result), or linear: one node at a time (default bisect)",
+    )
+    p.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="DIR",
+        help="where to write reduced.onnx, inputs.npz, reference_outputs.npz, repro.py, report.json",
+    )
     p.add_argument("--match", metavar="REGEX", help="the failure's message must also match this regular expression")
-    p.add_argument("--any-failure", action="store_true",
-                   help="compile/crash: accept any failure of that kind, not only one with the whole model's signature (error class, message)")
-    p.add_argument("--linear-limit", type=int, default=32, metavar="N", help="after bisecting, run the linear passes on at most N nodes (default 32)")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="write the result as JSON to FILE (default: stdout)")
+    p.add_argument(
+        "--any-failure",
+        action="store_true",
+        help="compile/crash: accept any failure of that kind, not only one with the whole model's signature "
+        "(error class, message)",
+    )
+    p.add_argument(
+        "--linear-limit",
+        type=int,
+        default=32,
+        metavar="N",
+        help="after bisecting, run the linear passes on at most N nodes (default 32)",
+    )
+    p.add_argument(
+        "--json", nargs="?", const="-", metavar="FILE", help="write the result as JSON to FILE (default: stdout)"
+    )
     p.set_defaults(func=cmd_reduce)
 
 
@@ -49,17 +79,58 @@ def _common(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
     p.add_argument("--device", "-d", required=True, help="the device to examine (one device id, no fallback)")
-    p.add_argument("--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)")
+    p.add_argument(
+        "--input", "-i", action="append", metavar="NAME=FILE.npy", help="input array (default: seeded random)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    p.add_argument("--atol", action="append", default=[], metavar="[NAME:]VALUE", help="absolute tolerance, for every tensor or one (repeat)")
-    p.add_argument("--rtol", action="append", default=[], metavar="[NAME:]VALUE", help="relative tolerance, for every tensor or one (repeat)")
-    p.add_argument("--scale-tol", action="append", default=[], metavar="[NAME:]VALUE", help="absolute tolerance as a fraction of the reference's max |value|")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="precision to compile the device at (tolerance defaults follow it)")
+    p.add_argument(
+        "--atol",
+        action="append",
+        default=[],
+        metavar="[NAME:]VALUE",
+        help="absolute tolerance, for every tensor or one (repeat)",
+    )
+    p.add_argument(
+        "--rtol",
+        action="append",
+        default=[],
+        metavar="[NAME:]VALUE",
+        help="relative tolerance, for every tensor or one (repeat)",
+    )
+    p.add_argument(
+        "--scale-tol",
+        action="append",
+        default=[],
+        metavar="[NAME:]VALUE",
+        help="absolute tolerance as a fraction of the reference's max |value|",
+    )
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=["fp32", "fp16", "int8"],
+        help="precision to compile the device at (tolerance defaults follow it)",
+    )
     p.add_argument("--threads", type=int, help="threads for the device")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="backend-specific compile option (CompileOptions.extra; VALUE read as JSON when it parses), e.g. ncnn_verify=false")
-    p.add_argument("--timeout", type=float, default=600.0, metavar="S", help="seconds one trial may take before it counts as a hang (default 600)")
-    p.add_argument("--in-process", action="store_true", help="compile in this process instead of an isolated worker (faster; a crash ends the run)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="backend-specific compile option (CompileOptions.extra; VALUE read as JSON when it parses), e.g. "
+        "ncnn_verify=false",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds one trial may take before it counts as a hang (default 600)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="compile in this process instead of an isolated worker (faster; a crash ends the run)",
+    )
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     add_shapes_argument(p)
 
@@ -129,8 +200,15 @@ def cmd_debug(args: argparse.Namespace) -> int:
 def cmd_reduce(args: argparse.Namespace) -> int:
     from nnport.conformance import reduce
 
-    result = reduce.reduce(mode=args.mode, strategy=args.strategy, out_dir=args.out, match=args.match,
-                           same_failure=not args.any_failure, linear_limit=args.linear_limit, **_kwargs(args))
+    result = reduce.reduce(
+        mode=args.mode,
+        strategy=args.strategy,
+        out_dir=args.out,
+        match=args.match,
+        same_failure=not args.any_failure,
+        linear_limit=args.linear_limit,
+        **_kwargs(args),
+    )
     if args.json == "-":
         _write_json("-", result.to_dict())
     else:

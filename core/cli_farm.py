@@ -23,11 +23,19 @@ def register(sub: Any) -> None:
     j.add_argument("--port", type=int, default=None, help="head only: the port of the farm (default 6379)")
     j.add_argument("--ip", help="the address this node binds to and announces (default: Ray picks this host's address)")
     j.add_argument("--name", help="node name in device ids farm:<name>/... (default: this host's name)")
-    j.add_argument("--object-store-mb", type=int, default=None, help="Ray object store size in MiB (at least 75; default: Ray's)")
+    j.add_argument(
+        "--object-store-mb", type=int, default=None, help="Ray object store size in MiB (at least 75; default: Ray's)"
+    )
     j.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may schedule here (default: all)")
-    j.add_argument("--worker-ports", metavar="MIN-MAX", help="worker port range (default: a range of its own per node started here)")
+    j.add_argument(
+        "--worker-ports",
+        metavar="MIN-MAX",
+        help="worker port range (default: a range of its own per node started here)",
+    )
     j.add_argument("--temp-dir", help="Ray's temporary directory (sessions, sockets, logs)")
-    j.add_argument("--dashboard", action="store_true", help="head only: start Ray's dashboard too, bound to --ip (off by default)")
+    j.add_argument(
+        "--dashboard", action="store_true", help="head only: start Ray's dashboard too, bound to --ip (off by default)"
+    )
     j.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node to come up")
     j.add_argument("--json", action="store_true", help="print the node's record as JSON")
     j.set_defaults(func=cmd_join)
@@ -56,16 +64,30 @@ def cmd_join(args: argparse.Namespace) -> int:
     if args.port is not None and not args.head:
         raise NnportError("--port sets the port of a new farm: use it with --head (a joining node takes --address)")
     node = farm.join(
-        head=args.head, address=args.address, port=args.port, ip=args.ip, name=args.name, object_store_mb=args.object_store_mb,
-        num_cpus=args.num_cpus, worker_ports=ports, temp_dir=args.temp_dir, dashboard=args.dashboard, timeout_s=args.timeout,
+        head=args.head,
+        address=args.address,
+        port=args.port,
+        ip=args.ip,
+        name=args.name,
+        object_store_mb=args.object_store_mb,
+        num_cpus=args.num_cpus,
+        worker_ports=ports,
+        temp_dir=args.temp_dir,
+        dashboard=args.dashboard,
+        timeout_s=args.timeout,
     )
     if args.json:
         print(json.dumps(node.to_dict(), indent=2))
         return 0
     role = "head of a new farm" if node.head else "node"
-    print(f"started {role} {node.name!r} (pid {node.pid}) at {node.address}; devices: {', '.join(node.devices) or 'none'}")
+    print(
+        f"started {role} {node.name!r} (pid {node.pid}) at {node.address}; devices: {', '.join(node.devices) or 'none'}"
+    )
     if node.head:
-        print(f"use it: export {farm.ENV_ADDRESS}={node.address}; add nodes: nnport farm join --address {node.address} --ip <their address>")
+        print(
+            f"use it: export {farm.ENV_ADDRESS}={node.address}; add nodes: nnport farm join --address "
+            f"{node.address} --ip <their address>"
+        )
     return 0
 
 
@@ -82,20 +104,52 @@ def cmd_status(args: argparse.Namespace) -> int:
     for node in st.nodes:
         diff = st.differences(node)
         versions = ", ".join(f"{k} {v}" for k, v in sorted(node.versions.items()) if k != "python")
-        note = "; differs here: " + ", ".join(f"{k} {a} (here {b})" for k, (a, b) in sorted(diff.items())) if diff else ""
-        rows.append([node.name, "head" if node.head else "node", "alive" if node.alive else "dead", node.ip, str(node.facts.get("cpu_model", ""))[:40], versions + note])
+        note = (
+            "; differs here: " + ", ".join(f"{k} {a} (here {b})" for k, (a, b) in sorted(diff.items())) if diff else ""
+        )
+        rows.append(
+            [
+                node.name,
+                "head" if node.head else "node",
+                "alive" if node.alive else "dead",
+                node.ip,
+                str(node.facts.get("cpu_model", ""))[:40],
+                versions + note,
+            ]
+        )
     if rows:
         print(table(rows, ["node", "role", "state", "ip", "cpu", "versions"]))
         dev_rows = []
         for node in st.nodes:
             for dev in node.devices:
-                state = ("busy" if node.busy.get(dev["id"]) else "idle") if dev.get("available") and node.alive else f"unusable: {dev.get('reason') or 'node dead'}"[:90]
-                dev_rows.append([farm.device_id(node.name, dev["id"]), dev.get("kind", ""), str(dev.get("name", ""))[:40], state])
+                state = (
+                    ("busy" if node.busy.get(dev["id"]) else "idle")
+                    if dev.get("available") and node.alive
+                    else f"unusable: {dev.get('reason') or 'node dead'}"[:90]
+                )
+                dev_rows.append(
+                    [farm.device_id(node.name, dev["id"]), dev.get("kind", ""), str(dev.get("name", ""))[:40], state]
+                )
         print()
         print(table(dev_rows, ["device", "kind", "name", "state"]))
     if st.local:
         print("\nstarted on this host:")
-        print(table([[n.name, "head" if n.head else "node", str(n.pid), "running" if n.running() else "gone", n.address, n.log] for n in st.local], ["node", "role", "pid", "state", "address", "log"]))
+        print(
+            table(
+                [
+                    [
+                        n.name,
+                        "head" if n.head else "node",
+                        str(n.pid),
+                        "running" if n.running() else "gone",
+                        n.address,
+                        n.log,
+                    ]
+                    for n in st.local
+                ],
+                ["node", "role", "pid", "state", "address", "log"],
+            )
+        )
     return 0 if st.error is None else 1
 
 

@@ -24,26 +24,74 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "port",
-        help="choose a device and precision: accuracy, latency, memory, energy and size per device x precision, and a recommendation",
+        help="choose a device and precision: accuracy, latency, memory, energy and size per device x "
+        "precision, and a recommendation",
         description=(
-            "Compile MODEL on every device x precision; measure accuracy against the fp32 reference (and against --labels), "
-            "latency p50/p99, throughput, peak memory, energy per inference and size on disk; recommend the best row for "
+            "Compile MODEL on every device x precision; measure accuracy against the fp32 reference (and "
+            "against --labels), "
+            "latency p50/p99, throughput, peak memory, energy per inference and size on disk; recommend "
+            "the best row for "
             "--objective within --max-accuracy-drop."
         ),
     )
     p.add_argument("model", help="an ONNX file, or zoo:NAME for a built-in model")
-    p.add_argument("--data", metavar="DIR", help="samples (one .npz per sample keyed by input name, sorted by name) or images (with --preprocess); default: random data (accuracy then means agreement)")
-    p.add_argument("--labels", metavar="FILE", help="true classes, one per sample in file-name order: .npy, or text with one integer per line")
-    p.add_argument("--label-output", metavar="NAME", help="the output whose argmax is the class (needed when the model has several)")
-    p.add_argument("--preprocess", choices=PREPROCESS, help="how images become the input: imagenet (crop, mean/std), yolo (letterbox, /255) or none")
-    p.add_argument("--device", "-d", action="append", metavar="DEVICE", help="device id, backend or kind (repeat; default: every usable device)")
     p.add_argument(
-        "--precision", "-p", action="append", type=_precisions, metavar="P[,P...]", help=f"precisions to try, comma-separated from {','.join(PRECISIONS)} (default: all)"
+        "--data",
+        metavar="DIR",
+        help="samples (one .npz per sample keyed by input name, sorted by name) or images (with --preprocess); "
+        "default: random data (accuracy then means agreement)",
     )
-    p.add_argument("--calibration", metavar="DIR", help="int8 calibration samples (.npz per sample); default: the last fifth of --data, held out")
-    p.add_argument("--max-accuracy-drop", type=_drop, default=0.01, metavar="PCT", help="accuracy budget below the fp32 reference, e.g. 1%% or 0.5%% (default 1%%)")
-    p.add_argument("--objective", choices=OBJECTIVES, default="latency", help="what the recommendation minimises (throughput: maximises; default latency)")
-    p.add_argument("--html", metavar="REPORT.html", help="write the report as HTML, with a Pareto plot of latency against accuracy")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="true classes, one per sample in file-name order: .npy, or text with one integer per line",
+    )
+    p.add_argument(
+        "--label-output",
+        metavar="NAME",
+        help="the output whose argmax is the class (needed when the model has several)",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=PREPROCESS,
+        help="how images become the input: imagenet (crop, mean/std), yolo (letterbox, /255) or none",
+    )
+    p.add_argument(
+        "--device",
+        "-d",
+        action="append",
+        metavar="DEVICE",
+        help="device id, backend or kind (repeat; default: every usable device)",
+    )
+    p.add_argument(
+        "--precision",
+        "-p",
+        action="append",
+        type=_precisions,
+        metavar="P[,P...]",
+        help=f"precisions to try, comma-separated from {','.join(PRECISIONS)} (default: all)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="DIR",
+        help="int8 calibration samples (.npz per sample); default: the last fifth of --data, held out",
+    )
+    p.add_argument(
+        "--max-accuracy-drop",
+        type=_drop,
+        default=0.01,
+        metavar="PCT",
+        help="accuracy budget below the fp32 reference, e.g. 1%% or 0.5%% (default 1%%)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default="latency",
+        help="what the recommendation minimises (throughput: maximises; default latency)",
+    )
+    p.add_argument(
+        "--html", metavar="REPORT.html", help="write the report as HTML, with a Pareto plot of latency against accuracy"
+    )
     p.add_argument("--json", metavar="REPORT.json", help="write every figure as JSON")
     add_shapes_argument(p)
     p.set_defaults(func=cmd_port)
@@ -53,7 +101,10 @@ def _precisions(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in items if t not in PRECISIONS]
     if unknown or not items:
-        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(unknown) or repr(text)} (choose from {', '.join(PRECISIONS)}, comma-separated)")
+        raise argparse.ArgumentTypeError(
+            f"unknown precision {', '.join(unknown) or repr(text)} (choose from {', '.join(PRECISIONS)}, "
+            "comma-separated)"
+        )
     return items
 
 
@@ -87,7 +138,9 @@ def cmd_port(args: argparse.Namespace) -> int:
     )
 
 
-def run_and_print(model: Any, *, html: str | None = None, json_path: str | None = None, out: TextIO | None = None, **kwargs: Any) -> int:
+def run_and_print(
+    model: Any, *, html: str | None = None, json_path: str | None = None, out: TextIO | None = None, **kwargs: Any
+) -> int:
     """Run ``nnport.port`` with a progress line on stderr, print the report, write HTML/JSON.
 
     Returns the exit status: 0 with a recommendation and no failed row, 1
@@ -125,7 +178,8 @@ def _show_warning(message: Any, category: Any, filename: str, lineno: int, file:
 
 
 class ProgressLine:
-    """``[3/9] openvino:CPU int8: measuring [#####     ] 0.6/1.0 s`` on a terminal; one line per finished row elsewhere."""
+    """``[3/9] openvino:CPU int8: measuring [#####     ] 0.6/1.0 s`` on a terminal; one line per finished row
+    elsewhere."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
@@ -142,7 +196,10 @@ class ProgressLine:
         elif self.tty:
             if event.stage == "measure" and event.target_s:
                 frac = min(1.0, (event.elapsed_s or 0.0) / event.target_s)
-                text = f"{prefix}: measuring [{'#' * int(20 * frac):<20}] {event.elapsed_s or 0:.1f}/{event.target_s:.1f} s, {event.inferences or 0} inferences"
+                text = (
+                    f"{prefix}: measuring [{'#' * int(20 * frac):<20}] "
+                    f"{event.elapsed_s or 0:.1f}/{event.target_s:.1f} s, {event.inferences or 0} inferences"
+                )
             else:
                 text = f"{prefix}: {STAGE_TEXT.get(event.stage, event.stage)}"
             self._line(text, final=False)
@@ -162,7 +219,11 @@ class ProgressLine:
             self.width = 0
 
 
-STAGE_TEXT = {"compile": "compiling (cold)", "warm compile": "compiling again from the cache (warm)", "accuracy": "running the data"}
+STAGE_TEXT = {
+    "compile": "compiling (cold)",
+    "warm compile": "compiling again from the cache (warm)",
+    "accuracy": "running the data",
+}
 
 
 def _done(cell: Any) -> str:
@@ -187,7 +248,8 @@ def demo(directory: str | Path | None = None) -> int:
     command, runs it (0.5 s of timing per row instead of 1 s) and leaves the
     HTML and JSON reports there.
     """
-    from . import devices as usable_devices, zoo
+    from . import devices as usable_devices
+    from . import zoo
 
     root = Path(directory) if directory is not None else Path(tempfile.gettempdir()) / "nnport-demo"
     exported = zoo.export_labelled("digits", root / "digits")
@@ -198,7 +260,10 @@ def demo(directory: str | Path | None = None) -> int:
     for device in chosen:
         command += ["-d", device]
     command += ["--html", str(html), "--json", str(json_path)]
-    print("\n== nnport port: which device and precision for the trained digits classifier? (accuracy against its 360 held-out labels)")
+    print(
+        "\n== nnport port: which device and precision for the trained digits classifier? (accuracy "
+        "against its 360 held-out labels)"
+    )
     print("$ " + shlex.join(command))
     print(f"(the demo times each row for {DEMO_MIN_DURATION_S} s; the command above, for 1 s)\n", flush=True)
     return run_and_print(

@@ -11,7 +11,8 @@ call.  When a plugin wraps or replaces ``nnport_execute`` (tracing, checking),
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,7 +62,8 @@ class CompiledModel:
         self._direct = True
 
     def pin_inputs(self, specs: Sequence[TensorSpec]) -> None:
-        """Accept only feeds matching ``specs`` (same names, narrower shapes): ``shapes=`` on a dynamic runtime graph."""
+        """Accept only feeds matching ``specs`` (same names, narrower shapes): ``shapes=`` on a dynamic runtime
+        graph."""
         by_name = {s.name: s for s in specs}
         self.inputs = tuple(by_name.get(s.name, s) for s in self.inputs)
         self._checks = tuple(_check_for(s) for s in self.inputs)
@@ -92,7 +94,9 @@ class CompiledModel:
         """This thread's binding, allocated once through ``nnport_allocate``."""
         binding = getattr(self._local, "binding", None)
         if binding is None:
-            binding = _manager.get_plugin_manager().hook.nnport_allocate(backend=self.backend, compiled=self, shapes=None)
+            binding = _manager.get_plugin_manager().hook.nnport_allocate(
+                backend=self.backend, compiled=self, shapes=None
+            )
             self._local.binding = binding
         return binding
 
@@ -143,7 +147,10 @@ def _fixed_dims_match(shape: tuple[int, ...], fixed: tuple[tuple[int, int], ...]
 def feed_problems(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> str:
     """One message listing every missing, unexpected, mis-typed and mis-shaped input."""
     if not isinstance(feeds, Mapping):
-        return f"feeds must be a mapping of input name to numpy array, got {type(feeds).__name__}; model expects {_expected(specs)}"
+        return (
+            f"feeds must be a mapping of input name to numpy array, got {type(feeds).__name__}; model expects "
+            f"{_expected(specs)}"
+        )
     by_name = {s.name: s for s in specs}
     problems: list[str] = []
     missing = [n for n in by_name if n not in feeds]
@@ -158,16 +165,24 @@ def feed_problems(specs: Sequence[TensorSpec], feeds: Mapping[str, Any]) -> str:
         if spec is None:
             continue
         if not isinstance(value, np.ndarray):
-            problems.append(f"input {name!r} is a {type(value).__name__}, expected a numpy array {spec.dtype}{list(spec.shape)}")
+            problems.append(
+                f"input {name!r} is a {type(value).__name__}, expected a numpy array {spec.dtype}{list(spec.shape)}"
+            )
             continue
         if value.dtype != spec.dtype:
             problems.append(f"input {name!r} has dtype {value.dtype}, expected {spec.dtype}")
         if value.ndim != len(spec.shape):
-            problems.append(f"input {name!r} has rank {value.ndim} (shape {list(value.shape)}), expected rank {len(spec.shape)} {list(spec.shape)}")
+            problems.append(
+                f"input {name!r} has rank {value.ndim} (shape {list(value.shape)}), expected rank "
+                f"{len(spec.shape)} {list(spec.shape)}"
+            )
             continue
         for axis, (want, got) in enumerate(zip(spec.shape, value.shape)):
             if isinstance(want, int) and want != got:
-                problems.append(f"input {name!r} has shape {list(value.shape)}, expected {list(spec.shape)} (axis {axis} must be {want})")
+                problems.append(
+                    f"input {name!r} has shape {list(value.shape)}, expected {list(spec.shape)} (axis "
+                    f"{axis} must be {want})"
+                )
                 break
             if isinstance(want, str):
                 seen = dims.setdefault(want, (got, name))

@@ -5,7 +5,8 @@
 * ``int8``, ``method="static"``: ONNX Runtime's pre-processing (shape inference
   and graph clean-up) then ``quantize_static`` in QDQ format, calibrated on the
   given samples: weights symmetric int8 (per channel where the opset allows),
-  activations asymmetric uint8 (symmetric int8 on request, for TensorRT).  QDQ is the format every runtime reads as int8: ONNX Runtime
+  activations asymmetric uint8 (symmetric int8 on request, for TensorRT).  QDQ is the format every runtime reads as
+  int8: ONNX Runtime
   fuses it into integer kernels, OpenVINO turns it into FakeQuantize and runs
   int8, TensorRT builds a strongly typed int8 engine from it.
 * ``int8``, ``method="dynamic"``: ``quantize_dynamic`` for MatMul-heavy models
@@ -29,9 +30,10 @@ import platform
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +49,8 @@ INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQu
 DYNAMIC_OP_TYPES = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
 PER_CHANNEL_MIN_OPSET = 13
 RECIPE = "nnport-compress-2"
-"""Changes whenever what ``quantize`` makes of a model changes (2: mixed-range joins kept float); part of converted-model cache keys."""
+"""Changes whenever what ``quantize`` makes of a model changes (2: mixed-range joins kept float); part of
+converted-model cache keys."""
 PRECISION_KEY = "nnport.precision"
 """Metadata key written into compressed ONNX files: ``int8`` or ``fp16``."""
 
@@ -133,7 +136,11 @@ def quantize(
         raise UnsupportedModel(f"compression works on ONNX models; {original.name!r} is {original.format}")
     already = compressed_precision(original)
     if already is not None:
-        detail = f" (operators {_quantized_ops(original.proto)})" if already == "int8" and _quantized_ops(original.proto) else ""
+        detail = (
+            f" (operators {_quantized_ops(original.proto)})"
+            if already == "int8" and _quantized_ops(original.proto)
+            else ""
+        )
         raise UnsupportedModel(
             f"model {original.name!r} is already {already}{detail}; compress the fp32 original instead "
             "(quantizing twice rounds twice and stacks scales)"
@@ -151,7 +158,13 @@ def quantize(
         if reduce_range is None:
             reduce_range = _needs_reduce_range()
         proto, kept_float, mixed = _static_int8(
-            original, feeds, per_channel=per_channel, reduce_range=reduce_range, exclude_nodes=exclude_nodes, activations=activations, keep_mixed=keep_mixed_ranges_float
+            original,
+            feeds,
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            exclude_nodes=exclude_nodes,
+            activations=activations,
+            keep_mixed=keep_mixed_ranges_float,
         )
         info = {
             "precision": "int8",
@@ -216,7 +229,9 @@ def _prepared_proto(original: Model, opset: int | None = None) -> Any:
         try:
             proto = version_converter.convert_version(proto, opset)
         except Exception as exc:
-            raise UnsupportedModel(f"cannot raise the model's opset {current} to {opset} for quantization: {exc}") from exc
+            raise UnsupportedModel(
+                f"cannot raise the model's opset {current} to {opset} for quantization: {exc}"
+            ) from exc
         proto.ir_version = max(proto.ir_version, 7)
     return proto
 
@@ -233,7 +248,13 @@ def _static_int8(
 ) -> tuple[Any, dict[str, str], list[Any]]:
     """The QDQ model, the nodes kept float (name -> why) and the mixed-range joins found."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class _Reader(CalibrationDataReader):
         def __init__(self, data: Sequence[Mapping[str, np.ndarray]]) -> None:
@@ -280,7 +301,10 @@ def _static_int8(
             raise CompileError(f"ONNX Runtime static quantization failed: {type(exc).__name__}: {exc}") from exc
         result = onnx.load(out)
     if not _quantized_ops(result):
-        raise UnsupportedModel(f"static quantization found no operator to quantize in {original.name!r} (operators: {sorted(original.operators())})")
+        raise UnsupportedModel(
+            f"static quantization found no operator to quantize in {original.name!r} (operators: "
+            f"{sorted(original.operators())})"
+        )
     return result, kept_float, mixed
 
 
@@ -291,7 +315,12 @@ def _mixed_ranges(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]], keep_fl
     try:
         return ranges.find_mixed_ranges(proto, feeds, keep_float=keep_float)
     except Exception as exc:  # a model ONNX Runtime cannot run with intermediates exposed: quantize as before
-        warnings.warn(f"could not check the model's Concat/Split parts for mixed ranges ({type(exc).__name__}: {exc}); quantizing them", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"could not check the model's Concat/Split parts for mixed ranges ({type(exc).__name__}: "
+            f"{exc}); quantizing them",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return []
 
 
@@ -313,7 +342,9 @@ def _output_activations(proto: Any) -> list[str]:
     for output in proto.graph.output:
         chain = []
         node = producer.get(output.name)
-        while node is not None and node.op_type in SHAPE_OPS:  # e.g. the Reshape the opset converter puts after Softmax-1
+        while (
+            node is not None and node.op_type in SHAPE_OPS
+        ):  # e.g. the Reshape the opset converter puts after Softmax-1
             chain.append(node)
             node = producer.get(node.input[0]) if node.input else None
         if node is not None and node.op_type in OUTPUT_ACTIVATIONS:
@@ -329,7 +360,11 @@ def _preprocess(src: str, dst: str) -> str:
         quant_pre_process(src, dst, skip_symbolic_shape=not _have("sympy"))
         return dst
     except Exception as exc:  # an optimisation only: quantize the unprocessed model
-        warnings.warn(f"ONNX Runtime quantization pre-processing failed ({exc}); quantizing without it", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"ONNX Runtime quantization pre-processing failed ({exc}); quantizing without it",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return src
 
 
@@ -343,7 +378,14 @@ def _dynamic_int8(original: Model, *, per_channel: bool, reduce_range: bool) -> 
         onnx.save(proto, src)
         src = _preprocess(src, os.path.join(tmp, "pre.onnx"))
         try:
-            quantize_dynamic(src, out, op_types_to_quantize=DYNAMIC_OP_TYPES, per_channel=per_channel, reduce_range=reduce_range, weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                src,
+                out,
+                op_types_to_quantize=DYNAMIC_OP_TYPES,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                weight_type=QuantType.QInt8,
+            )
         except Exception as exc:
             raise CompileError(f"ONNX Runtime dynamic quantization failed: {type(exc).__name__}: {exc}") from exc
         result = onnx.load(out)
@@ -480,7 +522,9 @@ def accuracy_delta(
     each output so split, right after that output's whole-output result.
     """
     if len(reference) != len(got) or not reference:
-        raise ValueError(f"need the same non-zero number of reference and compressed results, got {len(reference)} and {len(got)}")
+        raise ValueError(
+            f"need the same non-zero number of reference and compressed results, got {len(reference)} and {len(got)}"
+        )
     segments = segments or {}
     results = []
     for name in reference[0]:
@@ -489,11 +533,17 @@ def accuracy_delta(
         results.append(_delta(name, ref, out))
         for seg in segments.get(name, ()):
             if all(seg.axis < r.ndim and r.shape[seg.axis] >= seg.stop for r in ref + out):
-                results.append(_delta(name, [seg.take(r) for r in ref], [seg.take(o) for o in out], part=seg.label, source=seg.source))
+                results.append(
+                    _delta(
+                        name, [seg.take(r) for r in ref], [seg.take(o) for o in out], part=seg.label, source=seg.source
+                    )
+                )
     return results
 
 
-def _delta(name: str, ref: list[np.ndarray], out: list[np.ndarray], part: str | None = None, source: str | None = None) -> AccuracyDelta:
+def _delta(
+    name: str, ref: list[np.ndarray], out: list[np.ndarray], part: str | None = None, source: str | None = None
+) -> AccuracyDelta:
     flat_r = np.concatenate([r.ravel() for r in ref])
     flat_o = np.concatenate([o.ravel() for o in out])
     diff = flat_o - flat_r
@@ -655,29 +705,83 @@ class CompressionReport:
         lines = [
             f"compression report: {self.model} -> {self.precision}" + (f" ({self.method})" if self.method else ""),
             f"  size: {_mb(self.size_before)} -> {_mb(self.size_after)} ({self.size_ratio:.2f}x smaller)",
-            f"  accuracy: against fp32 on {self.reference_device}, {self.eval_samples} held-out inputs ({self.eval_seeds}), "
+            f"  accuracy: against fp32 on {self.reference_device}, {self.eval_samples} held-out inputs "
+            f"({self.eval_seeds}), "
             "none used for calibration",
-            f"  latency: fp32 and {self.precision} runs interleaved in one run; ratio = fp32 p50 / {self.precision} p50",
+            f"  latency: fp32 and {self.precision} runs interleaved in one run; ratio = fp32 p50 / "
+            f"{self.precision} p50",
         ]
         cpu = ", ".join(k for k, v in self.cpu.items() if v and k != "model") or "none of the int8 extensions"
         lines.append(f"  cpu: {self.cpu.get('model', '?')}; int8/bf16 features: {cpu}")
         threshold = self.threshold or THRESHOLDS.get(self.precision)
         if threshold is not None:
             floors = [f"cosine >= {threshold.min_cosine}"] if threshold.min_cosine is not None else []
-            floors += [f"top-1 agreement >= {100 * threshold.min_top1:.0f}% (classifier outputs)"] if threshold.min_top1 is not None else []
-            lines.append(f"  threshold ({self.precision}): {', '.join(floors)} on every output and every part of a joined output; LOW marks a miss")
-        header = ["device", "path", "output", "max|err|", "mse", "cosine", "top1", "top5", "", "fp32 ms", f"{self.precision} ms", "speedup"]
+            floors += (
+                [f"top-1 agreement >= {100 * threshold.min_top1:.0f}% (classifier outputs)"]
+                if threshold.min_top1 is not None
+                else []
+            )
+            lines.append(
+                f"  threshold ({self.precision}): {', '.join(floors)} on every output and every part of a "
+                "joined output; LOW marks a miss"
+            )
+        header = [
+            "device",
+            "path",
+            "output",
+            "max|err|",
+            "mse",
+            "cosine",
+            "top1",
+            "top5",
+            "",
+            "fp32 ms",
+            f"{self.precision} ms",
+            "speedup",
+        ]
         rows = []
         for d in self.devices:
             if d.status != "ok":
-                rows.append([d.device, d.path, "-", "-", "-", "-", "-", "-", "", "-", "-", f"{d.status}: {(d.error or '')[:90]}"])
+                rows.append(
+                    [
+                        d.device,
+                        d.path,
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "-",
+                        "",
+                        "-",
+                        "-",
+                        f"{d.status}: {(d.error or '')[:90]}",
+                    ]
+                )
                 continue
             for i, acc in enumerate(d.accuracy):
-                timing = [_num(d.fp32_ms, ".3g"), _num(d.compressed_ms, ".3g"), _num(d.speedup, ".2f") + "x"] if i == 0 else ["", "", ""]
+                timing = (
+                    [_num(d.fp32_ms, ".3g"), _num(d.compressed_ms, ".3g"), _num(d.speedup, ".2f") + "x"]
+                    if i == 0
+                    else ["", "", ""]
+                )
                 top1 = _pct(acc.top1) + (f" ({acc.reference_classes} cls)" if acc.reference_classes is not None else "")
                 flag = "LOW" if threshold is not None and acc.below(threshold) else ""
                 label = acc.output if acc.part is None else f"  {acc.label} {_short_name(acc.source)}"
-                rows.append([d.device, d.path, label, f"{acc.max_abs_error:.3g}", f"{acc.mse:.3g}", f"{acc.cosine:.5f}", top1, _pct(acc.top5), flag, *timing])
+                rows.append(
+                    [
+                        d.device,
+                        d.path,
+                        label,
+                        f"{acc.max_abs_error:.3g}",
+                        f"{acc.mse:.3g}",
+                        f"{acc.cosine:.5f}",
+                        top1,
+                        _pct(acc.top5),
+                        flag,
+                        *timing,
+                    ]
+                )
         from .cli import table
 
         lines.append("")
@@ -759,7 +863,10 @@ def report(
     precision = precision or compressed_precision(packed) or "fp32"
     if eval_feeds is None:
         if seed + samples > RANDOM_SEED_BASE:
-            raise InputError(f"evaluation seeds {seed}..{seed + samples - 1} would overlap the random calibration seeds (from {RANDOM_SEED_BASE})")
+            raise InputError(
+                f"evaluation seeds {seed}..{seed + samples - 1} would overlap the random calibration seeds "
+                f"(from {RANDOM_SEED_BASE})"
+            )
         from .data import random_feeds
 
         shapes = _calibration_shapes(source, calibration)
@@ -790,13 +897,27 @@ def report(
 
         segments = output_segments(source.proto, eval_feeds[0])
     except Exception as exc:  # parts unknown: whole outputs are still reported
-        result.notes.append(f"per-part accuracy unavailable: could not trace the outputs' Concat parts ({type(exc).__name__}: {exc})")
+        result.notes.append(
+            f"per-part accuracy unavailable: could not trace the outputs' Concat parts ({type(exc).__name__}: {exc})"
+        )
     for device in devices:
         paths = [("onnx", packed, "fp32")] + ([("native", source, precision)] if native else [])
         for path, target, compile_precision in paths:
             result.devices.append(
                 _device_result(
-                    device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method, segments
+                    device,
+                    path,
+                    source,
+                    target,
+                    compile_precision,
+                    calibration,
+                    eval_feeds,
+                    expected,
+                    threads,
+                    min_duration_s,
+                    min_rounds,
+                    method,
+                    segments,
                 )
             )
     return result
@@ -818,7 +939,19 @@ def _calibration_shapes(source: Model, calibration: Any) -> dict[str, tuple[int,
 
 
 def _device_result(
-    device, path, source, target, compile_precision, calibration, eval_feeds, expected, threads, min_duration_s, min_rounds, method, segments=None
+    device,
+    path,
+    source,
+    target,
+    compile_precision,
+    calibration,
+    eval_feeds,
+    expected,
+    threads,
+    min_duration_s,
+    min_rounds,
+    method,
+    segments=None,
 ) -> DeviceResult:
     from . import compile as nn_compile
 
@@ -827,13 +960,23 @@ def _device_result(
         fp32 = nn_compile(source, device, fallback=False, threads=threads)
         row.device = fp32.device.id
         extra = {"int8_method": method} if compile_precision == "int8" else {}
-        small = nn_compile(target, fp32.device.id, fallback=False, threads=threads, precision=compile_precision, calibration=calibration, extra=extra)
+        small = nn_compile(
+            target,
+            fp32.device.id,
+            fallback=False,
+            threads=threads,
+            precision=compile_precision,
+            calibration=calibration,
+            extra=extra,
+        )
         got = [small.run(f) for f in eval_feeds]
         row.accuracy = accuracy_delta(expected, got, segments)
         if path == "native":
             int8 = small.info.get("int8") or {}
             row.kept_float = {str(k): str(v) for k, v in (int8.get("kept_float") or {}).items()}
-        t32, tsmall = interleaved_latency(fp32, small, eval_feeds[0], min_rounds=min_rounds, min_duration_s=min_duration_s)
+        t32, tsmall = interleaved_latency(
+            fp32, small, eval_feeds[0], min_rounds=min_rounds, min_duration_s=min_duration_s
+        )
         row.fp32_ms = float(np.median(t32))
         row.compressed_ms = float(np.median(tsmall))
         row.speedup = row.fp32_ms / row.compressed_ms if row.compressed_ms else None
@@ -905,12 +1048,23 @@ def label_accuracy(
     for device in devices:
         for precision in precisions:
             try:
-                compiled = nn_compile(source, device, fallback=False, precision=precision, calibration=calibration if precision == "int8" else None, threads=threads)
+                compiled = nn_compile(
+                    source,
+                    device,
+                    fallback=False,
+                    precision=precision,
+                    calibration=calibration if precision == "int8" else None,
+                    threads=threads,
+                )
                 name = output or compiled.outputs[0].name
                 scores = np.concatenate([compiled.run(chunk)[name] for chunk in chunks])
                 predicted = scores.reshape(total, -1).argmax(axis=1)
                 info = {k: compiled.info[k] for k in ("int8", "inference_precision", "precision") if k in compiled.info}
-                rows.append(LabelAccuracy(compiled.device.id, precision, "ok", total, int(np.sum(predicted == labels)), info=info))
+                rows.append(
+                    LabelAccuracy(
+                        compiled.device.id, precision, "ok", total, int(np.sum(predicted == labels)), info=info
+                    )
+                )
             except NnportError as exc:
                 status = "unsupported" if "precision" in type(exc).__name__.lower() else "error"
                 rows.append(LabelAccuracy(device, precision, status, total, reason=str(exc)))

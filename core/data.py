@@ -9,7 +9,7 @@ default; other floats get uniform values in a range (Polygraphy's
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -49,7 +49,9 @@ def image_like(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
     return ((img - mean) / std).astype(np.float32)
 
 
-def random_array(spec: TensorSpec, shape: Sequence[int], rng: np.random.Generator, value_range: Range | None = None) -> np.ndarray:
+def random_array(
+    spec: TensorSpec, shape: Sequence[int], rng: np.random.Generator, value_range: Range | None = None
+) -> np.ndarray:
     dtype = spec.dtype
     if dtype.kind == "f":
         if value_range is None and is_image_like(spec, shape):

@@ -26,9 +26,10 @@ import importlib.util
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from .hookspecs import hookimpl
 
@@ -171,7 +172,11 @@ class RaplMeter(EnergyMeter):
                 try:
                     _read_int(d / f)
                 except OSError as exc:
-                    hint = " (since Linux 5.10 only root may read RAPL counters: run as root or make energy_uj readable)" if isinstance(exc, PermissionError) else ""
+                    hint = (
+                        " (since Linux 5.10 only root may read RAPL counters: run as root or make energy_uj readable)"
+                        if isinstance(exc, PermissionError)
+                        else ""
+                    )
                     return _unreadable(d / f, exc) + hint
                 except ValueError:
                     return f"{d / f} does not hold an integer"
@@ -405,7 +410,10 @@ class HwmonMeter(EnergyMeter):
         except OSError as exc:
             return _unreadable(self.root, exc)
         if not channels:
-            return f"no hwmon power sensor (power*_input, or curr*_input with in*_input as on INA219/INA3221) under {self.root}"
+            return (
+                "no hwmon power sensor (power*_input, or curr*_input with in*_input as on INA219/INA3221) "
+                f"under {self.root}"
+            )
         for c in channels:
             try:
                 c.watts()
@@ -504,6 +512,7 @@ def collect_meters(pm: Any = None) -> tuple[list[EnergyMeter], dict[str, str]]:
     meters: list[EnergyMeter] = []
     reasons: dict[str, str] = {}
     for impl in pm.hook.nnport_energy_meters.get_hookimpls():
+
         def register(meter: EnergyMeter) -> None:
             if not isinstance(meter, EnergyMeter):
                 raise TypeError(f"register() expects an nnport.energy.EnergyMeter instance, got {meter!r}")
@@ -591,8 +600,18 @@ def meter_status(pm: Any = None) -> list[dict[str, Any]]:
             reason = meter.probe()
         except Exception as exc:
             reason = f"probe failed: {type(exc).__name__}: {exc}"
-        rows.append({"meter": meter.name, "kinds": list(meter.kinds), "usable": reason is None, "reason": reason, "reads": meter.describe() if reason is None else None})
-    rows += [{"meter": name, "kinds": [], "usable": False, "reason": why, "reads": None} for name, why in reasons.items()]
+        rows.append(
+            {
+                "meter": meter.name,
+                "kinds": list(meter.kinds),
+                "usable": reason is None,
+                "reason": reason,
+                "reads": meter.describe() if reason is None else None,
+            }
+        )
+    rows += [
+        {"meter": name, "kinds": [], "usable": False, "reason": why, "reads": None} for name, why in reasons.items()
+    ]
     return rows
 
 

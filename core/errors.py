@@ -8,7 +8,8 @@ print it on one line and a program can catch it by kind.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class NnportError(Exception):
@@ -58,7 +59,9 @@ class CompileError(NnportError):
     """
 
     def __init__(self, message: str, *, backend: str | None = None, device: str | None = None) -> None:
-        where = ", ".join(p for p in (f"backend {backend!r}" if backend else "", f"device {device!r}" if device else "") if p)
+        where = ", ".join(
+            p for p in (f"backend {backend!r}" if backend else "", f"device {device!r}" if device else "") if p
+        )
         super().__init__(f"{where}: {message}" if where else message)
         self.backend = backend
         self.device = device

@@ -36,9 +36,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any
 
 from .errors import NnportError
 
@@ -95,7 +96,10 @@ def device_resource(node: str, local_id: str) -> str:
 
 def check_name(name: str) -> str:
     if not _NAME_RE.match(name or ""):
-        raise FarmError(f"node name {name!r} must be 1-63 letters, digits, '.', '_' or '-' (it becomes part of device ids farm:<node>/...)")
+        raise FarmError(
+            f"node name {name!r} must be 1-63 letters, digits, '.', '_' or '-' (it becomes part of device "
+            "ids farm:<node>/...)"
+        )
     return name
 
 
@@ -155,8 +159,15 @@ def connect(address: str | None = None) -> Any:
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
         except OSError as exc:
-            raise FarmError(f"cannot reach the farm's head at {address}: {exc} (is `nnport farm join --head` running there?)") from exc
-    kwargs: dict[str, Any] = {"address": address, "logging_level": logging.WARNING, "log_to_driver": False, "namespace": "nnport"}
+            raise FarmError(
+                f"cannot reach the farm's head at {address}: {exc} (is `nnport farm join --head` running there?)"
+            ) from exc
+    kwargs: dict[str, Any] = {
+        "address": address,
+        "logging_level": logging.WARNING,
+        "log_to_driver": False,
+        "namespace": "nnport",
+    }
     ip = os.environ.get("NNPORT_FARM_IP")
     if ip:
         kwargs["_node_ip_address"] = ip
@@ -244,7 +255,17 @@ def cluster_nodes(address: str | None = None, *, include_dead: bool = False) -> 
             res = device_resource(name, dev["id"])
             if res in total:
                 busy[dev["id"]] = available.get(res, 0.0) < total[res]
-        nodes.append(FarmNode(name=name, node_id=node_id, ip=rec.get("ip", ""), alive=live, head=bool(rec.get("head")), facts=rec, busy=busy))
+        nodes.append(
+            FarmNode(
+                name=name,
+                node_id=node_id,
+                ip=rec.get("ip", ""),
+                alive=live,
+                head=bool(rec.get("head")),
+                facts=rec,
+                busy=busy,
+            )
+        )
     return nodes
 
 
@@ -334,7 +355,9 @@ def node_facts() -> dict[str, Any]:
     }
 
 
-def version_differences(node_versions: Mapping[str, str], mine: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+def version_differences(
+    node_versions: Mapping[str, str], mine: Mapping[str, str] | None = None
+) -> dict[str, tuple[str, str]]:
     """Packages whose version on a node differs from this process's: name -> (node's, ours)."""
     mine = local_versions() if mine is None else mine
     return {k: (str(v), str(mine[k])) for k, v in node_versions.items() if k in mine and str(mine[k]) != str(v)}
@@ -428,7 +451,11 @@ def _helper(command: str, env: Mapping[str, str], payload: Mapping[str, Any], ti
     """Run ``python -m nnport.farm COMMAND`` in the node's environment; JSON in, JSON out."""
     proc = subprocess.run(
         [sys.executable, "-m", "nnport.farm", command],
-        input=json.dumps(payload), capture_output=True, text=True, env=dict(env), timeout=timeout_s,
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=timeout_s,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -471,7 +498,9 @@ def join(
         raise FarmError("give either head=True (start a farm) or address='HOST:PORT' (join one)")
     node_env = _node_env(env)
     mine = local_nodes()
-    facts = _helper("facts", node_env, {"address": address, "ip": ip, "local": [n.name for n in mine if n.running()]}, timeout_s)
+    facts = _helper(
+        "facts", node_env, {"address": address, "ip": ip, "local": [n.name for n in mine if n.running()]}, timeout_s
+    )
     taken = set(facts.pop("taken", []))
     if name is None:
         base = re.sub(r"[^A-Za-z0-9._-]", "-", facts.get("hostname") or "node")[:50] or "node"
@@ -487,7 +516,15 @@ def join(
     resources.update({device_resource(name, d["id"]): 1.0 for d in usable})
     lo, hi = worker_ports or _worker_ports(mine)
     gcs_port = port or DEFAULT_PORT
-    cmd = [_ray_executable(), "start", "--block", "--disable-usage-stats", f"--resources={json.dumps(resources)}", f"--min-worker-port={lo}", f"--max-worker-port={hi}"]
+    cmd = [
+        _ray_executable(),
+        "start",
+        "--block",
+        "--disable-usage-stats",
+        f"--resources={json.dumps(resources)}",
+        f"--min-worker-port={lo}",
+        f"--max-worker-port={hi}",
+    ]
     if head:
         cmd += ["--head", f"--port={gcs_port}"]
         cmd += [f"--include-dashboard={'true' if dashboard else 'false'}"]
@@ -510,17 +547,29 @@ def join(
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / f"{name}.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=node_env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=node_env, start_new_session=True
+        )
     _children[proc.pid] = proc
     record = LocalNode(
-        name=name, address=join_address, ip=ip, head=head, pid=proc.pid, start_ticks=_start_ticks(proc.pid) or 0,
-        log=str(log_path), started=time.strftime("%Y-%m-%dT%H:%M:%S"), worker_ports=(lo, hi), devices=tuple(d["id"] for d in usable),
+        name=name,
+        address=join_address,
+        ip=ip,
+        head=head,
+        pid=proc.pid,
+        start_ticks=_start_ticks(proc.pid) or 0,
+        log=str(log_path),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        worker_ports=(lo, hi),
+        devices=tuple(d["id"] for d in usable),
     )
     (folder / f"{name}.json").write_text(json.dumps(asdict(record), indent=1))
     try:
         _wait_started(proc, log_path, timeout_s)
         record_facts = {**facts, "name": name, "ip": ip or "", "head": head, "joined": record.started}
-        _helper("publish", node_env, {"address": join_address, "ip": ip, "name": name, "facts": record_facts}, timeout_s)
+        _helper(
+            "publish", node_env, {"address": join_address, "ip": ip, "name": name, "facts": record_facts}, timeout_s
+        )
     except BaseException:
         _stop_node(record)
         raise
@@ -545,7 +594,10 @@ def _wait_started(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> N
         if proc.poll() is not None:
             raise FarmError(f"the Ray node did not start (exit {proc.returncode}); its log {log_path}: {_tail(text)}")
         time.sleep(0.25)
-    raise FarmError(f"the Ray node did not start within {timeout_s:g} s; its log {log_path}: {_tail(log_path.read_text(errors='replace'))}")
+    raise FarmError(
+        f"the Ray node did not start within {timeout_s:g} s; its log {log_path}: "
+        f"{_tail(log_path.read_text(errors='replace'))}"
+    )
 
 
 def _tail(text: str, limit: int = 1200) -> str:
@@ -569,7 +621,9 @@ def stop(names: Sequence[str] | None = None, *, grace_s: float = 10.0) -> list[L
     if names:
         unknown = sorted(set(names) - {n.name for n in nodes})
         if unknown:
-            raise FarmError(f"no node named {unknown} was started on this host; started here: {[n.name for n in nodes]}")
+            raise FarmError(
+                f"no node named {unknown} was started on this host; started here: {[n.name for n in nodes]}"
+            )
         nodes = [n for n in nodes if n.name in names]
     nodes.sort(key=lambda n: n.head)  # worker nodes first, then heads
     for node in nodes:
@@ -690,7 +744,13 @@ class FarmStatus:
             "address": self.address,
             "error": self.error,
             "driver_versions": self.driver_versions,
-            "nodes": [{**n.to_dict(), "version_differences": {k: {"node": a, "here": b} for k, (a, b) in self.differences(n).items()}} for n in self.nodes],
+            "nodes": [
+                {
+                    **n.to_dict(),
+                    "version_differences": {k: {"node": a, "here": b} for k, (a, b) in self.differences(n).items()},
+                }
+                for n in self.nodes
+            ],
             "started_here": [n.to_dict() for n in self.local],
         }
 
@@ -705,7 +765,9 @@ def status(address: str | None = None) -> FarmStatus:
         address = heads[0].address if heads else None
     versions = local_versions()
     if address is None:
-        return FarmStatus(None, [], local, versions, error=f"no farm configured ({ENV_ADDRESS} is unset and no head was started here)")
+        return FarmStatus(
+            None, [], local, versions, error=f"no farm configured ({ENV_ADDRESS} is unset and no head was started here)"
+        )
     try:
         nodes = cluster_nodes(address, include_dead=True)
     except FarmError as exc:
@@ -745,7 +807,11 @@ def _cmd_publish(payload: dict[str, Any]) -> dict[str, Any]:
     alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
     if other and other.get("node_id") != node["NodeID"] and other.get("node_id") in alive:
         return {"error": f"a node named {name!r} is already in the farm"}
-    record = {**payload["facts"], "node_id": node["NodeID"], "ip": node.get("NodeManagerAddress", payload.get("ip") or "")}
+    record = {
+        **payload["facts"],
+        "node_id": node["NodeID"],
+        "ip": node.get("NodeManagerAddress", payload.get("ip") or ""),
+    }
     internal_kv._internal_kv_put(KV_NODE_PREFIX + name, json.dumps(record), overwrite=True, namespace=KV_NAMESPACE)
     return {"node_id": node["NodeID"]}
 

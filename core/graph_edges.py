@@ -35,8 +35,9 @@ cannot answer exactly when given such a graph directly.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def _analyse(model: Model) -> EdgePlan | None:
     zero_sized = _zero_sized_outputs(model)
 
     served: list[Served] = []
-    for index, spec in enumerate(model.outputs):
+    for spec in model.outputs:
         if any(s.name == spec.name for s in served):  # the same name listed again
             served.append(Served(spec.name, ALIAS, spec.name, why="listed again among the outputs"))
             continue
@@ -150,7 +151,15 @@ def _analyse(model: Model) -> EdgePlan | None:
             served.append(Served(spec.name, CONSTANT, base, value, why=f"the constant {base!r} ({origin}){through}"))
         elif spec.name in zero_sized:
             shape = zero_sized[spec.name]
-            served.append(Served(spec.name, CONSTANT, spec.name, np.zeros(shape, spec.dtype), why=f"always empty: static shape {list(shape)}"))
+            served.append(
+                Served(
+                    spec.name,
+                    CONSTANT,
+                    spec.name,
+                    np.zeros(shape, spec.dtype),
+                    why=f"always empty: static shape {list(shape)}",
+                )
+            )
         else:
             served.append(Served(spec.name, RUNTIME, spec.name))
     # Outputs that are the same computed tensor (an Identity alias): the runtime computes one.
@@ -166,7 +175,9 @@ def _analyse(model: Model) -> EdgePlan | None:
         for i in members:
             if i != keep and model.outputs[i].dtype == model.outputs[keep].dtype:
                 name = model.outputs[i].name
-                served[i] = Served(name, ALIAS, model.outputs[keep].name, why=f"the same tensor as output {model.outputs[keep].name!r}")
+                served[i] = Served(
+                    name, ALIAS, model.outputs[keep].name, why=f"the same tensor as output {model.outputs[keep].name!r}"
+                )
 
     runtime_outputs = [s.name for s in served if s.kind == RUNTIME]
     unused = unused_inputs(model)
@@ -180,7 +191,9 @@ def _analyse(model: Model) -> EdgePlan | None:
 class _Resolver:
     """Follows a tensor back through folding operators to an input, a constant, or a computed tensor."""
 
-    def __init__(self, inputs: Mapping[str, TensorSpec], initializers: Mapping[str, Any], producer: Mapping[str, Any], opset: int) -> None:
+    def __init__(
+        self, inputs: Mapping[str, TensorSpec], initializers: Mapping[str, Any], producer: Mapping[str, Any], opset: int
+    ) -> None:
         self.inputs = inputs
         self.initializers = initializers
         self.producer = producer
@@ -282,8 +295,10 @@ def _zero_sized_outputs(model: Model) -> dict[str, tuple[int, ...]]:
     declares a 0, and inference never runs).
     """
     declared = [
-        o for o in model.proto.graph.output
-        if o.type.HasField("tensor_type") and any(d.HasField("dim_value") and d.dim_value == 0 for d in o.type.tensor_type.shape.dim)
+        o
+        for o in model.proto.graph.output
+        if o.type.HasField("tensor_type")
+        and any(d.HasField("dim_value") and d.dim_value == 0 for d in o.type.tensor_type.shape.dim)
     ]
     if not declared:
         return {}
@@ -303,7 +318,9 @@ def _zero_sized_outputs(model: Model) -> dict[str, tuple[int, ...]]:
         if all(d.HasField("dim_value") for d in dims):
             shape = tuple(int(d.dim_value) for d in dims)
             want = out.type.tensor_type.shape.dim
-            agrees = len(want) == len(shape) and all(not w.HasField("dim_value") or w.dim_value == s for w, s in zip(want, shape))
+            agrees = len(want) == len(shape) and all(
+                not w.HasField("dim_value") or w.dim_value == s for w, s in zip(want, shape)
+            )
             if 0 in shape and agrees:
                 found[out.name] = shape
     return found
@@ -416,7 +433,9 @@ def compile(backend: Backend, model: Model, device: Device, options: CompileOpti
         precisions = backend.capabilities(device).precisions
         if precisions and options.precision not in precisions:
             raise UnsupportedPrecision(
-                f"precision {options.precision!r} is not supported; supported: {list(precisions)}", backend=backend.name, device=device.id
+                f"precision {options.precision!r} is not supported; supported: {list(precisions)}",
+                backend=backend.name,
+                device=device.id,
             )
     return _serving(backend, model, device, options, edges, inner)
 
@@ -431,14 +450,24 @@ def _runtime_options(options: CompileOptions, edges: EdgePlan) -> CompileOptions
     if isinstance(calibration, Mapping):
         changes["calibration"] = {k: v for k, v in calibration.items() if k in keep or k.startswith("__")}
     elif isinstance(calibration, (list, tuple)):
-        changes["calibration"] = [{k: v for k, v in s.items() if k in keep or k.startswith("__")} if isinstance(s, Mapping) else s for s in calibration]
+        changes["calibration"] = [
+            {k: v for k, v in s.items() if k in keep or k.startswith("__")} if isinstance(s, Mapping) else s
+            for s in calibration
+        ]
     shapes = getattr(options, "shapes", None)
     if shapes and any(k not in keep for k in shapes):
         changes["shapes"] = {k: v for k, v in shapes.items() if k in keep}
     return options.replace(**changes) if changes else options
 
 
-def _serving(backend: Backend, model: Model, device: Device, options: CompileOptions, edges: EdgePlan, inner: CompiledModel | None) -> CompiledModel:
+def _serving(
+    backend: Backend,
+    model: Model,
+    device: Device,
+    options: CompileOptions,
+    edges: EdgePlan,
+    inner: CompiledModel | None,
+) -> CompiledModel:
     inner_in = {s.name: s for s in inner.inputs} if inner is not None else {}
     inner_out = {s.name: s for s in inner.outputs} if inner is not None else {}
     by_input = {s.name: s for s in model.inputs}
@@ -453,7 +482,9 @@ def _serving(backend: Backend, model: Model, device: Device, options: CompileOpt
         else:
             outputs.append(TensorSpec(spec.name, source.value.shape, source.value.dtype))  # type: ignore[union-attr]
     native = ServedOutputs(inner, edges)
-    compiled = CompiledModel(ServingBackend(backend), model, device, options, native=native, inputs=inputs, outputs=outputs)
+    compiled = CompiledModel(
+        ServingBackend(backend), model, device, options, native=native, inputs=inputs, outputs=outputs
+    )
     if inner is not None:
         compiled.info.update(inner.info)
         compiled.cache_hit = inner.cache_hit

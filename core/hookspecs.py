@@ -7,7 +7,8 @@ versions, never renamed: pluggy passes only those an implementation asks for.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -67,7 +68,9 @@ def nnport_compile(backend: Backend, model: Model, device: Device, options: Comp
 
 
 @hookspec(firstresult=True)
-def nnport_allocate(backend: Backend, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None) -> Binding | None:
+def nnport_allocate(
+    backend: Backend, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None
+) -> Binding | None:
     """Allocate the input/output buffers for repeated execution of ``compiled``.
 
     *Called by* ``CompiledModel.thread_binding`` (once per thread when
@@ -106,7 +109,9 @@ def nnport_execute(backend: Backend, compiled: CompiledModel, binding: Binding) 
 
 
 @hookspec(firstresult=True)
-def nnport_measure(backend: Backend, compiled: CompiledModel, binding: Binding, settings: MeasureSettings) -> Measurement | None:
+def nnport_measure(
+    backend: Backend, compiled: CompiledModel, binding: Binding, settings: MeasureSettings
+) -> Measurement | None:
     """Measure latency, throughput, memory and energy of ``compiled``.
 
     Implement it to wrap or replace measurement: an external benchmark tool,
@@ -127,7 +132,12 @@ def nnport_measure(backend: Backend, compiled: CompiledModel, binding: Binding, 
 
 @hookspec(firstresult=True)
 def nnport_intermediates(
-    backend: Backend, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, Any]
+    backend: Backend,
+    model: Model,
+    device: Device,
+    options: CompileOptions,
+    tensors: Sequence[str],
+    feeds: Mapping[str, Any],
 ) -> dict[str, Any] | None:
     """Run ``model`` once on ``device`` and return the values of intermediate ``tensors`` (a fast path).
 

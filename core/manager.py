@@ -25,8 +25,9 @@ import logging
 import os
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import pluggy
 
@@ -46,7 +47,8 @@ DEFAULT_PLUGINS = {
     "mnn": "nnport.plugins.mnn",
     "tensorrt": "nnport.plugins.tensorrt",
     "litert": "nnport.plugins.litert",
-    "farm": "nnport.plugins.farm",  # remote devices of a Ray cluster; unavailable (no Ray import) unless NNPORT_FARM is set
+    # remote devices of a Ray cluster; unavailable (no Ray import) unless NNPORT_FARM is set
+    "farm": "nnport.plugins.farm",
 }
 
 
@@ -162,7 +164,10 @@ class NnportPluginManager(pluggy.PluginManager):
                     if not cls.name:
                         raise TypeError(f"backend class {cls.__name__} has no name")
                     if ":" in cls.name or cls.name != cls.name.strip():
-                        raise TypeError(f"backend name {cls.name!r} of {cls.__name__} cannot be a device id prefix (no ':' or spaces)")
+                        raise TypeError(
+                            f"backend name {cls.name!r} of {cls.__name__} cannot be a device id prefix (no "
+                            "':' or spaces)"
+                        )
                     _collected.append(cls)
 
                 try:
@@ -175,7 +180,13 @@ class NnportPluginManager(pluggy.PluginManager):
                     same = next((n for n in found if n.lower() == cls.name.lower()), None)
                     if same is not None:
                         other = found[same].plugin
-                        self._broken(plugin, self.sources.get(plugin, "plugin"), PluginError(f"backend name {cls.name!r} already registered by plugin {other!r} (as {same!r})"))
+                        self._broken(
+                            plugin,
+                            self.sources.get(plugin, "plugin"),
+                            PluginError(
+                                f"backend name {cls.name!r} already registered by plugin {other!r} (as {same!r})"
+                            ),
+                        )
                         continue
                     found[cls.name] = RegisteredBackend(cls, plugin)
             self._backends = found

@@ -19,8 +19,9 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -82,14 +83,23 @@ class MeasureSettings:
         if self.max_duration_s is not None:
             _positive_seconds("max_duration_s", self.max_duration_s)
             if self.max_duration_s < self.min_duration_s:
-                raise MeasurementError(f"max_duration_s ({self.max_duration_s}) is shorter than min_duration_s ({self.min_duration_s})")
+                raise MeasurementError(
+                    f"max_duration_s ({self.max_duration_s}) is shorter than min_duration_s ({self.min_duration_s})"
+                )
         if self.scenario not in SCENARIOS:
             raise MeasurementError(f"scenario must be one of {SCENARIOS}, got {self.scenario!r}")
         _positive_int("streams", self.streams, 1)
         _positive_int("batch", self.batch, 1)
         if self.scenario == "single-stream" and self.streams != 1:
-            raise MeasurementError(f"the single-stream scenario runs one stream, got streams={self.streams}; use scenario='multi-stream' or 'offline'")
-        if isinstance(self.cv_threshold, bool) or not isinstance(self.cv_threshold, (int, float)) or not self.cv_threshold > 0:
+            raise MeasurementError(
+                f"the single-stream scenario runs one stream, got streams={self.streams}; use "
+                "scenario='multi-stream' or 'offline'"
+            )
+        if (
+            isinstance(self.cv_threshold, bool)
+            or not isinstance(self.cv_threshold, (int, float))
+            or not self.cv_threshold > 0
+        ):
             raise MeasurementError(f"cv_threshold must be a number > 0, got {self.cv_threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,7 +200,8 @@ class MemoryWatch:
         return MemoryResult(
             peak / 1024,
             None,
-            f"the process's earlier peak ({hwm0 / 1024:.1f} MiB) was not exceeded and /proc/self/clear_refs could not reset it: added memory unavailable",
+            f"the process's earlier peak ({hwm0 / 1024:.1f} MiB) was not exceeded and "
+            "/proc/self/clear_refs could not reset it: added memory unavailable",
         )
 
     def _fallback(self) -> MemoryResult:
@@ -200,7 +211,11 @@ class MemoryWatch:
 
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             peak_mib = peak / 2**20 if sys.platform == "darwin" else peak / 1024
-            return MemoryResult(peak_mib, None, "no /proc/self/status: peak is the process's lifetime peak (getrusage); added memory unavailable")
+            return MemoryResult(
+                peak_mib,
+                None,
+                "no /proc/self/status: peak is the process's lifetime peak (getrusage); added memory unavailable",
+            )
         except Exception as exc:
             return MemoryResult(None, None, f"memory unavailable: {exc}")
 
@@ -382,7 +397,10 @@ class Measurement:
             d["stream_iterations"] = [len(s) for s in self.stream_samples_ms]
             d["stream_latency_p50_ms"] = [float(np.percentile(s, 50)) for s in self.stream_samples_ms]
             d["stream_latency_p99_ms"] = [float(np.percentile(s, 99)) for s in self.stream_samples_ms]
-            d["stream_throughput_ips"] = [len(s) * self.batch / t if t > 0 else None for s, t in zip(self.stream_samples_ms, self.stream_durations_s)]
+            d["stream_throughput_ips"] = [
+                len(s) * self.batch / t if t > 0 else None
+                for s, t in zip(self.stream_samples_ms, self.stream_durations_s)
+            ]
         d.update(
             {
                 "compile_cold_s": self.compile_cold_s,
@@ -412,7 +430,11 @@ class Measurement:
     def summary(self) -> str:
         """One line for logs and the CLI."""
         s = self.stats()
-        energy = f"{self.energy_per_inference_mj:.3g} mJ/inference" if self.energy_j is not None else f"energy: unavailable ({self.energy_unavailable})"
+        energy = (
+            f"{self.energy_per_inference_mj:.3g} mJ/inference"
+            if self.energy_j is not None
+            else f"energy: unavailable ({self.energy_unavailable})"
+        )
         return (
             f"{self.device} {self.scenario}: p50 {s['latency_p50_ms']:.4g} ms, p99 {s['latency_p99_ms']:.4g} ms, "
             f"{self.throughput_ips:.4g} inferences/s over {self.iterations} iterations; {energy}"
@@ -477,15 +499,23 @@ def check_batch(compiled: CompiledModel, inputs: Mapping[str, np.ndarray], batch
 def _failure(exc: BaseException, compiled: CompiledModel, where: str) -> BaseException:
     if isinstance(exc, InputError):
         return exc
-    return MeasurementError(f"measuring {compiled.model.name} on {compiled.device.id} failed at {where}: {type(exc).__name__}: {exc}")
+    return MeasurementError(
+        f"measuring {compiled.model.name} on {compiled.device.id} failed at {where}: {type(exc).__name__}: {exc}"
+    )
 
 
-def _single_stream(execute: Callable, compiled: CompiledModel, binding: Binding, settings: MeasureSettings, on_start: Callable[[], None]) -> tuple[list[int], float]:
+def _single_stream(
+    execute: Callable,
+    compiled: CompiledModel,
+    binding: Binding,
+    settings: MeasureSettings,
+    on_start: Callable[[], None],
+) -> tuple[list[int], float]:
     """One caller: the tight loop.  Returns (samples in ns, window in s)."""
     clock = time.perf_counter_ns
     i = 0
     try:
-        for i in range(settings.warmup):
+        for i in range(settings.warmup):  # noqa: B007 (i names the failing run)
             execute(compiled, binding)
     except Exception as exc:
         raise _failure(exc, compiled, f"warm-up run {i + 1}") from exc
@@ -518,7 +548,11 @@ def _single_stream(execute: Callable, compiled: CompiledModel, binding: Binding,
 
 
 def _multi_stream(
-    execute: Callable, compiled: CompiledModel, bindings: list[Binding], settings: MeasureSettings, on_start: Callable[[], None]
+    execute: Callable,
+    compiled: CompiledModel,
+    bindings: list[Binding],
+    settings: MeasureSettings,
+    on_start: Callable[[], None],
 ) -> tuple[list[list[int]], list[float], float]:
     """N threads, one binding each, released together by a barrier.
 
@@ -542,7 +576,7 @@ def _multi_stream(
     def stream(k: int) -> None:
         binding = bindings[k]
         try:
-            for i in range(settings.warmup):
+            for i in range(settings.warmup):  # noqa: B007 (i names the failing run)
                 execute(compiled, binding)
         except Exception as exc:
             errors.append(_failure(exc, compiled, f"warm-up run {i + 1} of stream {k}"))
@@ -552,7 +586,9 @@ def _multi_stream(
             barrier.wait()
         except threading.BrokenBarrierError:
             if not errors:  # the release action itself failed
-                errors.append(MeasurementError(f"the {n} streams on {compiled.device.id} could not be started together"))
+                errors.append(
+                    MeasurementError(f"the {n} streams on {compiled.device.id} could not be started together")
+                )
             return
         mine = samples[k]
         append = mine.append
@@ -597,12 +633,16 @@ def _allocate_like(backend: Backend, compiled: CompiledModel, binding: Binding) 
     shapes = {k: tuple(v.shape) for k, v in binding.inputs.items()}
     other = get_plugin_manager().hook.nnport_allocate(backend=backend, compiled=compiled, shapes=shapes)
     if other is None:
-        raise MeasurementError(f"no nnport_allocate implementation returned a binding for stream of {compiled.device.id}")
+        raise MeasurementError(
+            f"no nnport_allocate implementation returned a binding for stream of {compiled.device.id}"
+        )
     other.inputs.update(binding.inputs)
     return other
 
 
-def default_measure(backend: Backend, compiled: CompiledModel, binding: Binding, settings: MeasureSettings) -> Measurement:
+def default_measure(
+    backend: Backend, compiled: CompiledModel, binding: Binding, settings: MeasureSettings
+) -> Measurement:
     """nnport's measurement: the timing loop of the settings' scenario, memory and energy around it."""
     check_batch(compiled, binding.inputs, settings.batch)
     streams = settings.streams
@@ -623,7 +663,9 @@ def default_measure(backend: Backend, compiled: CompiledModel, binding: Binding,
             ns, duration_s = _single_stream(backend.execute, compiled, binding, settings, on_start)
             per_stream, stream_durations = [ns], [duration_s]
         else:
-            per_stream, stream_durations, duration_s = _multi_stream(backend.execute, compiled, bindings, settings, on_start)
+            per_stream, stream_durations, duration_s = _multi_stream(
+                backend.execute, compiled, bindings, settings, on_start
+            )
     except BaseException:
         if energy is not None:
             energy.abort()

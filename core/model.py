@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +114,8 @@ def load(
         _load_external_data(proto, path.parent)
         return _from_proto(proto, path=path, check=check)
     raise ModelLoadError(
-        f"cannot load a model from {type(source).__name__}: expected a path, ONNX bytes, onnx.ModelProto or nnport.Model"
+        f"cannot load a model from {type(source).__name__}: expected a path, ONNX bytes, onnx.ModelProto "
+        "or nnport.Model"
     )
 
 
@@ -146,10 +148,13 @@ def _load_external_data(proto: Any, base_dir: Path) -> None:
         target = (base / location).resolve()
         if os.path.isabs(location) or os.path.commonpath([base, target]) != str(base):
             raise ModelLoadError(
-                f"external data location {location!r} of tensor {tensor.name!r} escapes the model directory {str(base)!r}"
+                f"external data location {location!r} of tensor {tensor.name!r} escapes the model "
+                f"directory {str(base)!r}"
             )
         if not target.is_file():
-            raise ModelLoadError(f"external data file {location!r} of tensor {tensor.name!r} not found in {str(base)!r}")
+            raise ModelLoadError(
+                f"external data file {location!r} of tensor {tensor.name!r} not found in {str(base)!r}"
+            )
     try:
         edh.load_external_data_for_model(proto, str(base))
     except Exception as exc:  # onnx raises plain errors here
@@ -214,7 +219,9 @@ def _spec(value_info: Any) -> TensorSpec:
 
     t = value_info.type
     if not t.HasField("tensor_type"):
-        raise ModelLoadError(f"input/output {value_info.name!r} is not a tensor (sequence and map types are not supported)")
+        raise ModelLoadError(
+            f"input/output {value_info.name!r} is not a tensor (sequence and map types are not supported)"
+        )
     elem = t.tensor_type.elem_type
     try:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
@@ -223,7 +230,9 @@ def _spec(value_info: Any) -> TensorSpec:
     dims: list[int | str | None] = []
     if t.tensor_type.HasField("shape"):
         for d in t.tensor_type.shape.dim:
-            if d.HasField("dim_value") and d.dim_value >= 0:  # 0 is a fixed, zero-size dim (as runtimes read it), not "unknown"
+            if (
+                d.HasField("dim_value") and d.dim_value >= 0
+            ):  # 0 is a fixed, zero-size dim (as runtimes read it), not "unknown"
                 dims.append(int(d.dim_value))
             elif d.HasField("dim_param") and d.dim_param and d.dim_param not in UNKNOWN_DIM_NAMES:
                 dims.append(d.dim_param)
@@ -240,7 +249,9 @@ def _native(path: Path, fmt: str, inputs: Sequence[TensorSpec] | None, outputs: 
     for part in (path, companion):
         digest.update(part.read_bytes())
     if fmt == "ncnn" and (not inputs or not outputs):
-        raise ModelLoadError("an ncnn .param model carries no tensor specs: pass inputs=[TensorSpec...] and outputs=[...]")
+        raise ModelLoadError(
+            "an ncnn .param model carries no tensor specs: pass inputs=[TensorSpec...] and outputs=[...]"
+        )
     return Model(
         format=fmt,
         inputs=tuple(inputs or ()),

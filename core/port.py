@@ -39,9 +39,11 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -319,6 +321,10 @@ Progress = Callable[[PortProgress], None]
 # -- the workflow -------------------------------------------------------------------------------
 
 
+def _emit_stage(emit: Callable[..., None], index: int, total: int, cell: PortCell, stage: str, **kw: Any) -> None:
+    emit(PortProgress(index, total, cell.device, cell.precision, stage, **kw))
+
+
 def port(
     model: Any,
     data: Any = None,
@@ -350,7 +356,8 @@ def port(
     ``devices``: ids, backend names or kinds (default: every usable device).
     ``calibration`` (int8): a folder of samples or of images (preprocessed as the
     data), a list of feed dicts or ``"random"``; without it, the last fifth of
-    ``data`` (at most 64 samples) is held out for calibration and not evaluated.  ``max_accuracy_drop``: a fraction (0.01 = 1 point of top-1,
+    ``data`` (at most 64 samples) is held out for calibration and not evaluated.  ``max_accuracy_drop``: a fraction
+    (0.01 = 1 point of top-1,
     or 1% of agreement).  ``shapes`` fixes symbolic input dims (default: from the
     first sample).  The measurement: ``warmup`` runs, then at least
     ``min_iterations`` and ``min_duration_s`` (at most ``max_duration_s``, default
@@ -367,16 +374,28 @@ def port(
     if objective not in OBJECTIVES:
         raise InputError(f"unknown objective {objective!r}; choose one of {list(OBJECTIVES)}")
     precisions = _check_precisions(precisions)
-    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) or not 0 <= max_accuracy_drop <= 1:
+    if (
+        isinstance(max_accuracy_drop, bool)
+        or not isinstance(max_accuracy_drop, (int, float))
+        or not 0 <= max_accuracy_drop <= 1
+    ):
         raise InputError(f"max_accuracy_drop must be a fraction between 0 and 1 (0.01 = 1%), got {max_accuracy_drop!r}")
     if preprocess is not None and preprocess not in PREPROCESS:
         raise InputError(f"unknown preprocess {preprocess!r}; choose one of {list(PREPROCESS)}")
     source = load(model)
     if source.format != "onnx":
-        raise InputError(f"nnport port takes an ONNX model (the fp32 original it compresses and compares against); {source.name!r} is {source.format}")
+        raise InputError(
+            "nnport port takes an ONNX model (the fp32 original it compresses and compares against); "
+            f"{source.name!r} is {source.format}"
+        )
     if label_output is not None and label_output not in [o.name for o in source.outputs]:
-        raise InputError(f"--label-output {label_output!r} is not an output of {source.name!r}; outputs: {[o.name for o in source.outputs]}")
-    evaluation = load_data(source, data, labels, preprocess=preprocess, shapes=shapes, calibration=calibration, int8="int8" in precisions)
+        raise InputError(
+            f"--label-output {label_output!r} is not an output of {source.name!r}; outputs: "
+            f"{[o.name for o in source.outputs]}"
+        )
+    evaluation = load_data(
+        source, data, labels, preprocess=preprocess, shapes=shapes, calibration=calibration, int8="int8" in precisions
+    )
     label_name = _label_output(source, label_output, evaluation.labels is not None)
     device_list, skipped = _devices(devices)
     settings_info = {
@@ -399,7 +418,9 @@ def port(
     reference = nn_compile(source, reference_device, fallback=False, shapes=evaluation.shapes, threads=threads)
     expected = [reference.run(f) for f in evaluation.feeds]
     del reference
-    metric = "labels" if evaluation.labels is not None else "agreement" if _is_classifier(expected, label_name) else "cosine"
+    metric = (
+        "labels" if evaluation.labels is not None else "agreement" if _is_classifier(expected, label_name) else "cosine"
+    )
     if evaluation.labels is not None:
         _check_label_count(expected, label_name, evaluation)
     report = PortReport(
@@ -409,20 +430,35 @@ def port(
         max_accuracy_drop=float(max_accuracy_drop),
         metric=metric,
         reference_device=reference_device,
-        reference_score=_label_score(expected, label_name, evaluation.labels).top1 if evaluation.labels is not None else 1.0,
+        reference_score=_label_score(expected, label_name, evaluation.labels).top1
+        if evaluation.labels is not None
+        else 1.0,
         data=evaluation.info,
         skipped_devices=skipped,
         settings=settings_info,
         context=host_context(),
     )
     segments = _segments(source, evaluation.feeds[0], report)
-    job = _Job(source, evaluation, expected, segments, label_name, report, threads, objective, warmup, min_iterations, min_duration_s, max_duration_s)
+    job = _Job(
+        source,
+        evaluation,
+        expected,
+        segments,
+        label_name,
+        report,
+        threads,
+        objective,
+        warmup,
+        min_iterations,
+        min_duration_s,
+        max_duration_s,
+    )
     report.cells = [PortCell(device=d.id, backend=d.backend, precision=p) for d in device_list for p in precisions]
     with tempfile.TemporaryDirectory(prefix="nnport-port-") as tmp:
         try:
             for index, cell in enumerate(report.cells, 1):
                 emit(PortProgress(index, total, cell.device, cell.precision, "compile"))
-                job.run(cell, Path(tmp) / f"row{index}", lambda stage, **kw: emit(PortProgress(index, total, cell.device, cell.precision, stage, **kw)))
+                job.run(cell, Path(tmp) / f"row{index}", partial(_emit_stage, emit, index, total, cell))
                 emit(PortProgress(index, total, cell.device, cell.precision, "done", cell=cell))
         except KeyboardInterrupt:
             report.interrupted = True
@@ -474,7 +510,13 @@ class _Job:
 
         started = time.perf_counter()
         calibration = self.evaluation.calibration if cell.precision == "int8" else None
-        options = dict(precision=cell.precision, calibration=calibration, shapes=self.evaluation.shapes, threads=self.threads, cache_dir=str(cache))
+        options = dict(
+            precision=cell.precision,
+            calibration=calibration,
+            shapes=self.evaluation.shapes,
+            threads=self.threads,
+            cache_dir=str(cache),
+        )
         compiled = None
         cell.stage = "compile"
         try:
@@ -492,11 +534,20 @@ class _Job:
             try:
                 warm = nn_compile(self.source, cell.device, fallback=False, **options)
                 cell.compile_warm_s, cell.compile_warm_cache_hit = warm.compile_time_s, warm.cache_hit
-                reused = (warm.info.get("int8") or {}).get("from_cache") if isinstance(warm.info.get("int8"), Mapping) else None
+                reused = (
+                    (warm.info.get("int8") or {}).get("from_cache")
+                    if isinstance(warm.info.get("int8"), Mapping)
+                    else None
+                )
                 if warm.cache_hit is False and reused:
-                    cell.warnings.append(f"warm compile: the quantized model came from the cache, but {cell.backend} compiled it again (no compiled-model cache hit)")
+                    cell.warnings.append(
+                        f"warm compile: the quantized model came from the cache, but {cell.backend} "
+                        "compiled it again (no compiled-model cache hit)"
+                    )
                 elif warm.cache_hit is False:
-                    cell.warnings.append(f"warm compile: {cell.backend} did not reuse its cache (a second full compile)")
+                    cell.warnings.append(
+                        f"warm compile: {cell.backend} did not reuse its cache (a second full compile)"
+                    )
                 del warm
                 gc.collect()
             except NnportError as exc:
@@ -569,7 +620,9 @@ class _Job:
         cell.energy_meter = m.energy_meter
         cell.energy_unavailable = m.energy_unavailable
         cell.latency_cv_percent = stats["latency_cv_percent"]
-        cell.warnings += [w for w in m.warnings if not w.startswith(("only ", "unstable run"))]  # both summarised by the report
+        cell.warnings += [
+            w for w in m.warnings if not w.startswith(("only ", "unstable run"))
+        ]  # both summarised by the report
         if self.objective == "throughput":
             streams = _usable_cores()
             if streams > 1:
@@ -641,7 +694,9 @@ def _label_output(model: Model, name: str | None, labelled: bool) -> str | None:
     if len(outputs) == 1:
         return outputs[0]
     if labelled:
-        raise InputError(f"the model has several outputs {outputs}: name the one whose argmax is the class with --label-output NAME")
+        raise InputError(
+            f"the model has several outputs {outputs}: name the one whose argmax is the class with --label-output NAME"
+        )
     return None
 
 
@@ -665,12 +720,16 @@ def _check_label_count(expected: Sequence[Mapping[str, np.ndarray]], name: str |
     assert evaluation.labels is not None
     if name is None or not _is_classifier(expected, name):
         shape = list(np.asarray(expected[0][name]).shape) if name else None
-        raise InputError(f"labels need a classifier output [samples, classes]; output {name!r} has shape {shape}: name another with --label-output")
+        raise InputError(
+            f"labels need a classifier output [samples, classes]; output {name!r} has shape {shape}: name "
+            "another with --label-output"
+        )
     rows = sum(_rows(np.asarray(o[name])).shape[0] for o in expected)  # type: ignore[union-attr]
     if rows != len(evaluation.labels):
         raise InputError(
             f"the labels ({evaluation.info.labels}) hold {len(evaluation.labels)} classes but the data gives {rows} "
-            f"predictions ({len(evaluation.feeds)} evaluated samples{evaluation.held_out_text}): one label per sample, in the samples' order"
+            f"predictions ({len(evaluation.feeds)} evaluated samples{evaluation.held_out_text}): one label "
+            "per sample, in the samples' order"
         )
 
 
@@ -691,13 +750,24 @@ def _segments(source: Model, feed: Mapping[str, np.ndarray], report: PortReport)
 
         return output_segments(source.proto, feed)
     except Exception as exc:
-        report.notes.append(f"per-part accuracy unavailable: could not trace the outputs' Concat parts ({type(exc).__name__}: {exc})")
+        report.notes.append(
+            f"per-part accuracy unavailable: could not trace the outputs' Concat parts ({type(exc).__name__}: {exc})"
+        )
         return {}
 
 
 def _compile_info(compiled: Any) -> dict[str, Any]:
     """What the backend said about a converted compile: precision hints, int8 method, layers kept float."""
-    keep = ("int8", "compression", "inference_precision", "precision_mode", "fp16_arithmetic", "shapes_fallback", "specialized_lazily", "quantized_model")
+    keep = (
+        "int8",
+        "compression",
+        "inference_precision",
+        "precision_mode",
+        "fp16_arithmetic",
+        "shapes_fallback",
+        "specialized_lazily",
+        "quantized_model",
+    )
     info = {}
     for key in keep:
         if key in compiled.info:
@@ -740,7 +810,9 @@ def artefact(compiled: Any, source: Model) -> Artefact:
         xml = Path(int8["stored_ir"])
         files = [xml, xml.with_suffix(".bin")]
         if all(f.is_file() for f in files):
-            return Artefact("OpenVINO int8 IR xml + bin (NNCF)", sum(f.stat().st_size for f in files), tuple(f.name for f in files))
+            return Artefact(
+                "OpenVINO int8 IR xml + bin (NNCF)", sum(f.stat().st_size for f in files), tuple(f.name for f in files)
+            )
     for key, what in ARTEFACT_KEYS:
         value = info.get(key)
         if not value:
@@ -750,7 +822,9 @@ def artefact(compiled: Any, source: Model) -> Artefact:
         if all(f.is_file() for f in files):
             return Artefact(what, sum(f.stat().st_size for f in files), tuple(f.name for f in files))
     given = compiled.model
-    size = len(given.serialized()) if given.format == "onnx" else (Path(given.path).stat().st_size if given.path else None)
+    size = (
+        len(given.serialized()) if given.format == "onnx" else (Path(given.path).stat().st_size if given.path else None)
+    )
     note = ""
     if compiled.options.precision != "fp32" and given.format == "onnx":
         note = f", converted to {compiled.options.precision} in memory at load"
@@ -819,27 +893,42 @@ def load_data(
         samples = [p for p in entries if p.suffix.lower() in SAMPLE_SUFFIXES]
         images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
         if samples and images:
-            raise InputError(f"data folder {str(folder)!r} mixes sample files (.npz/.npy) and images; keep one kind per folder")
+            raise InputError(
+                f"data folder {str(folder)!r} mixes sample files (.npz/.npy) and images; keep one kind per folder"
+            )
         if samples:
             if preprocess is not None:
-                raise InputError(f"--preprocess applies to image folders; {str(folder)!r} holds .npz/.npy samples, fed as they are")
+                raise InputError(
+                    f"--preprocess applies to image folders; {str(folder)!r} holds .npz/.npy samples, fed as they are"
+                )
             feeds, files = _read_samples(samples, model.inputs)
             kind = "samples"
         elif images:
             if preprocess is None:
-                raise InputError(f"{str(folder)!r} is an image folder: say how to turn images into the model's input with --preprocess {'|'.join(PREPROCESS)}")
+                raise InputError(
+                    f"{str(folder)!r} is an image folder: say how to turn images into the model's input "
+                    f"with --preprocess {'|'.join(PREPROCESS)}"
+                )
             feeds, files, image_note = _read_images(images, model.inputs, preprocess, given)
             notes += image_note
             kind = "images"
         else:
-            raise InputError(f"data folder {str(folder)!r} holds no .npz/.npy samples and no images ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(
+                f"data folder {str(folder)!r} holds no .npz/.npy samples and no images ({', '.join(IMAGE_SUFFIXES)})"
+            )
         where = str(folder)
-    elif isinstance(data, Sequence) and not isinstance(data, (bytes, np.ndarray)) and all(isinstance(f, Mapping) for f in data):
+    elif (
+        isinstance(data, Sequence)
+        and not isinstance(data, (bytes, np.ndarray))
+        and all(isinstance(f, Mapping) for f in data)
+    ):
         feeds = [{k: v for k, v in f.items()} for f in data]
         files = [f"feeds[{i}]" for i in range(len(feeds))]
         kind, where = "feeds", None
     else:
-        raise InputError(f"data must be a folder of samples or images, or a list of feed dicts; got {type(data).__name__}")
+        raise InputError(
+            f"data must be a folder of samples or images, or a list of feed dicts; got {type(data).__name__}"
+        )
     if not feeds:
         raise InputError("the data holds no samples")
     if kind != "random":
@@ -851,7 +940,10 @@ def load_data(
                 derived[spec.name] = tuple(int(d) for d in first[spec.name].shape)
         if derived:
             fixed.update(derived)
-            notes.append(f"symbolic input dims fixed from the first sample ({files[0]}): " + ", ".join(f"{k} {list(v)}" for k, v in derived.items()))
+            notes.append(
+                f"symbolic input dims fixed from the first sample ({files[0]}): "
+                + ", ".join(f"{k} {list(v)}" for k, v in derived.items())
+            )
     specs = fix_shapes(model, fixed).inputs if fixed else model.inputs
     if kind != "random":
         _validate(feeds, files, specs, derived_from=files[0] if fixed != given else None)
@@ -866,7 +958,10 @@ def load_data(
         cal_images = _image_files(calibration)
         if cal_images:
             if preprocess is None:
-                raise InputError(f"calibration folder {str(calibration)!r} holds images: say how to turn them into the model's input with --preprocess {'|'.join(PREPROCESS)}")
+                raise InputError(
+                    f"calibration folder {str(calibration)!r} holds images: say how to turn them into the "
+                    f"model's input with --preprocess {'|'.join(PREPROCESS)}"
+                )
             cal, _, _ = _read_images(cal_images, model.inputs, preprocess, fixed)
             cal_text = f"{len(cal)} images from {calibration}, --preprocess {preprocess}"
         elif calibration is not None:
@@ -877,7 +972,10 @@ def load_data(
                 cal = calibration_feeds(calibration, specs)
             cal_text = f"{len(cal)} samples from {_describe_source(calibration)}"
             if isinstance(calibration, str) and calibration.strip().lower() == "random":
-                notes.append("int8 calibrated on random inputs: scales fitted to noise rarely fit real data, so int8 rows may look worse than they would be")
+                notes.append(
+                    "int8 calibrated on random inputs: scales fitted to noise rarely fit real data, so "
+                    "int8 rows may look worse than they would be"
+                )
         elif kind == "random":
             from .calibration import RANDOM_SEED_BASE
             from .data import random_feeds
@@ -891,7 +989,10 @@ def load_data(
             if label_array is not None:
                 label_array = label_array[:-held_out]
             cal_text = f"the last {held_out} samples of the data ({files[-held_out]} on), held out: not evaluated"
-            notes.append(f"no calibration data given: the last {held_out} of {len(files)} samples calibrate int8 and every row is evaluated on the other {len(feeds)}")
+            notes.append(
+                f"no calibration data given: the last {held_out} of {len(files)} samples calibrate int8 "
+                f"and every row is evaluated on the other {len(feeds)}"
+            )
             files = files[:-held_out]
         else:
             cal = list(feeds)
@@ -940,7 +1041,9 @@ def _random_shapes(specs: Sequence[TensorSpec], given: Mapping[str, tuple[int, .
         if open_axes:
             raise InputError(
                 f"input {spec.name!r} {list(spec.shape)} has open dims beyond the batch: random data needs its shape; "
-                f"pass --input-shapes {spec.name}:{'x'.join(str(d) if isinstance(d, int) else '?' for d in spec.shape)} with numbers, or --data"
+                "pass --input-shapes "
+                f"{spec.name}:{'x'.join(str(d) if isinstance(d, int) else '?' for d in spec.shape)} with "
+                "numbers, or --data"
             )
         shapes[spec.name] = spec.concrete_shape()
     return shapes
@@ -958,7 +1061,8 @@ def _read_samples(files: Sequence[Path], specs: Sequence[TensorSpec]) -> tuple[l
             else:
                 if len(specs) != 1:
                     raise InputError(
-                        f"data file {str(file)!r} is a .npy array, but the model has {len(specs)} inputs {[s.name for s in specs]}: "
+                        f"data file {str(file)!r} is a .npy array, but the model has {len(specs)} inputs "
+                        f"{[s.name for s in specs]}: "
                         "store each sample as a .npz keyed by input name"
                     )
                 feeds.append({specs[0].name: np.load(file, allow_pickle=False)})
@@ -970,17 +1074,27 @@ def _read_samples(files: Sequence[Path], specs: Sequence[TensorSpec]) -> tuple[l
     return feeds, names
 
 
-def _validate(feeds: Sequence[Mapping[str, Any]], files: Sequence[str], specs: Sequence[TensorSpec], derived_from: str | None) -> None:
+def _validate(
+    feeds: Sequence[Mapping[str, Any]], files: Sequence[str], specs: Sequence[TensorSpec], derived_from: str | None
+) -> None:
     """``InputError`` naming the file and the input of the first sample that does not match ``specs``."""
     from .compiled import feed_problems
 
     names = {s.name for s in specs}
     for feed, file in zip(feeds, files):
         ok = set(feed) == names and all(
-            isinstance(feed[s.name], np.ndarray) and feed[s.name].dtype == s.dtype and s.accepts_shape(feed[s.name].shape) for s in specs
+            isinstance(feed[s.name], np.ndarray)
+            and feed[s.name].dtype == s.dtype
+            and s.accepts_shape(feed[s.name].shape)
+            for s in specs
         )
         if not ok:
-            hint = f" (symbolic dims were fixed from the first sample, {derived_from}: every sample must have the same shapes)" if derived_from else ""
+            hint = (
+                f" (symbolic dims were fixed from the first sample, {derived_from}: every sample must have "
+                "the same shapes)"
+                if derived_from
+                else ""
+            )
             raise InputError(f"data file {file} does not match the model's inputs: {feed_problems(specs, feed)}{hint}")
 
 
@@ -1004,7 +1118,9 @@ def read_labels(labels: Any) -> tuple[np.ndarray, str]:
                 try:
                     values.append(int(text))
                 except ValueError:
-                    raise InputError(f"labels file {str(path)!r} line {number}: {text!r} is not an integer class id (one per line)") from None
+                    raise InputError(
+                        f"labels file {str(path)!r} line {number}: {text!r} is not an integer class id (one per line)"
+                    ) from None
             array = np.asarray(values, dtype=np.int64)
         where = str(path)
     else:
@@ -1014,11 +1130,15 @@ def read_labels(labels: Any) -> tuple[np.ndarray, str]:
     if array.ndim == 2 and 1 in array.shape:  # a column or a row of ids
         array = array.reshape(-1)
     if array.ndim != 1 or array.dtype.kind not in "iu":
-        raise InputError(f"labels ({where}) must be one integer class id per sample; got {array.dtype}{list(array.shape)}")
+        raise InputError(
+            f"labels ({where}) must be one integer class id per sample; got {array.dtype}{list(array.shape)}"
+        )
     return array.astype(np.int64), where
 
 
-def _precheck_labels(labels: np.ndarray, source: str, feeds: Sequence[Mapping[str, np.ndarray]], specs: Sequence[TensorSpec], where: str) -> None:
+def _precheck_labels(
+    labels: np.ndarray, source: str, feeds: Sequence[Mapping[str, np.ndarray]], specs: Sequence[TensorSpec], where: str
+) -> None:
     """Before anything runs: one label per sample, where every sample holds one (a leading dim of 1).
 
     Samples holding a batch are checked after the reference run, against its predictions.
@@ -1040,7 +1160,8 @@ def _read_images(
     images = [s for s in specs if len(s.shape) == 4]
     if len(specs) != 1 or not images:
         raise InputError(
-            f"an image folder feeds a model with one image input (4-D); this model has inputs {[str(s) for s in specs]}: "
+            "an image folder feeds a model with one image input (4-D); this model has inputs "
+            f"{[str(s) for s in specs]}: "
             "give a folder of .npz samples keyed by input name instead"
         )
     spec = specs[0]
@@ -1050,7 +1171,9 @@ def _read_images(
     except ImportError as exc:
         raise InputError(f"reading images needs Pillow (pip install pillow, or nnport[plot]): {exc}") from exc
     feeds = [{spec.name: preprocess_image(f, spec.dtype, shape, layout, mode)} for f in files]
-    notes = [f"{len(files)} images, --preprocess {mode}: {PREPROCESS_TEXT[mode]}, to {spec.name} {list(shape)} ({layout})"]
+    notes = [
+        f"{len(files)} images, --preprocess {mode}: {PREPROCESS_TEXT[mode]}, to {spec.name} {list(shape)} ({layout})"
+    ]
     if note:
         notes.append(note)
     return feeds, [f.name for f in files], notes
@@ -1075,12 +1198,17 @@ def image_shape(spec: TensorSpec, mode: str, given: Sequence[int] | None) -> tup
     elif not isinstance(dims[1], int):
         layout, c_axis, hw = "NCHW", 1, (2, 3)
     else:
-        raise InputError(f"input {spec.name!r} {list(spec.shape)} has neither 1 nor 3 channels on axis 1 or 3: it cannot take images")
+        raise InputError(
+            f"input {spec.name!r} {list(spec.shape)} has neither 1 nor 3 channels on axis 1 or 3: it cannot take images"
+        )
     note = None
     if not isinstance(dims[0], int):
         dims[0] = 1
     elif dims[0] != 1:
-        raise InputError(f"input {spec.name!r} {list(spec.shape)} takes a batch of {dims[0]}: an image folder makes one image per sample")
+        raise InputError(
+            f"input {spec.name!r} {list(spec.shape)} takes a batch of {dims[0]}: an image folder makes one "
+            "image per sample"
+        )
     if not isinstance(dims[c_axis], int):
         dims[c_axis] = 3
     if any(not isinstance(dims[a], int) for a in hw):
@@ -1088,7 +1216,10 @@ def image_shape(spec: TensorSpec, mode: str, given: Sequence[int] | None) -> tup
         for a in hw:
             if not isinstance(dims[a], int):
                 dims[a] = size
-        note = f"input {spec.name!r} {list(spec.shape)} has an open image size: {size}x{size} taken ({mode}'s usual size); pass --input-shapes to choose"
+        note = (
+            f"input {spec.name!r} {list(spec.shape)} has an open image size: {size}x{size} taken ({mode}'s "
+            "usual size); pass --input-shapes to choose"
+        )
     return tuple(int(d) for d in dims), layout, note
 
 
@@ -1152,12 +1283,19 @@ def recommend(report: PortReport) -> None:
     objective = report.objective
     measured = [c for c in report.cells if c.measured]
     if not measured:
-        report.no_recommendation = "no row was measured" + (": interrupted before the first finished" if report.interrupted else ": every device x precision failed or was refused (see each row's reason)")
+        report.no_recommendation = "no row was measured" + (
+            ": interrupted before the first finished"
+            if report.interrupted
+            else ": every device x precision failed or was refused (see each row's reason)"
+        )
         return
     ranked = [c for c in measured if c.figure(objective) is not None]
     if not ranked:
         why = "; ".join(sorted({c.energy_unavailable or "?" for c in measured}))
-        report.no_recommendation = f"energy per inference is unavailable on every row ({why}): nothing to rank by energy; choose --objective latency, throughput or size"
+        report.no_recommendation = (
+            f"energy per inference is unavailable on every row ({why}): nothing to rank by energy; choose "
+            "--objective latency, throughput or size"
+        )
         return
     ranked.sort(key=lambda c: (c.figure(objective), c.accuracy_drop or 0.0))  # type: ignore[arg-type,return-value]
     within = [c for c in ranked if c.within_budget]
@@ -1165,21 +1303,30 @@ def recommend(report: PortReport) -> None:
         best_drop = min(ranked, key=lambda c: c.accuracy_drop if c.accuracy_drop is not None else math.inf)
         report.no_recommendation = (
             f"no row is within the accuracy budget of {_pct(report.max_accuracy_drop)}: the smallest drop is "
-            f"{drop_text(report, best_drop.accuracy_drop)} ({best_drop.label}); raise --max-accuracy-drop or improve the calibration data"
+            f"{drop_text(report, best_drop.accuracy_drop)} ({best_drop.label}); raise --max-accuracy-drop "
+            "or improve the calibration data"
         )
         return
     best = within[0]
     better_out = [c for c in ranked[: ranked.index(best)] if not c.within_budget]
     over = tuple(
-        f"{c.label}: {describe_figure(objective, c)}, but {_accuracy_text(report, c, drop=False)} drops {drop_text(report, c.accuracy_drop)} below the reference (budget {_pct(report.max_accuracy_drop)})"
+        f"{c.label}: {describe_figure(objective, c)}, but {_accuracy_text(report, c, drop=False)} drops "
+        f"{drop_text(report, c.accuracy_drop)} below the reference (budget "
+        f"{_pct(report.max_accuracy_drop)})"
         for c in better_out
     )
     if len(within) > 1:
         runner = within[1]
-        best_why = f"best {UNITS[objective]} ({describe_figure(objective, best)}) of {len(within)} rows within the {_pct(report.max_accuracy_drop)} accuracy budget; {_accuracy_text(report, best)}"
+        best_why = (
+            f"best {UNITS[objective]} ({describe_figure(objective, best)}) of {len(within)} rows within the "
+            f"{_pct(report.max_accuracy_drop)} accuracy budget; {_accuracy_text(report, best)}"
+        )
         runner_up = Choice(runner.device, runner.precision, _runner_up_why(report, best, runner))
     else:
-        best_why = f"the only row within the {_pct(report.max_accuracy_drop)} accuracy budget ({describe_figure(objective, best)}); {_accuracy_text(report, best)}"
+        best_why = (
+            f"the only row within the {_pct(report.max_accuracy_drop)} accuracy budget "
+            f"({describe_figure(objective, best)}); {_accuracy_text(report, best)}"
+        )
         runner_up = None
     report.recommendation = Recommendation(objective, Choice(best.device, best.precision, best_why), runner_up, over)
 
@@ -1206,13 +1353,22 @@ def _runner_up_why(report: PortReport, best: PortCell, runner: PortCell) -> str:
         compare = f"{ratio:.2f}x {word} ({describe_figure(objective, runner)})"
     text = f"{compare}; {_accuracy_text(report, runner)}"
     if ratio - 1 < CLOSE and objective in ("latency", "throughput", "energy"):
-        text += f"; within {CLOSE:.0%} of the recommendation: a tie on this machine (measure longer, or on the target device, to separate them)"
+        text += (
+            f"; within {CLOSE:.0%} of the recommendation: a tie on this machine (measure longer, or on the "
+            "target device, to separate them)"
+        )
     return text
 
 
 def _accuracy_text(report: PortReport, cell: PortCell, drop: bool = True) -> str:
     name = {"labels": "top-1", "agreement": "top-1 agreement", "cosine": "min cosine"}[report.metric]
-    value = f"{100 * cell.score:.2f}%" if report.metric != "cosine" and cell.score is not None else f"{cell.score:.5f}" if cell.score is not None else "-"
+    value = (
+        f"{100 * cell.score:.2f}%"
+        if report.metric != "cosine" and cell.score is not None
+        else f"{cell.score:.5f}"
+        if cell.score is not None
+        else "-"
+    )
     return f"{name} {value}" + (f" (drop {drop_text(report, cell.accuracy_drop)})" if drop else "")
 
 

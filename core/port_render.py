@@ -11,16 +11,34 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .port import METRICS, PREPROCESS_TEXT, UNITS, _pct, drop_text, format_size
 
 if TYPE_CHECKING:
     from .port import PortCell, PortReport
 
-BACKEND_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
+BACKEND_COLORS = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#7f7f7f",
+    "#bcbd22",
+]
 PRECISION_MARKS = {"fp32": "circle", "fp16": "square", "int8": "triangle"}
-STATUS_COLORS = {"ok": "#ffffff", "unsupported": "#eeeeee", "error": "#f8c8c8", "interrupted": "#f5e2a8", "not run": "#f0f0f0"}
+STATUS_COLORS = {
+    "ok": "#ffffff",
+    "unsupported": "#eeeeee",
+    "error": "#f8c8c8",
+    "interrupted": "#f5e2a8",
+    "not run": "#f0f0f0",
+}
 
 
 # -- shared figures ------------------------------------------------------------------------------
@@ -120,7 +138,10 @@ def summary_lines(report: PortReport) -> list[str]:
     if d.kind == "random":
         data = f"{d.samples} seeded random inputs (no --data)"
     elif d.kind == "images":
-        data = f"{d.samples} images from {d.source}, --preprocess {d.preprocess} ({PREPROCESS_TEXT.get(d.preprocess or '', '')})"
+        data = (
+            f"{d.samples} images from {d.source}, --preprocess {d.preprocess} "
+            f"({PREPROCESS_TEXT.get(d.preprocess or '', '')})"
+        )
     elif d.kind == "samples":
         data = f"{d.samples} samples from {d.source}"
     else:
@@ -132,7 +153,8 @@ def summary_lines(report: PortReport) -> list[str]:
         ref += f": top-1 {score_text(report, report.reference_score)}"
     lines = [
         f"model: {report.model} (sha256 {report.model_hash[:12]})",
-        f"objective: {report.objective} ({UNITS[report.objective]}), accuracy budget: at most {_pct(report.max_accuracy_drop)} below the reference",
+        f"objective: {report.objective} ({UNITS[report.objective]}), accuracy budget: at most "
+        f"{_pct(report.max_accuracy_drop)} below the reference",
         f"accuracy: {METRICS[report.metric]}; reference: {ref}",
         f"data: {data}",
         f"int8 calibration: {d.calibration}",
@@ -141,7 +163,8 @@ def summary_lines(report: PortReport) -> list[str]:
         lines.append("shapes: " + ", ".join(f"{k} {list(v)}" for k, v in d.shapes.items()))
     s = report.settings
     lines.append(
-        f"measurement: single-stream, {s.get('warmup')} warm-up runs, then >= {s.get('min_iterations')} runs and >= {s.get('min_duration_s')} s "
+        f"measurement: single-stream, {s.get('warmup')} warm-up runs, then >= {s.get('min_iterations')} "
+        f"runs and >= {s.get('min_duration_s')} s "
         f"(<= {s.get('max_duration_s')} s) per row; threads {s.get('threads') or 'runtime default'}; "
         f"{report.context.get('cpu_model', '?')}, {report.context.get('cpu_cores_usable', '?')} usable cores"
     )
@@ -201,7 +224,18 @@ def detail_rows(report: PortReport) -> list[list[str]]:
     return rows
 
 
-DETAIL_HEADERS = ["device", "precision", "output / part", "max |err|", "mean |err|", "cosine", "top-1 agr.", "top-5 agr.", "top-5 (labels)", "compression threshold"]
+DETAIL_HEADERS = [
+    "device",
+    "precision",
+    "output / part",
+    "max |err|",
+    "mean |err|",
+    "cosine",
+    "top-1 agr.",
+    "top-5 agr.",
+    "top-5 (labels)",
+    "compression threshold",
+]
 
 
 def _flag(precision: str, delta: Any) -> str:
@@ -216,12 +250,21 @@ def _flag(precision: str, delta: Any) -> str:
 def measurement_lines(report: PortReport, cv_threshold: float = 10.0) -> list[str]:
     """The measurements' caveats, one line each: wide latency spread, few timed iterations."""
     lines = []
-    wide = [f"{c.label} {c.latency_cv_percent:.0f}%" for c in report.cells if c.latency_cv_percent is not None and c.latency_cv_percent > cv_threshold]
+    wide = [
+        f"{c.label} {c.latency_cv_percent:.0f}%"
+        for c in report.cells
+        if c.latency_cv_percent is not None and c.latency_cv_percent > cv_threshold
+    ]
     if wide:
-        lines.append(f"latency spread above {cv_threshold:g}% (coefficient of variation; other load on the machine or a short run): " + ", ".join(wide) + "; p50 is robust to it, the mean and p99 are not")
+        lines.append(
+            f"latency spread above {cv_threshold:g}% (coefficient of variation; other load on the machine "
+            "or a short run): " + ", ".join(wide) + "; p50 is robust to it, the mean and p99 are not"
+        )
     few = [f"{c.label} {c.iterations}" for c in report.cells if c.iterations is not None and c.iterations < 100]
     if few:
-        lines.append("fewer than 100 timed iterations, so p99 is interpolated between the largest samples: " + ", ".join(few))
+        lines.append(
+            "fewer than 100 timed iterations, so p99 is interpolated between the largest samples: " + ", ".join(few)
+        )
     return lines
 
 
@@ -238,9 +281,13 @@ def notes(report: PortReport) -> list[str]:
         from .compress import THRESHOLDS
 
         floors = "; ".join(
-            f"{p}: cosine >= {t.min_cosine}, top-1 agreement >= {100 * (t.min_top1 or 0):g}%" for p, t in THRESHOLDS.items()
+            f"{p}: cosine >= {t.min_cosine}, top-1 agreement >= {100 * (t.min_top1 or 0):g}%"
+            for p, t in THRESHOLDS.items()
         )
-        found.append(f"compression threshold: the compression report's floors on every output and part ({floors}); shown, not used: the recommendation uses the accuracy budget")
+        found.append(
+            f"compression threshold: the compression report's floors on every output and part ({floors}); "
+            "shown, not used: the recommendation uses the accuracy budget"
+        )
     found += list(report.data.warnings) + list(report.notes) + measurement_lines(report)
     for c in report.cells:
         found += [f"{c.label}: {w}" for w in c.warnings]
@@ -274,7 +321,11 @@ def text_report(report: PortReport) -> str:
     lines += recommendation_lines(report)
     details = detail_rows(report)
     if details:
-        lines += ["", "accuracy per output and part, against fp32 on " + report.reference_device + ":", _table(details, DETAIL_HEADERS)]
+        lines += [
+            "",
+            "accuracy per output and part, against fp32 on " + report.reference_device + ":",
+            _table(details, DETAIL_HEADERS),
+        ]
     found = notes(report)
     if found:
         lines += ["", "notes:", *("  " + n for n in found)]
@@ -289,7 +340,8 @@ CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 1.4em; margin-bottom: 4px; } h2 { font-size: 1.1em; margin-top: 28px; }
 .summary { color: #444; font-size: 0.92em; line-height: 1.5; }
-.rec { background: #e6f4e6; border: 1px solid #9c9; border-radius: 6px; padding: 10px 14px; margin: 14px 0; max-width: 1100px; }
+.rec { background: #e6f4e6; border: 1px solid #9c9; border-radius: 6px; padding: 10px 14px; margin: 14px 0;
+       max-width: 1100px; }
 .norec { background: #fbeaea; border: 1px solid #d99; border-radius: 6px; padding: 10px 14px; margin: 14px 0; }
 .partial { background: #fff3cd; border: 1px solid #e0c060; padding: 8px 12px; border-radius: 6px; }
 table { border-collapse: collapse; font-size: 0.88em; margin-top: 6px; }
@@ -307,10 +359,16 @@ svg text { font-family: system-ui, sans-serif; }
 def html_report(report: PortReport) -> str:
     e = html.escape
     title = f"nnport port: {report.model}"
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title><style>{CSS}</style></head><body>"]
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta "
+        f"charset='utf-8'><title>{e(title)}</title><style>{CSS}</style></head><body>"
+    ]
     parts.append(f"<h1>{e(title)}</h1>")
     if report.interrupted:
-        parts.append("<p class='partial'>Partial report: the run was interrupted (Ctrl-C); rows marked <em>not run</em> were not reached.</p>")
+        parts.append(
+            "<p class='partial'>Partial report: the run was interrupted (Ctrl-C); rows marked <em>not "
+            "run</em> were not reached.</p>"
+        )
     parts.append("<div class='summary'>" + "<br>".join(e(s) for s in summary_lines(report)) + "</div>")
     rec_lines = recommendation_lines(report)
     css = "rec" if report.recommendation else "norec"
@@ -329,19 +387,35 @@ def html_report(report: PortReport) -> str:
     ctx = report.context
     parts.append(
         "<p class='summary'>"
-        + e(f"nnport {ctx.get('nnport_version', '?')}, Python {ctx.get('python', '?')}, {ctx.get('platform', '?')}; wall time {report.wall_s:.1f} s")
+        + e(
+            f"nnport {ctx.get('nnport_version', '?')}, Python {ctx.get('python', '?')}, "
+            f"{ctx.get('platform', '?')}; wall time {report.wall_s:.1f} s"
+        )
         + "</p>"
     )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def _html_table(rows: Sequence[Sequence[str]], header: Sequence[str], left: int = 0, classes: Sequence[str] | None = None) -> str:
+def _html_table(
+    rows: Sequence[Sequence[str]], header: Sequence[str], left: int = 0, classes: Sequence[str] | None = None
+) -> str:
     e = html.escape
-    out = ["<table><thead><tr>" + "".join(f"<th class='{'l' if i < left else ''}'>{e(h)}</th>" for i, h in enumerate(header)) + "</tr></thead><tbody>"]
+    out = [
+        "<table><thead><tr>"
+        + "".join(f"<th class='{'l' if i < left else ''}'>{e(h)}</th>" for i, h in enumerate(header))
+        + "</tr></thead><tbody>"
+    ]
     for n, row in enumerate(rows):
         cls = f" class='{classes[n]}'" if classes and classes[n] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td class='{'l' if i < left else 'over' if str(v).startswith('LOW') else ''}'>{e(str(v))}</td>" for i, v in enumerate(row)) + "</tr>")
+        out.append(
+            f"<tr{cls}>"
+            + "".join(
+                f"<td class='{'l' if i < left else 'over' if str(v).startswith('LOW') else ''}'>{e(str(v))}</td>"
+                for i, v in enumerate(row)
+            )
+            + "</tr>"
+        )
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -349,7 +423,11 @@ def _html_table(rows: Sequence[Sequence[str]], header: Sequence[str], left: int 
 def _main_table(report: PortReport) -> str:
     e = html.escape
     head = [*headers(report), "", "why / size"]
-    out = ["<table id='rows'><thead><tr>" + "".join(f"<th class='{'l' if i < 3 else ''}'>{e(h)}</th>" for i, h in enumerate(head)) + "</tr></thead><tbody>"]
+    out = [
+        "<table id='rows'><thead><tr>"
+        + "".join(f"<th class='{'l' if i < 3 else ''}'>{e(h)}</th>" for i, h in enumerate(head))
+        + "</tr></thead><tbody>"
+    ]
     for c in report.cells:
         marker = _recommended(report, c)
         cls = {"recommended": "recommended", "runner-up": "runnerup"}.get(marker, "")
@@ -363,7 +441,11 @@ def _main_table(report: PortReport) -> str:
         short = why if len(why) <= 90 else why[:87] + "..."
         cells.append(f"<td class='l' style='background:{bg}'>{e(marker)}</td>")
         cells.append(f"<td class='why' style='background:{bg}' title='{e(why)}'>{e(short)}</td>")
-        out.append(f"<tr class='{cls}' data-device='{e(c.device)}' data-precision='{e(c.precision)}'>" + "".join(cells) + "</tr>")
+        out.append(
+            f"<tr class='{cls}' data-device='{e(c.device)}' data-precision='{e(c.precision)}'>"
+            + "".join(cells)
+            + "</tr>"
+        )
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -440,7 +522,11 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
     scale = 1.0 if report.metric == "cosine" else 100.0
     scores = [scale * (c.score or 0.0) for c in cells]
     budget = None if report.reference_score is None else scale * (report.reference_score - report.max_accuracy_drop)
-    ys = scores + ([scale * report.reference_score] if report.reference_score is not None else []) + ([budget] if budget is not None else [])
+    ys = (
+        scores
+        + ([scale * report.reference_score] if report.reference_score is not None else [])
+        + ([budget] if budget is not None else [])
+    )
     lo_y, hi_y = min(ys), max(ys)
     span_y = (hi_y - lo_y) or max(abs(hi_y) * 0.01, 1e-6)
     y0, y1 = lo_y - 0.12 * span_y, hi_y + 0.12 * span_y
@@ -449,13 +535,18 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
     def fy(v: float) -> float:
         return top + (1 - (v - y0) / (y1 - y0)) * ph
 
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} {height}' role='img' aria-label='Pareto plot'>"]
+    out = [
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' viewBox='0 0 {width} "
+        f"{height}' role='img' aria-label='Pareto plot'>"
+    ]
     out.append(f"<rect x='{left}' y='{top}' width='{pw}' height='{ph}' fill='#fbfbfb' stroke='#999'/>")
     for t in xticks:
         if x0 <= (math.log10(t) if log_x else t) <= x1:
             x = fx(t)
             out.append(f"<line x1='{x:.1f}' y1='{top}' x2='{x:.1f}' y2='{top + ph}' stroke='#e4e4e4'/>")
-            out.append(f"<text x='{x:.1f}' y='{top + ph + 16}' font-size='11' text-anchor='middle'>{_fmt_tick(t)}</text>")
+            out.append(
+                f"<text x='{x:.1f}' y='{top + ph + 16}' font-size='11' text-anchor='middle'>{_fmt_tick(t)}</text>"
+            )
     for t in yticks:
         if y0 <= t <= y1:
             y = fy(t)
@@ -463,13 +554,27 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
             label = f"{t:.4g}" if report.metric == "cosine" else f"{t:.4g}%"
             out.append(f"<text x='{left - 6}' y='{y + 4:.1f}' font-size='11' text-anchor='end'>{label}</text>")
     xlabel = "p50 latency (ms" + (", log scale)" if log_x else ")") + " - lower is better"
-    out.append(f"<text x='{left + pw / 2:.1f}' y='{height - 14}' font-size='12' text-anchor='middle'>{e(xlabel)}</text>")
-    ylabel = {"labels": "top-1 accuracy (labels)", "agreement": "top-1 agreement with fp32", "cosine": "min cosine to fp32"}[report.metric]
-    out.append(f"<text x='16' y='{top + ph / 2:.1f}' font-size='12' text-anchor='middle' transform='rotate(-90 16 {top + ph / 2:.1f})'>{e(ylabel)} - higher is better</text>")
+    out.append(
+        f"<text x='{left + pw / 2:.1f}' y='{height - 14}' font-size='12' text-anchor='middle'>{e(xlabel)}</text>"
+    )
+    ylabel = {
+        "labels": "top-1 accuracy (labels)",
+        "agreement": "top-1 agreement with fp32",
+        "cosine": "min cosine to fp32",
+    }[report.metric]
+    out.append(
+        f"<text x='16' y='{top + ph / 2:.1f}' font-size='12' text-anchor='middle' transform='rotate(-90 16 "
+        f"{top + ph / 2:.1f})'>{e(ylabel)} - higher is better</text>"
+    )
     if budget is not None and y0 <= budget <= y1:
         y = fy(budget)
-        out.append(f"<line x1='{left}' y1='{y:.1f}' x2='{left + pw}' y2='{y:.1f}' stroke='#c33' stroke-dasharray='6 4'/>")
-        out.append(f"<text x='{left + pw - 4}' y='{y - 4:.1f}' font-size='10' fill='#c33' text-anchor='end'>accuracy budget (-{_pct(report.max_accuracy_drop)})</text>")
+        out.append(
+            f"<line x1='{left}' y1='{y:.1f}' x2='{left + pw}' y2='{y:.1f}' stroke='#c33' stroke-dasharray='6 4'/>"
+        )
+        out.append(
+            f"<text x='{left + pw - 4}' y='{y - 4:.1f}' font-size='10' fill='#c33' "
+            f"text-anchor='end'>accuracy budget (-{_pct(report.max_accuracy_drop)})</text>"
+        )
     front = pareto_front(cells)
     if len(front) > 1:
         pts = " ".join(f"{fx(c.latency_p50_ms):.1f},{fy(scale * (c.score or 0.0)):.1f}" for c in front)  # type: ignore[arg-type]
@@ -485,30 +590,52 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
             placed.append((x + 14, y - 22, x + 100, y - 6))
     for c in cells:
         x, y = fx(c.latency_p50_ms), fy(scale * (c.score or 0.0))  # type: ignore[arg-type]
-        tip = f"{c.label}: p50 {c.latency_p50_ms:.4g} ms, {metric_header(report)} {score_text(report, c.score)}, drop {drop_text(report, c.accuracy_drop)}"
+        tip = (
+            f"{c.label}: p50 {c.latency_p50_ms:.4g} ms, {metric_header(report)} {score_text(report, c.score)}, "
+            f"drop {drop_text(report, c.accuracy_drop)}"
+        )
         fill = color[c.backend] if c.within_budget is not False else "#ffffff"
-        out.append(f"<g class='point' data-row='{e(c.label)}'><title>{e(tip)}</title>{_mark(c.precision, x, y, 6, fill, color[c.backend])}</g>")
+        out.append(
+            "<g class='point' "
+            f"data-row='{e(c.label)}'><title>{e(tip)}</title>{_mark(c.precision, x, y, 6, fill, color[c.backend])}</g>"
+        )
         if rec is not None and (c.device, c.precision) == (rec.best.device, rec.best.precision):
             out.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='13' fill='none' stroke='#2a2' stroke-width='2.5'/>")
-            out.append(f"<text x='{x + 16:.1f}' y='{y - 10:.1f}' font-size='12' font-weight='bold' fill='#2a2'>recommended</text>")
+            out.append(
+                f"<text x='{x + 16:.1f}' y='{y - 10:.1f}' font-size='12' font-weight='bold' "
+                "fill='#2a2'>recommended</text>"
+            )
         text = f"{c.device} {c.precision}"
         box = (x + 9, y + 8, x + 9 + 6.2 * len(text), y + 20)
-        if box[2] <= left + pw and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+        if box[2] <= left + pw and not any(
+            box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed
+        ):
             placed.append(box)
             out.append(f"<text x='{box[0]:.1f}' y='{box[3] - 2:.1f}' font-size='10' fill='#555'>{e(text)}</text>")
     lx, ly = left + pw + 16, top + 6
     out.append(f"<text x='{lx}' y='{ly + 6}' font-size='12' font-weight='bold'>backend</text>")
     for i, b in enumerate(backends):
         yy = ly + 24 + 18 * i
-        out.append(f"<circle cx='{lx + 6}' cy='{yy - 4}' r='5' fill='{color[b]}'/><text x='{lx + 16}' y='{yy}' font-size='11'>{e(b)}</text>")
+        out.append(
+            f"<circle cx='{lx + 6}' cy='{yy - 4}' r='5' fill='{color[b]}'/><text x='{lx + 16}' y='{yy}' "
+            f"font-size='11'>{e(b)}</text>"
+        )
     ly2 = ly + 24 + 18 * len(backends) + 10
     out.append(f"<text x='{lx}' y='{ly2}' font-size='12' font-weight='bold'>precision</text>")
     for i, p in enumerate(PRECISION_MARKS):
         yy = ly2 + 18 + 18 * i
-        out.append(_mark(p, lx + 6, yy - 4, 5, "#666", "#666") + f"<text x='{lx + 16}' y='{yy}' font-size='11'>{p}</text>")
+        out.append(
+            _mark(p, lx + 6, yy - 4, 5, "#666", "#666") + f"<text x='{lx + 16}' y='{yy}' font-size='11'>{p}</text>"
+        )
     ly3 = ly2 + 18 + 18 * len(PRECISION_MARKS) + 10
-    out.append(f"<circle cx='{lx + 6}' cy='{ly3 - 4}' r='5' fill='#fff' stroke='#666'/><text x='{lx + 16}' y='{ly3}' font-size='11'>over budget</text>")
-    out.append(f"<line x1='{lx}' y1='{ly3 + 14}' x2='{lx + 12}' y2='{ly3 + 14}' stroke='#888' stroke-dasharray='3 3'/><text x='{lx + 16}' y='{ly3 + 18}' font-size='11'>Pareto front</text>")
+    out.append(
+        f"<circle cx='{lx + 6}' cy='{ly3 - 4}' r='5' fill='#fff' stroke='#666'/><text x='{lx + 16}' "
+        f"y='{ly3}' font-size='11'>over budget</text>"
+    )
+    out.append(
+        f"<line x1='{lx}' y1='{ly3 + 14}' x2='{lx + 12}' y2='{ly3 + 14}' stroke='#888' stroke-dasharray='3 "
+        f"3'/><text x='{lx + 16}' y='{ly3 + 18}' font-size='11'>Pareto front</text>"
+    )
     out.append("</svg>")
     return "\n".join(out)
 
@@ -516,9 +643,11 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
 def _mark(precision: str, x: float, y: float, r: float, fill: str, stroke: str) -> str:
     shape = PRECISION_MARKS.get(precision, "circle")
     if shape == "square":
-        return f"<rect x='{x - r:.1f}' y='{y - r:.1f}' width='{2 * r}' height='{2 * r}' fill='{fill}' stroke='{stroke}' stroke-width='1.5'/>"
+        return (
+            f"<rect x='{x - r:.1f}' y='{y - r:.1f}' width='{2 * r}' height='{2 * r}' fill='{fill}' "
+            f"stroke='{stroke}' stroke-width='1.5'/>"
+        )
     if shape == "triangle":
         pts = f"{x:.1f},{y - r * 1.2:.1f} {x - r * 1.1:.1f},{y + r * 0.8:.1f} {x + r * 1.1:.1f},{y + r * 0.8:.1f}"
         return f"<polygon points='{pts}' fill='{fill}' stroke='{stroke}' stroke-width='1.5'/>"
     return f"<circle cx='{x:.1f}' cy='{y:.1f}' r='{r}' fill='{fill}' stroke='{stroke}' stroke-width='1.5'/>"
-

@@ -34,8 +34,9 @@ here needs a particular runtime.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -195,11 +196,15 @@ def _part_names(node: Any) -> list[str]:
 # -- detection ---------------------------------------------------------------------------------
 
 
-def part_ranges(proto: Any, feeds: Sequence[Mapping[str, np.ndarray]], runner: Runner | None = None) -> dict[str, tuple[Any, tuple[Part, ...]]]:
+def part_ranges(
+    proto: Any, feeds: Sequence[Mapping[str, np.ndarray]], runner: Runner | None = None
+) -> dict[str, tuple[Any, tuple[Part, ...]]]:
     """``{node name: (node, parts)}`` for every float Concat/Split with two or more parts, ranges over ``feeds``."""
     from onnx import numpy_helper
 
-    joins = [n for n in proto.graph.node if n.op_type in JOIN_OPS | SPLIT_OPS and len([p for p in _part_names(n) if p]) >= 2]
+    joins = [
+        n for n in proto.graph.node if n.op_type in JOIN_OPS | SPLIT_OPS and len([p for p in _part_names(n) if p]) >= 2
+    ]
     if not joins or not feeds:
         return {}
     floats = _float_tensors(proto)
@@ -255,7 +260,9 @@ def find_mixed_ranges(
     found = []
     consumers = _consumers(proto)
     producers = {o: n for n in proto.graph.node for o in n.output}
-    constants = {i.name for i in proto.graph.initializer} | {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    constants = {i.name for i in proto.graph.initializer} | {
+        o for n in proto.graph.node if n.op_type == "Constant" for o in n.output
+    }
     weights = _weight_sizes(proto)
     total = sum(weights.values()) or 1
     for key, (node, parts) in part_ranges(proto, feeds, runner).items():
@@ -272,22 +279,43 @@ def find_mixed_ranges(
         wide = max(parts, key=lambda p: p.width)
         levels = 255.0 * narrow.width / wide.width
         what = (
-            f"{node.op_type} parts span ranges {spread:.0f}x apart: {narrow.tensor!r} [{narrow.low:.3g}, {narrow.high:.3g}] vs "
-            f"{wide.tensor!r} [{wide.low:.3g}, {wide.high:.3g}]; one 8-bit scale would leave the narrow part ~{levels:.1f} levels"
+            f"{node.op_type} parts span ranges {spread:.0f}x apart: {narrow.tensor!r} [{narrow.low:.3g}, "
+            f"{narrow.high:.3g}] vs "
+            f"{wide.tensor!r} [{wide.low:.3g}, {wide.high:.3g}]; one 8-bit scale would leave the narrow "
+            f"part ~{levels:.1f} levels"
         )
         tail_float = keep_float and share <= max_tail_share
         if not keep_float:
             reason = what + "; quantized anyway (keeping mixed-range joins float was turned off)"
         elif tail_float:
-            before = f" and the {len(head)} node(s) making its input (a quantized output would carry one scale)" if head else ""
-            reason = what + (f"; kept float with the {len(tail)} node(s) after it{before}" if tail or head else "; kept float")
+            before = (
+                f" and the {len(head)} node(s) making its input (a quantized output would carry one scale)"
+                if head
+                else ""
+            )
+            reason = what + (
+                f"; kept float with the {len(tail)} node(s) after it{before}" if tail or head else "; kept float"
+            )
         else:
             reason = what + (
-                f"; the join kept float, but the {len(head) + len(tail)} node(s) around it hold {100 * share:.0f}% of the weights and stay int8, "
+                f"; the join kept float, but the {len(head) + len(tail)} node(s) around it hold "
+                f"{100 * share:.0f}% of the weights and stay int8, "
                 "so they still see the joined tensor on one scale (exclude them by name to keep them float)"
             )
         names = tuple(n.name or n.output[0] for n in tail)
-        found.append(MixedRange(key, node.op_type, parts, spread, names, keep_float, reason, tail_float, tuple(n.name or n.output[0] for n in head)))
+        found.append(
+            MixedRange(
+                key,
+                node.op_type,
+                parts,
+                spread,
+                names,
+                keep_float,
+                reason,
+                tail_float,
+                tuple(n.name or n.output[0] for n in head),
+            )
+        )
     return found
 
 
@@ -340,7 +368,9 @@ def _weight_sizes(proto: Any) -> dict[str, int]:
 # -- output segments ---------------------------------------------------------------------------
 
 
-def output_segments(proto: Any, feed: Mapping[str, np.ndarray], runner: Runner | None = None) -> dict[str, list[Segment]]:
+def output_segments(
+    proto: Any, feed: Mapping[str, np.ndarray], runner: Runner | None = None
+) -> dict[str, list[Segment]]:
     """Per graph output made by a Concat (through Identity/Transpose), the slice of each part.
 
     Extents come from running ``proto`` once on ``feed`` with the Concat's
@@ -348,7 +378,9 @@ def output_segments(proto: Any, feed: Mapping[str, np.ndarray], runner: Runner |
     absent.
     """
     producer = {o: n for n in proto.graph.node for o in n.output}
-    traced: dict[str, tuple[Any, list[int]]] = {}  # output -> (concat node, permutation from concat axes to output axes)
+    traced: dict[
+        str, tuple[Any, list[int]]
+    ] = {}  # output -> (concat node, permutation from concat axes to output axes)
     for output in proto.graph.output:
         node = producer.get(output.name)
         perms: list[list[int]] = []

@@ -19,12 +19,11 @@ id is in, and selection uses none of its devices (``DeviceIdConflict``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .backend import Backend
-from .errors import NnportError
-from .errors import BackendUnavailable, DeviceIdConflict, DeviceNotFound
+from .errors import BackendUnavailable, DeviceIdConflict, DeviceNotFound, NnportError
 from .manager import NnportPluginManager
 from .types import KINDS, Device
 
@@ -86,7 +85,9 @@ def backend_statuses(pm: NnportPluginManager, *, check_devices: bool = False) ->
             )
         )
     for b in pm.broken:
-        rows.append(BackendStatus(name=b.name, vendor="", plugin=b.name, status="broken", reason=b.error, source=b.source))
+        rows.append(
+            BackendStatus(name=b.name, vendor="", plugin=b.name, status="broken", reason=b.error, source=b.source)
+        )
     return rows
 
 
@@ -117,7 +118,11 @@ def check_device_ids(pm: NnportPluginManager, name: str, devices: Sequence[Devic
         if prefix.lower() != name.lower() or not sep or not local:
             owner = backends.get(prefix.lower()) if sep else None
             plugin = pm.registered_backends()[owner].plugin if owner else ""
-            where = f": ids {owner}:... belong to backend {owner!r} (plugin {plugin!r}), so both would claim it" if owner and owner != name else ""
+            where = (
+                f": ids {owner}:... belong to backend {owner!r} (plugin {plugin!r}), so both would claim it"
+                if owner and owner != name
+                else ""
+            )
             problems.append(f"device id {dev.id!r} is not {name}:<local id>{where}")
         if dev.backend != name:
             problems.append(f"device {dev.id!r} says backend={dev.backend!r}")
@@ -126,7 +131,11 @@ def check_device_ids(pm: NnportPluginManager, name: str, devices: Sequence[Devic
         seen.add(dev.id.lower())
     if not problems:
         return None
-    return "; ".join(problems) + f" (device ids are '<backend name>:<local id>'; a backend built from another's template must build them from self.name)"
+    return (
+        "; ".join(problems)
+        + " (device ids are '<backend name>:<local id>'; a backend built from another's template must build "
+        "them from self.name)"
+    )
 
 
 def backend_devices(pm: NnportPluginManager, name: str) -> list[Device]:

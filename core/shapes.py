@@ -18,8 +18,9 @@ own hash.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 
@@ -53,7 +54,9 @@ def parse_input_shapes(items: str | Iterable[str] | None) -> dict[str, tuple[int
             try:
                 shape = tuple(int(d) for d in dims.lower().split("x")) if dims.strip() else ()
             except ValueError:
-                raise InputError(f"--input-shapes: dims of {name!r} must be integers joined by 'x' (1x3x640x640), got {dims!r}") from None
+                raise InputError(
+                    f"--input-shapes: dims of {name!r} must be integers joined by 'x' (1x3x640x640), got {dims!r}"
+                ) from None
             if name in shapes and shapes[name] != shape:
                 raise InputError(f"--input-shapes gives input {name!r} twice: {list(shapes[name])} and {list(shape)}")
             shapes[name] = shape
@@ -92,19 +95,28 @@ def check_against(specs: Sequence[TensorSpec], shapes: Shapes) -> dict[str, int]
     by_name = {s.name: s for s in specs}
     unknown = [n for n in shapes if n not in by_name]
     if unknown:
-        raise InputError(f"shapes name unknown input(s) {unknown}; the model's inputs are {{{', '.join(str(s) for s in specs)}}}")
+        raise InputError(
+            f"shapes name unknown input(s) {unknown}; the model's inputs are {{{', '.join(str(s) for s in specs)}}}"
+        )
     symbols: dict[str, tuple[int, str]] = {}
     for name, shape in shapes.items():
         spec = by_name[name]
         if len(shape) != len(spec.shape):
-            raise InputError(f"shapes[{name!r}] = {list(shape)} has rank {len(shape)}, but the model declares {spec} (rank {len(spec.shape)})")
+            raise InputError(
+                f"shapes[{name!r}] = {list(shape)} has rank {len(shape)}, but the model declares {spec} "
+                f"(rank {len(spec.shape)})"
+            )
         for axis, (want, got) in enumerate(zip(spec.shape, shape)):
             if isinstance(want, int) and want != got:
-                raise InputError(f"shapes[{name!r}] = {list(shape)}: axis {axis} is fixed at {want} in the model ({spec})")
+                raise InputError(
+                    f"shapes[{name!r}] = {list(shape)}: axis {axis} is fixed at {want} in the model ({spec})"
+                )
             if isinstance(want, str):
                 seen = symbols.setdefault(want, (got, name))
                 if seen[0] != got:
-                    raise InputError(f"dimension {want!r} is {seen[0]} in shapes[{seen[1]!r}] but {got} in shapes[{name!r}]")
+                    raise InputError(
+                        f"dimension {want!r} is {seen[0]} in shapes[{seen[1]!r}] but {got} in shapes[{name!r}]"
+                    )
     return {sym: size for sym, (size, _) in symbols.items()}
 
 
@@ -123,7 +135,12 @@ def fix_shapes(model: Model, shapes: Mapping[str, Sequence[int]] | None) -> Mode
     if model.format != "onnx":
         return model
     by_name = {s.name: s for s in model.inputs}
-    sizes = {(name, axis): size for name, shape in shapes.items() for axis, size in enumerate(shape) if not isinstance(by_name[name].shape[axis], int)}
+    sizes = {
+        (name, axis): size
+        for name, shape in shapes.items()
+        for axis, size in enumerate(shape)
+        if not isinstance(by_name[name].shape[axis], int)
+    }
     fixed = fix_axes(model, sizes)
     if fixed is not model:
         fixed.metadata["fixed_shapes"] = {k: list(v) for k, v in shapes.items()}
@@ -200,7 +217,9 @@ def _infer(proto: Any, name: str) -> Any:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # onnx raises several kinds here
-        log.info("nnport: shape inference failed on %s after fixing shapes (%s); using the rewritten inputs only", name, exc)
+        log.info(
+            "nnport: shape inference failed on %s after fixing shapes (%s); using the rewritten inputs only", name, exc
+        )
         return proto
     known = {v.name: v for v in inferred.graph.value_info}
     known.update({v.name: v for v in inferred.graph.output})

@@ -30,7 +30,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,17 +54,24 @@ def open_axes(model: Model, keep: Sequence[str] = ()) -> tuple[tuple[str, int], 
     ``keep`` names dims the backend handles itself (ncnn's per-sample batch).
     """
     return tuple(
-        (spec.name, axis) for spec in model.inputs for axis, dim in enumerate(spec.shape) if not isinstance(dim, int) and dim not in keep
+        (spec.name, axis)
+        for spec in model.inputs
+        for axis, dim in enumerate(spec.shape)
+        if not isinstance(dim, int) and dim not in keep
     )
 
 
-def lazily(backend: Backend, model: Model, device: Device, options: CompileOptions, axes: Sequence[tuple[str, int]], why: str) -> CompiledModel:
+def lazily(
+    backend: Backend, model: Model, device: Device, options: CompileOptions, axes: Sequence[tuple[str, int]], why: str
+) -> CompiledModel:
     """A ``CompiledModel`` of ``model`` that ``backend`` compiles per shape of ``axes``, on first use.
 
     ``why`` says why the backend specialises (reported in ``compiled.info``).
     """
     proxy = SpecializingBackend(backend)
-    compiled = CompiledModel(proxy, model, device, options, native=Specializations(backend, model, device, options, tuple(axes)))
+    compiled = CompiledModel(
+        proxy, model, device, options, native=Specializations(backend, model, device, options, tuple(axes))
+    )
     compiled.info["specialized_lazily"] = why
     compiled.info["specializations"] = compiled.native.report
     return compiled
@@ -72,7 +80,9 @@ def lazily(backend: Backend, model: Model, device: Device, options: CompileOptio
 class Specializations:
     """The static compiled models of one dynamic model, keyed by the sizes of its open axes."""
 
-    def __init__(self, backend: Backend, model: Model, device: Device, options: CompileOptions, axes: tuple[tuple[str, int], ...]) -> None:
+    def __init__(
+        self, backend: Backend, model: Model, device: Device, options: CompileOptions, axes: tuple[tuple[str, int], ...]
+    ) -> None:
         self.backend = backend
         self.model = model
         self.device = device
@@ -131,7 +141,11 @@ def _compile_static(backend: Backend, model: Model, device: Device, options: Com
     if compiled is None:
         raise CompileError("no plugin compiled the specialised model", backend=backend.name, device=device.id)
     if isinstance(compiled.native, Specializations):  # the fixed model still has open dims: the backend cannot fix them
-        raise CompileError(f"{backend.name} still needs shapes after fixing {model.metadata.get('fixed_shapes')}", backend=backend.name, device=device.id)
+        raise CompileError(
+            f"{backend.name} still needs shapes after fixing {model.metadata.get('fixed_shapes')}",
+            backend=backend.name,
+            device=device.id,
+        )
     return compiled
 
 

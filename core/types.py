@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -176,7 +177,9 @@ class Binding:
 
     __slots__ = ("inputs", "outputs", "native", "extra")
 
-    def __init__(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | None = None, native: Any = None) -> None:
+    def __init__(
+        self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | None = None, native: Any = None
+    ) -> None:
         self.inputs = inputs
         self.outputs: dict[str, np.ndarray] = outputs if outputs is not None else {}
         self.native = native

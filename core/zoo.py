@@ -17,9 +17,10 @@ against each other.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -127,13 +128,20 @@ def mlp_dynamic() -> Any:
     return model
 
 
-@_model("cnn", "small CNN: Conv/BatchNorm/Relu/MaxPool x2, GlobalAveragePool, Gemm, Softmax; image[1,3,32,32] -> probs[1,10]")
+@_model(
+    "cnn",
+    "small CNN: Conv/BatchNorm/Relu/MaxPool x2, GlobalAveragePool, Gemm, Softmax; image[1,3,32,32] -> probs[1,10]",
+)
 def cnn() -> Any:
     g = _Graph(seed=2)
     h = "image"
     channels = 3
     for i, out_ch in enumerate((16, 32), start=1):
-        h = g.node("Conv", [h, g.weight(f"conv{i}.w", (out_ch, channels, 3, 3)), g.const(f"conv{i}.b", np.zeros(out_ch, np.float32))], pads=[1, 1, 1, 1])
+        h = g.node(
+            "Conv",
+            [h, g.weight(f"conv{i}.w", (out_ch, channels, 3, 3)), g.const(f"conv{i}.b", np.zeros(out_ch, np.float32))],
+            pads=[1, 1, 1, 1],
+        )
         h = g.node(
             "BatchNormalization",
             [
@@ -150,12 +158,18 @@ def cnn() -> Any:
         channels = out_ch
     h = g.node("GlobalAveragePool", [h])
     h = g.node("Flatten", [h], axis=1)
-    h = g.node("Gemm", [h, g.weight("fc.w", (10, channels)), g.const("fc.b", np.zeros(10, np.float32))], "logits", transB=1)
+    h = g.node(
+        "Gemm", [h, g.weight("fc.w", (10, channels)), g.const("fc.b", np.zeros(10, np.float32))], "logits", transB=1
+    )
     g.node("Softmax", [h], "probs", axis=-1)
     return g.finish("cnn", [_vi("image", [1, 3, 32, 32])], [_vi("probs", [1, 10])])
 
 
-@_model("attention", "transformer encoder block: LayerNorm, single-head attention, residual, GELU MLP; tokens[1,16,32] -> hidden[1,16,32]")
+@_model(
+    "attention",
+    "transformer encoder block: LayerNorm, single-head attention, residual, GELU MLP; tokens[1,16,32] -> "
+    "hidden[1,16,32]",
+)
 def attention() -> Any:
     g = _Graph(seed=3)
     d, t = 32, 16

@@ -114,7 +114,11 @@ def onnx2tf_version(exe: Path) -> str:
 
 def missing_reason() -> str:
     named = os.environ.get(ONNX2TF_ENV)
-    where = f"${ONNX2TF_ENV}={named!r} is not an onnx2tf executable or environment" if named else f"no ${ONNX2TF_ENV} and no {default_env()}"
+    where = (
+        f"${ONNX2TF_ENV}={named!r} is not an onnx2tf executable or environment"
+        if named
+        else f"no ${ONNX2TF_ENV} and no {default_env()}"
+    )
     return (
         f"{where}. onnx2tf pins TensorFlow 2.19 and needs an environment of its own (~2.6 GB): "
         f"build it with `bash dev.sh setup litert` (or `python3 -m venv DIR && DIR/bin/pip install {ONNX2TF_PIN}`) "
@@ -169,7 +173,9 @@ def check_convertible(model: Model, where: dict) -> None:
     served = edges.served if edges is not None else ()
     if served:
         listed = "; ".join(f"{s.name!r} is {s.why}" for s in served)
-        raise UnsupportedModel(f"onnx2tf drops outputs that no operator computes ({listed}); nnport.compile serves them itself", **where)
+        raise UnsupportedModel(
+            f"onnx2tf drops outputs that no operator computes ({listed}); nnport.compile serves them itself", **where
+        )
     for spec in (*model.inputs, *model.outputs):
         if spec.dtype.kind not in "fiub":
             raise UnsupportedModel(f"LiteRT has no tensor type for {spec} ({spec.dtype})", **where)
@@ -281,7 +287,14 @@ def prune(root: Path, keep: Path | None = None) -> list[Path]:
 
 
 def _convert_in(
-    work: Path, model: Model, exe: Path, version: str, precision: str, feeds: list[dict[str, np.ndarray]], verify: bool, timeout_s: float
+    work: Path,
+    model: Model,
+    exe: Path,
+    version: str,
+    precision: str,
+    feeds: list[dict[str, np.ndarray]],
+    verify: bool,
+    timeout_s: float,
 ) -> Conversion:
     import onnx
 
@@ -302,7 +315,9 @@ def _convert_in(
     env.pop("PYTHONPATH", None)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s, env=env)
+        proc = subprocess.run(
+            args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s, env=env
+        )
     except subprocess.TimeoutExpired:
         conv.error = f"onnx2tf did not finish converting {model.name!r} within {timeout_s:.0f} s"
         return conv
@@ -313,7 +328,9 @@ def _convert_in(
     conv.log_tail = log[-4000:]
     produced = work / "out" / f"model{OUTPUTS[precision]}"
     if proc.returncode != 0 or not produced.is_file():
-        conv.error = f"onnx2tf cannot convert {model.name!r} to {precision} (exit status {proc.returncode}): {_reason(log)}"
+        conv.error = (
+            f"onnx2tf cannot convert {model.name!r} to {precision} (exit status {proc.returncode}): {_reason(log)}"
+        )
         return conv
     os.replace(produced, work / "model.tflite")
     try:
@@ -336,7 +353,8 @@ def _stand_in_images() -> np.ndarray:
 
 
 def _calibration_args(work: Path, model: Model, feeds: list[dict[str, np.ndarray]]) -> list[str]:
-    """``-cind NAME FILE.npy MEAN STD`` per input: nnport's calibration samples, stacked in the ONNX layout (kept by ``-k``)."""
+    """``-cind NAME FILE.npy MEAN STD`` per input: nnport's calibration samples, stacked in the ONNX layout (kept by
+    ``-k``)."""
     args: list[str] = []
     for spec in model.inputs:
         stacked = np.concatenate([np.asarray(f[spec.name], np.float32) for f in feeds], axis=0)
@@ -357,7 +375,9 @@ def _port_plans(tflite: Path, model: Model) -> tuple[list[PortPlan], list[PortPl
     """Map ONNX inputs/outputs onto the converted model's signature, with the transposes back."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=str(tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter = Interpreter(
+        model_path=str(tflite), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
     signatures = interpreter.get_signature_list()
     if len(signatures) > 1:
         raise UnsupportedModel(f"onnx2tf's output for {model.name!r} has {len(signatures)} signatures, expected one")
@@ -371,7 +391,9 @@ def _port_plans(tflite: Path, model: Model) -> tuple[list[PortPlan], list[PortPl
     outs = [_match(spec, sig_out, i, "output") for i, spec in enumerate(model.outputs)]
     for plan, spec in zip(ins, model.inputs):
         if plan.perm is not None:
-            raise UnsupportedModel(f"onnx2tf changed the layout of input {spec.name!r} despite -kat: {list(spec.shape)} -> {plan.shape}")
+            raise UnsupportedModel(
+                f"onnx2tf changed the layout of input {spec.name!r} despite -kat: {list(spec.shape)} -> {plan.shape}"
+            )
     return ins, outs
 
 
@@ -381,7 +403,9 @@ def _sanitized(name: str) -> str:
 
 def _match(spec: Any, details: dict[str, Any], position: int, what: str) -> PortPlan:
     names = list(details)
-    tensor = spec.name if spec.name in details else next((n for n in names if _sanitized(n) == _sanitized(spec.name)), None)
+    tensor = (
+        spec.name if spec.name in details else next((n for n in names if _sanitized(n) == _sanitized(spec.name)), None)
+    )
     if tensor is None and len(names) > position:
         tensor = names[position]
     if tensor is None:
@@ -392,7 +416,9 @@ def _match(spec: Any, details: dict[str, Any], position: int, what: str) -> Port
         return PortPlan(spec.name, tensor, shape, None)
     perms = _candidate_perms(shape, want)
     if not perms:
-        raise UnsupportedModel(f"onnx2tf's {what} {tensor!r} has shape {shape}, which no transpose turns into ONNX {what} {spec}")
+        raise UnsupportedModel(
+            f"onnx2tf's {what} {tensor!r} has shape {shape}, which no transpose turns into ONNX {what} {spec}"
+        )
     perm = perms[0]
     return PortPlan(spec.name, tensor, [shape[p] for p in perm], list(perm))
 
@@ -443,7 +469,9 @@ def _verify(tflite: Path, model: Model, conv: Conversion, precision: str) -> tup
         ref = np.asarray(want[spec.name])
         raw = np.asarray(got[plan.tensor])
         candidates: list[list[int] | None] = [None] if raw.shape == ref.shape else []  # identity first: it wins ties
-        candidates += [list(p) for p in _candidate_perms(raw.shape, list(ref.shape)) if list(p) != list(range(raw.ndim))]
+        candidates += [
+            list(p) for p in _candidate_perms(raw.shape, list(ref.shape)) if list(p) != list(range(raw.ndim))
+        ]
         best: tuple[float, list[int] | None] | None = None
         for perm in candidates:
             value = raw if perm is None else raw.transpose(perm)

@@ -43,9 +43,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -157,7 +158,15 @@ def cache_key(model: Model, precision: str, shapes: Mapping[str, Sequence[int]],
     except importlib.metadata.PackageNotFoundError:
         ncnn_version = "unknown"
     text = "|".join(
-        [model.hash, precision, json.dumps({k: list(v) for k, v in sorted(shapes.items())}), str(verify), pnnx_version(), ncnn_version, CONVERTER_VERSION]
+        [
+            model.hash,
+            precision,
+            json.dumps({k: list(v) for k, v in sorted(shapes.items())}),
+            str(verify),
+            pnnx_version(),
+            ncnn_version,
+            CONVERTER_VERSION,
+        ]
     )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -197,7 +206,12 @@ def convert(
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
     try:
         conv = _convert_in(work, model, precision, shapes, per_sample, verify, timeout_s)
-        if conv.error and conv.upgraded_opset and "->" in conv.upgraded_opset and not conv.error.startswith("pnnx did not finish"):
+        if (
+            conv.error
+            and conv.upgraded_opset
+            and "->" in conv.upgraded_opset
+            and not conv.error.startswith("pnnx did not finish")
+        ):
             # The opset upgrade is for old Softmax semantics; where the upgraded graph does not
             # convert (the converter's reshape wrapping), the graph as shipped may: verification judges it.
             shutil.rmtree(work, ignore_errors=True)
@@ -228,7 +242,8 @@ def convert(
 
 
 def cache_limits() -> tuple[int, int]:
-    """(max entries, max bytes) of the conversion cache: ``NNPORT_NCNN_CACHE_MAX_ENTRIES`` (256), ``..._MAX_MB`` (2048)."""
+    """(max entries, max bytes) of the conversion cache: ``NNPORT_NCNN_CACHE_MAX_ENTRIES`` (256), ``..._MAX_MB``
+    (2048)."""
     entries = int(os.environ.get("NNPORT_NCNN_CACHE_MAX_ENTRIES", "256"))
     megabytes = float(os.environ.get("NNPORT_NCNN_CACHE_MAX_MB", "2048"))
     return max(1, entries), int(max(1.0, megabytes) * (1 << 20))
@@ -272,7 +287,13 @@ def prune(cache_root: Path, keep: Path | None = None) -> list[Path]:
 
 
 def _convert_in(
-    work: Path, model: Model, precision: str, shapes: Mapping[str, Sequence[int]], per_sample: bool, verify: bool, timeout_s: float,
+    work: Path,
+    model: Model,
+    precision: str,
+    shapes: Mapping[str, Sequence[int]],
+    per_sample: bool,
+    verify: bool,
+    timeout_s: float,
     upgrade: bool = True,
 ) -> Conversion:
     exe = pnnx_executable()
@@ -373,12 +394,25 @@ def _lookups_as_matmul(proto: Any, index_of: Mapping[str, str]) -> None:
     for node in nodes:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         if node.op_type == "Cast" and to == 1 and node.input[0] in index_of:  # ids -> float: the float input itself
-            new_nodes.append(helper.make_node("Identity", [index_of[node.input[0]]], list(node.output), name=node.name or f"nnport_id_{len(new_nodes)}"))
+            new_nodes.append(
+                helper.make_node(
+                    "Identity",
+                    [index_of[node.input[0]]],
+                    list(node.output),
+                    name=node.name or f"nnport_id_{len(new_nodes)}",
+                )
+            )
             added.append(None)
             continue
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         table = tables.get(node.input[0]) if node.op_type == "Gather" and len(node.input) == 2 else None
-        if table is None or node.input[1] not in index_of or axis != 0 or len(table.dims) != 2 or table.dims[0] > MAX_ONE_HOT_ROWS:
+        if (
+            table is None
+            or node.input[1] not in index_of
+            or axis != 0
+            or len(table.dims) != 2
+            or table.dims[0] > MAX_ONE_HOT_ROWS
+        ):
             new_nodes.append(node)
             continue
         if table.data_type != 1:  # float tables only
@@ -386,7 +420,8 @@ def _lookups_as_matmul(proto: Any, index_of: Mapping[str, str]) -> None:
             continue
         ids, out, tag = index_of[node.input[1]], node.output[0], f"nnport_onehot_{len(new_nodes)}"
         rows = np.arange(table.dims[0], dtype=np.float32)
-        added += [numpy_helper.from_array(rows, f"{tag}_rows"), numpy_helper.from_array(np.array([-1], np.int64), f"{tag}_axis"),
+        added += [numpy_helper.from_array(rows, f"{tag}_rows"),
+                  numpy_helper.from_array(np.array([-1], np.int64), f"{tag}_axis"),
                   numpy_helper.from_array(np.array(1.0, np.float32), f"{tag}_one")]  # fmt: skip
         new_nodes += [
             helper.make_node("Unsqueeze", [ids, f"{tag}_axis"], [f"{tag}_u"], name=f"{tag}_unsqueeze"),
@@ -401,7 +436,11 @@ def _lookups_as_matmul(proto: Any, index_of: Mapping[str, str]) -> None:
         proto.graph.node.extend(new_nodes)
         proto.graph.initializer.extend(t for t in added if t is not None)
         used = {i for n in proto.graph.node for i in n.input}
-        keep = [n for n in proto.graph.node if n.op_type != "Cast" or not n.name.startswith("nnport_cast_") or n.output[0] in used]
+        keep = [
+            n
+            for n in proto.graph.node
+            if n.op_type != "Cast" or not n.name.startswith("nnport_cast_") or n.output[0] in used
+        ]
         del proto.graph.node[:]
         proto.graph.node.extend(keep)
 
@@ -444,7 +483,9 @@ def _prepared_proto(model: Model, upgrade: bool = True) -> tuple[Any, str | None
             proto = version_converter.convert_version(proto, UPGRADE_OPSET)
             upgraded = f"{model.opset} -> {UPGRADE_OPSET}"
         except Exception as exc:  # keep the original graph; verification judges the result
-            upgraded = f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
+            upgraded = (
+                f"kept opset {model.opset}: onnx.version_converter failed ({type(exc).__name__}: {str(exc)[:200]})"
+            )
     return proto, upgraded
 
 
@@ -469,7 +510,11 @@ def _softmax_on_last_axis(proto: Any) -> bool:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
     except Exception:
         return False
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output) if v.type.tensor_type.HasField("shape")}
+    ranks = {
+        v.name: len(v.type.tensor_type.shape.dim)
+        for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)
+        if v.type.tensor_type.HasField("shape")
+    }
     for node in nodes:
         rank = ranks.get(node.input[0])
         axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
@@ -498,18 +543,22 @@ def _blob_plans(work: Path, model: Model, shapes: Mapping[str, Sequence[int]]) -
         found = records[kind]
         if [r[0] for r in found] != [f"{prefix}{i}" for i in range(len(specs))]:
             raise UnsupportedModel(
-                f"pnnx produced {kind.lower()}s {[r[0] for r in found]} for the ONNX {kind.lower()}s {[s.name for s in specs]}: "
+                f"pnnx produced {kind.lower()}s {[r[0] for r in found]} for the ONNX {kind.lower()}s "
+                f"{[s.name for s in specs]}: "
                 "cannot map them back by order"
             )
         plan = []
         for spec, (blob, dims, dtype) in zip(specs, found):
             if dtype != "f32":
-                raise UnsupportedModel(f"{kind.lower()} {spec.name!r} is {dtype} after conversion; ncnn runs float32 tensors only")
+                raise UnsupportedModel(
+                    f"{kind.lower()} {spec.name!r} is {dtype} after conversion; ncnn runs float32 tensors only"
+                )
             want = list(shapes[spec.name]) if kind == "Input" else None
             rank_known = bool(spec.shape) or not dims  # ONNX leaves some output shapes out: shape ()
             if (want is not None and dims != want) or (rank_known and not spec.accepts_shape(dims)):
                 raise UnsupportedModel(
-                    f"pnnx's {blob} has shape {dims}, which does not fit ONNX {kind.lower()} {spec}: the name mapping is unsafe"
+                    f"pnnx's {blob} has shape {dims}, which does not fit ONNX {kind.lower()} {spec}: the "
+                    "name mapping is unsafe"
                 )
             plan.append(BlobPlan(spec.name, blob, dims, layouts.get(blob, NO_BATCH)))
         plans.append(plan)
@@ -531,9 +580,12 @@ def fixed_batch(inputs: Sequence[BlobPlan], outputs: Sequence[BlobPlan], model_n
     n = dropped[0].shape[0]
     if all(p.batch_index == 0 and p.shape and p.shape[0] == n for p in (*inputs, *outputs)):
         return n
-    layout = {p.name: (p.shape, "batch axis dropped" if p.batch_index == 0 else "whole array") for p in (*inputs, *outputs)}
+    layout = {
+        p.name: (p.shape, "batch axis dropped" if p.batch_index == 0 else "whole array") for p in (*inputs, *outputs)
+    }
     raise UnsupportedModel(
-        f"pnnx took the leading dim {n} of {dropped[0].name!r} for a batch, but the inputs and outputs of {model_name!r} "
+        f"pnnx took the leading dim {n} of {dropped[0].name!r} for a batch, but the inputs and outputs of "
+        f"{model_name!r} "
         f"do not all carry it ({layout}): ncnn computes one sample per extractor, which cannot give this graph's answer"
     )
 
@@ -549,7 +601,7 @@ def _layouts(script: Path) -> dict[str, int]:
         if m:
             found[m.group(1)] = int(m.group(2))
             continue
-        m = re.search(r'(\w+)\.numpy\(.*?batch_index=(\d+)', line)
+        m = re.search(r"(\w+)\.numpy\(.*?batch_index=(\d+)", line)
         if m:
             found[m.group(1)] = int(m.group(2))
     return found
@@ -568,7 +620,7 @@ def _check_layers(param: Path) -> None:
     if unknown:
         raise UnsupportedModel(
             f"pnnx left ONNX operator(s) {unknown} unconverted and ncnn has no such layer(s); "
-            "ncnn cannot load this graph (\"layer ... not exists or registered\")"
+            'ncnn cannot load this graph ("layer ... not exists or registered")'
         )
 
 
@@ -605,11 +657,17 @@ def _verify(
     except Exception as exc:
         return f"not verified: ONNX Runtime cannot run the model ({str(exc)[:200]})", per_sample, None
     net = load_net(str(work / conv.param), str(work / conv.bin), precision=precision, threads=None, vulkan_index=None)
-    program = NcnnProgram(net, conv.inputs, conv.outputs, loop=per_sample, model_name=model.name, specs=(model.inputs, model.outputs))
+    program = NcnnProgram(
+        net, conv.inputs, conv.outputs, loop=per_sample, model_name=model.name, specs=(model.inputs, model.outputs)
+    )
     tol = VERIFY_TOLERANCE[precision]
     batches = (1, 2) if per_sample else (1,)
     for batch in batches:
-        feeds = random_feeds(model.inputs, seed=0, shapes={s.name: (batch, *shapes[s.name][1:]) if batch > 1 else shapes[s.name] for s in model.inputs})
+        feeds = random_feeds(
+            model.inputs,
+            seed=0,
+            shapes={s.name: (batch, *shapes[s.name][1:]) if batch > 1 else shapes[s.name] for s in model.inputs},
+        )
         try:
             ref = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
         except Exception as exc:
@@ -624,17 +682,33 @@ def _verify(
             why = f"{exc}" + (f" (ncnn: {told})" if told else "")
             if batch > 1:
                 return f"verified at batch 1; batch {batch} failed in ncnn ({why})", False, None
-            return "verification failed", False, f"the ncnn graph pnnx made of {model.name!r} fails on the check inputs: {why}"
+            return (
+                "verification failed",
+                False,
+                f"the ncnn graph pnnx made of {model.name!r} fails on the check inputs: {why}",
+            )
         for name, want in ref.items():
             if not np.all(np.isfinite(want)):
-                return f"not verified: ONNX Runtime's output {name!r} is not finite on the seeded check inputs", per_sample if batch == 1 else False, None
+                return (
+                    f"not verified: ONNX Runtime's output {name!r} is not finite on the seeded check inputs",
+                    per_sample if batch == 1 else False,
+                    None,
+                )
             have = got[name]
             scale = float(np.max(np.abs(want))) if want.size else 0.0
             err = float(np.max(np.abs(have.astype(np.float64) - want))) if have.shape == want.shape else float("inf")
             if have.shape != want.shape or not err <= max(tol * scale, VERIFY_ATOL[precision]):
-                what = f"shape {list(have.shape)} vs {list(want.shape)}" if have.shape != want.shape else f"max abs error {err:.3g} at output scale {scale:.3g}"
+                what = (
+                    f"shape {list(have.shape)} vs {list(want.shape)}"
+                    if have.shape != want.shape
+                    else f"max abs error {err:.3g} at output scale {scale:.3g}"
+                )
                 if batch > 1:
-                    return f"verified at batch 1; batch {batch} differs ({what}): the graph is not per-sample", False, None
+                    return (
+                        f"verified at batch 1; batch {batch} differs ({what}): the graph is not per-sample",
+                        False,
+                        None,
+                    )
                 return (
                     "verification failed",
                     False,
@@ -648,13 +722,13 @@ def _verify(
 
 
 def _tail(log: str, lines: int = 12) -> str:
-    return "\n".join([l for l in log.splitlines() if l.strip()][-lines:])
+    return "\n".join([ln for ln in log.splitlines() if ln.strip()][-lines:])
 
 
 def _reason(log: str) -> str:
     """The informative lines of pnnx's log (it echoes its options first)."""
-    lines = [l.strip() for l in log.splitlines() if l.strip()]
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     keys = ("error", "fail", "expect", "not support", "unsupported", "abort", "exception", "terminate", "what()")
-    picked = [l for l in lines if any(k in l.lower() for k in keys)]
+    picked = [ln for ln in lines if any(k in ln.lower() for k in keys)]
     text = "; ".join(dict.fromkeys(picked or lines[-3:]))
     return text[:800] or "no message"

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -52,16 +53,20 @@ KNOWN_EXTRA = frozenset(PROFILE_KEYS + ("workspace_mb", "builder_optimization_le
 # CUresult codes that cuInit/cuDeviceGetCount return on machines where CUDA cannot run.
 CU_RESULT_REASONS: dict[int, str] = {
     3: "the CUDA driver is not initialized (CUDA_ERROR_NOT_INITIALIZED)",
-    34: "a CUDA stub library was loaded instead of the real driver (CUDA_ERROR_STUB_LIBRARY): install the NVIDIA driver",
-    35: "the NVIDIA driver is too old for this CUDA driver library (CUDA_ERROR_INSUFFICIENT_DRIVER): update the NVIDIA driver",
+    34: "a CUDA stub library was loaded instead of the real driver (CUDA_ERROR_STUB_LIBRARY): install the "
+    "NVIDIA driver",
+    35: "the NVIDIA driver is too old for this CUDA driver library (CUDA_ERROR_INSUFFICIENT_DRIVER): update "
+    "the NVIDIA driver",
     100: "no CUDA device was found (CUDA_ERROR_NO_DEVICE): the NVIDIA driver is installed but sees no GPU "
     "(check CUDA_VISIBLE_DEVICES, or that the container was started with GPU access)",
     101: "CUDA_VISIBLE_DEVICES names no valid device (CUDA_ERROR_INVALID_DEVICE)",
     304: "the operating system refused the CUDA driver (CUDA_ERROR_OPERATING_SYSTEM)",
     803: "the NVIDIA kernel module and the user-mode driver library (libcuda) have different versions "
     "(CUDA_ERROR_SYSTEM_DRIVER_MISMATCH): reinstall the driver or reboot",
-    804: "this GPU does not support the installed forward-compatibility CUDA driver (CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE)",
-    999: "the CUDA driver failed with an unknown error (CUDA_ERROR_UNKNOWN); often the nvidia kernel module is not loaded "
+    804: "this GPU does not support the installed forward-compatibility CUDA driver "
+    "(CUDA_ERROR_COMPAT_NOT_SUPPORTED_ON_DEVICE)",
+    999: "the CUDA driver failed with an unknown error (CUDA_ERROR_UNKNOWN); often the nvidia kernel module is "
+    "not loaded "
     "or /dev/nvidia* is not accessible",
 }
 
@@ -208,13 +213,17 @@ def builder_settings(options: CompileOptions, specs: Sequence[TensorSpec]) -> Bu
     if "workspace_mb" in extra:
         value = extra["workspace_mb"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or not math.isfinite(value):
-            raise CompileError(f"extra['workspace_mb'] must be a positive number of MiB, got {value!r}", backend=BACKEND)
+            raise CompileError(
+                f"extra['workspace_mb'] must be a positive number of MiB, got {value!r}", backend=BACKEND
+            )
         workspace_bytes = int(value * (1 << 20))
     level = None
     if "builder_optimization_level" in extra:
         level = extra["builder_optimization_level"]
         if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level <= 5:
-            raise CompileError(f"extra['builder_optimization_level'] must be an integer 0..5, got {level!r}", backend=BACKEND)
+            raise CompileError(
+                f"extra['builder_optimization_level'] must be an integer 0..5, got {level!r}", backend=BACKEND
+            )
     notes = []
     if options.threads is not None:
         notes.append(f"threads={options.threads} ignored: TensorRT runs on the GPU")
@@ -248,7 +257,10 @@ def _triple(value: Any, what: str) -> ProfileShapes:
     elif isinstance(value, (list, tuple)) and len(value) == 3 and all(isinstance(v, (list, tuple)) for v in value):
         parts = tuple(value)
     else:
-        raise CompileError(f"{what} must be {{'min': shape, 'opt': shape, 'max': shape}} or [min, opt, max], got {value!r}", backend=BACKEND)
+        raise CompileError(
+            f"{what} must be {{'min': shape, 'opt': shape, 'max': shape}} or [min, opt, max], got {value!r}",
+            backend=BACKEND,
+        )
     return ProfileShapes(*(_shape(p, f"{what}[{k!r}]") for p, k in zip(parts, ("min", "opt", "max"))))
 
 
@@ -260,9 +272,13 @@ def _dim_range(value: Any, symbol: str) -> tuple[int, int, int]:
     if isinstance(value, (list, tuple)) and len(value) == 3:
         lo, opt, hi = _shape(value, f"extra['dims'][{symbol!r}]")
         if not lo <= opt <= hi:
-            raise CompileError(f"extra['dims'][{symbol!r}] must satisfy min <= opt <= max, got {list(value)}", backend=BACKEND)
+            raise CompileError(
+                f"extra['dims'][{symbol!r}] must satisfy min <= opt <= max, got {list(value)}", backend=BACKEND
+            )
         return lo, opt, hi
-    raise CompileError(f"extra['dims'][{symbol!r}] must be an integer or [min, opt, max], got {value!r}", backend=BACKEND)
+    raise CompileError(
+        f"extra['dims'][{symbol!r}] must be an integer or [min, opt, max], got {value!r}", backend=BACKEND
+    )
 
 
 def derive_profile(specs: Sequence[TensorSpec], extra: Mapping[str, Any]) -> dict[str, ProfileShapes]:
@@ -291,15 +307,21 @@ def derive_profile(specs: Sequence[TensorSpec], extra: Mapping[str, Any]) -> dic
     for key in ("profile", "shapes"):
         unknown = [n for n in sources[key] if n not in by_name]
         if unknown:
-            raise CompileError(f"extra[{key!r}] names unknown input(s) {unknown}; the model's inputs are {list(by_name)}", backend=BACKEND)
+            raise CompileError(
+                f"extra[{key!r}] names unknown input(s) {unknown}; the model's inputs are {list(by_name)}",
+                backend=BACKEND,
+            )
     both = [n for n in sources["profile"] if n in sources["shapes"]]
     if both:
-        raise CompileError(f"input(s) {both} are given in both extra['profile'] and extra['shapes']; give one", backend=BACKEND)
+        raise CompileError(
+            f"input(s) {both} are given in both extra['profile'] and extra['shapes']; give one", backend=BACKEND
+        )
     symbols = {d for s in specs for d in s.shape if isinstance(d, str)}
     unknown = [k for k in sources["dims"] if k not in symbols]
     if unknown:
         raise CompileError(
-            f"extra['dims'] names unknown dimension(s) {unknown}; the model's symbolic dimensions are {sorted(symbols)}",
+            f"extra['dims'] names unknown dimension(s) {unknown}; the model's symbolic dimensions are "
+            f"{sorted(symbols)}",
             backend=BACKEND,
         )
     dims = {k: _dim_range(v, k) for k, v in sources["dims"].items()}
@@ -354,14 +376,25 @@ def profile_violation(name: str, shape: Sequence[int], shapes: ProfileShapes) ->
     return (
         f"input {name!r} has shape {list(shape)}, outside the range the TensorRT engine was built for: "
         f"min {list(shapes.min)}, max {list(shapes.max)} (opt {list(shapes.opt)}). Compile with a wider range, e.g. "
-        f"extra={{'profile': {{{name!r}: {{'min': ..., 'opt': ..., 'max': ...}}}}}} or extra={{'dims': {{'batch': [1, 8, 64]}}}}"
+        f"extra={{'profile': {{{name!r}: {{'min': ..., 'opt': ..., 'max': ...}}}}}} or extra={{'dims': "
+        f"{{'batch': [1, 8, 64]}}}}"
     )
 
 
 # -- precision -----------------------------------------------------------------------------------
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-QOPERATOR_OPS = frozenset({"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"})
+QOPERATOR_OPS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "QLinearAdd",
+        "QLinearMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+    }
+)
 
 
 def model_precisions(proto: Any) -> frozenset[str]:
@@ -549,7 +582,9 @@ def parser_error(
 # -- engine cache ----------------------------------------------------------------------------------
 
 
-def engine_cache_key(model_hash: str, options_key: str, trt_version: str, compute_capability: str, gpu_name: str) -> str:
+def engine_cache_key(
+    model_hash: str, options_key: str, trt_version: str, compute_capability: str, gpu_name: str
+) -> str:
     """The key of a serialized engine: everything that makes an engine invalid when it changes.
 
     An engine only loads on the TensorRT version that built it and is tuned for

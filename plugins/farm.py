@@ -39,8 +39,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -87,7 +88,10 @@ class FarmBackend(Backend):
     @classmethod
     def probe(cls) -> str | None:
         if farm.configured_address() is None:
-            return f"no farm configured: set {farm.ENV_ADDRESS}=<head HOST:PORT> (a cluster started with `nnport farm join --head`)"
+            return (
+                f"no farm configured: set {farm.ENV_ADDRESS}=<head HOST:PORT> (a cluster started with `nnport "
+                "farm join --head`)"
+            )
         if importlib.util.find_spec("ray") is None:
             return "the farm needs Ray, which is not installed (pip install 'nnport[farm]')"
         return _head_answers(farm.configured_address() or "")
@@ -144,7 +148,8 @@ class FarmBackend(Backend):
         return found
 
     def select(self, devices: Sequence[Device], spec: str) -> list[Device]:
-        """``farm:<spec>`` beyond exact ids and kinds: a node, a backend, ``backend:kind``, a remote id, ``node/...``."""
+        """``farm:<spec>`` beyond exact ids and kinds: a node, a backend, ``backend:kind``, a remote id,
+        ``node/...``."""
         spec = spec.strip().lower()
         node, slash, rest = spec.partition("/")
         if not slash:
@@ -176,14 +181,18 @@ class FarmBackend(Backend):
                 caps = dev.get("capabilities")
                 if dev["id"] == device.properties.get("remote_id") and isinstance(caps, dict):
                     known = {f.name for f in fields(Capabilities)}
-                    return Capabilities(**{k: tuple(v) if isinstance(v, list) else v for k, v in caps.items() if k in known})
+                    return Capabilities(
+                        **{k: tuple(v) if isinstance(v, list) else v for k, v in caps.items() if k in known}
+                    )
         return Capabilities()
 
     # -- compile, run, measure --------------------------------------------------------------------
 
     def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
         if model.format != "onnx":
-            raise UnsupportedModel(f"the farm ships ONNX models only, not {model.format}", backend=self.name, device=device.id)
+            raise UnsupportedModel(
+                f"the farm ships ONNX models only, not {model.format}", backend=self.name, device=device.id
+            )
         lease = self._lease(device)
         try:
             answer = lease.call("compile", model.serialized(), _options_payload(options, model), what="compile")
@@ -195,8 +204,13 @@ class FarmBackend(Backend):
             raise _remote_error(answer["error"], device, compile=True)
         remote = RemoteModel(lease, answer["handle"])
         compiled = CompiledModel(
-            self, model, device, options, native=remote,
-            inputs=[TensorSpec(**s) for s in answer["inputs"]], outputs=[TensorSpec(**s) for s in answer["outputs"]],
+            self,
+            model,
+            device,
+            options,
+            native=remote,
+            inputs=[TensorSpec(**s) for s in answer["inputs"]],
+            outputs=[TensorSpec(**s) for s in answer["outputs"]],
         )
         compiled.compile_time_s = answer.get("compile_time_s")
         compiled.cache_hit = answer.get("cache_hit")
@@ -230,7 +244,9 @@ class FarmBackend(Backend):
         from nnport.measure import Measurement
 
         payload = {k: v for k, v in asdict(settings).items() if k != "progress"}
-        answer = compiled.native.lease.call("measure", compiled.native.handle, dict(binding.inputs), payload, what="measure")
+        answer = compiled.native.lease.call(
+            "measure", compiled.native.handle, dict(binding.inputs), payload, what="measure"
+        )
         if "error" in answer:
             raise _remote_error(answer["error"], compiled.device)
         known = {f.name for f in fields(Measurement)}
@@ -280,13 +296,17 @@ class _Lease:
         self.pid: int | None = None
         self.node_id = str(device.properties.get("node_id", ""))
         self._lock = threading.Lock()
-        resource = str(device.properties.get("resource") or farm.device_resource(*farm.split_device_id(device.id) or ("?", "?")))
-        if resource not in ray.cluster_resources():
-            raise DeviceNotFound(f"no live node of the farm offers {device.id} (resource {resource!r}); see `nnport farm status`")
-        actor_cls = ray.remote(DeviceServer)
-        self.actor = actor_cls.options(num_cpus=0, resources={resource: 1.0}, max_restarts=0, max_task_retries=0, max_concurrency=1).remote(
-            str(device.properties.get("remote_id")), device.properties.get("omp_num_threads")
+        resource = str(
+            device.properties.get("resource") or farm.device_resource(*farm.split_device_id(device.id) or ("?", "?"))
         )
+        if resource not in ray.cluster_resources():
+            raise DeviceNotFound(
+                f"no live node of the farm offers {device.id} (resource {resource!r}); see `nnport farm status`"
+            )
+        actor_cls = ray.remote(DeviceServer)
+        self.actor = actor_cls.options(
+            num_cpus=0, resources={resource: 1.0}, max_restarts=0, max_task_retries=0, max_concurrency=1
+        ).remote(str(device.properties.get("remote_id")), device.properties.get("omp_num_threads"))
         ref = self.actor.ready.remote()
         deadline = time.monotonic() + WAIT_S
         while True:
@@ -295,10 +315,15 @@ class _Lease:
                 break
             if resource not in ray.cluster_resources():
                 self._kill()
-                raise DeviceNotFound(f"no live node of the farm offers {device.id} any more (resource {resource!r} is gone)")
+                raise DeviceNotFound(
+                    f"no live node of the farm offers {device.id} any more (resource {resource!r} is gone)"
+                )
             if time.monotonic() > deadline:
                 self._kill()
-                raise ExecutionError(f"farm device {device.id} stayed busy (leased by another process) for {WAIT_S:g} s (NNPORT_FARM_WAIT_S)")
+                raise ExecutionError(
+                    f"farm device {device.id} stayed busy (leased by another process) for {WAIT_S:g} s "
+                    "(NNPORT_FARM_WAIT_S)"
+                )
         try:
             info = self._get(ref, "start")
         except BaseException:
@@ -334,29 +359,42 @@ class _Lease:
                 if ready:
                     value = ray.get(ref)
                     if unavailable_since is not None:  # the probe answered: the actor is back, the call is lost
-                        raise ExecutionError(f"farm {what} on {self.device.id} was interrupted (the device was unreachable for a while); retry it")
+                        raise ExecutionError(
+                            f"farm {what} on {self.device.id} was interrupted (the device was unreachable "
+                            "for a while); retry it"
+                        )
                     return value
                 if time.monotonic() - last_check > 2.0:  # a frozen node: Ray's health check marks it dead
                     last_check = time.monotonic()
                     if self.node_id and not farm.node_alive(self.node_id):
-                        raise DeviceLost(f"farm node {self.device.properties.get('node')} died during {what} on {self.device.id}")
+                        raise DeviceLost(
+                            f"farm node {self.device.properties.get('node')} died during {what} on {self.device.id}"
+                        )
                 continue
             except unreachable as exc:
                 # Unreachable: the node may be dying (then Ray says so within its health-check period),
                 # or the network hiccupped.  The call is lost either way; wait for Ray's verdict, boundedly.
                 unavailable_since = unavailable_since or time.monotonic()
                 if self.node_id and not farm.node_alive(self.node_id):
-                    raise DeviceLost(f"farm node {self.device.properties.get('node')} died during {what} on {self.device.id}: {_first_line(exc)}") from None
+                    raise DeviceLost(
+                        f"farm node {self.device.properties.get('node')} died during {what} on "
+                        f"{self.device.id}: {_first_line(exc)}"
+                    ) from None
                 if time.monotonic() - unavailable_since > LOST_S:
-                    raise DeviceLost(f"farm device {self.device.id} unreachable for {LOST_S:g} s during {what}: {_first_line(exc)}") from None
+                    raise DeviceLost(
+                        f"farm device {self.device.id} unreachable for {LOST_S:g} s during {what}: {_first_line(exc)}"
+                    ) from None
                 time.sleep(POLL_S)
                 ref = self.actor.ready.remote()  # probe: a dead actor answers ActorDiedError
             except rex.ActorDiedError as exc:
                 text = str(exc)
                 if "node has died" in text or (self.node_id and not farm.node_alive(self.node_id)):
-                    raise DeviceLost(f"farm node {self.device.properties.get('node')} died during {what} on {self.device.id}") from None
+                    raise DeviceLost(
+                        f"farm node {self.device.properties.get('node')} died during {what} on {self.device.id}"
+                    ) from None
                 raise WorkerCrashed(
-                    f"the farm worker process for {self.device.id} (pid {self.pid} on node {self.device.properties.get('node')}) died during {what}: {_death_detail(text)}"
+                    f"the farm worker process for {self.device.id} (pid {self.pid} on node "
+                    f"{self.device.properties.get('node')}) died during {what}: {_death_detail(text)}"
                 ) from None
             except rex.RayTaskError as exc:  # a bug in the actor body itself: nnport errors come back as values
                 raise ExecutionError(f"farm {what} on {self.device.id} raised {_first_line(exc)}") from None
@@ -396,7 +434,8 @@ _answered: set[str] = set()
 
 
 def _head_answers(address: str) -> str | None:
-    """None when the farm's head accepts a TCP connection (once it has, not checked again in this process), else why not."""
+    """None when the farm's head accepts a TCP connection (once it has, not checked again in this process), else why
+    not."""
     if address in _answered:
         return None
     import socket
@@ -441,7 +480,11 @@ def _remote_error(error: Mapping[str, Any], device: Device, *, compile: bool = F
 
 def _options_payload(options: CompileOptions, model: Model) -> dict[str, Any]:
     calibration = options.calibration
-    if options.precision == "int8" and calibration is not None and not (isinstance(calibration, str) and calibration == "random"):
+    if (
+        options.precision == "int8"
+        and calibration is not None
+        and not (isinstance(calibration, str) and calibration == "random")
+    ):
         from nnport.calibration import calibration_feeds
 
         calibration = calibration_feeds(calibration, model.inputs)  # the node cannot read the driver's files
@@ -494,7 +537,9 @@ class DeviceServer:
 
         try:
             model = nnport.load(model_bytes)
-            opts = CompileOptions(**{k: v for k, v in options.items() if k != "calibration"}, calibration=options.get("calibration"))
+            opts = CompileOptions(
+                **{k: v for k, v in options.items() if k != "calibration"}, calibration=options.get("calibration")
+            )
             start = time.perf_counter()
             compiled = nnport.compile(model, self.device_id, opts, fallback=False)
             elapsed = time.perf_counter() - start

@@ -163,26 +163,39 @@ class LiteRtBackend(Backend):
             raise UnsupportedModel(f"{device.id} is unavailable: {device.reason}", **where)
         resolver = str(options.extra.get("litert_op_resolver", "auto")).lower()
         if resolver not in OP_RESOLVERS:
-            raise CompileError(f"extra litert_op_resolver must be one of {list(OP_RESOLVERS)}, got {resolver!r}", **where)
+            raise CompileError(
+                f"extra litert_op_resolver must be one of {list(OP_RESOLVERS)}, got {resolver!r}", **where
+            )
         if model.format == "tflite":
             if options.precision != "fp32":
-                raise UnsupportedPrecision(f"precision {options.precision!r} is not supported: {NATIVE_PRECISION_REASON}", **where)
+                raise UnsupportedPrecision(
+                    f"precision {options.precision!r} is not supported: {NATIVE_PRECISION_REASON}", **where
+                )
             if model.path is None:
                 raise UnsupportedModel("a .tflite model needs its file path", **where)
             return self._program(model, device, options, model.path.read_bytes(), resolver, None, where)
         if model.format != "onnx":
-            raise UnsupportedModel(f"LiteRT runs .tflite models, and ONNX models converted by onnx2tf; not {model.format}", **where)
+            raise UnsupportedModel(
+                f"LiteRT runs .tflite models, and ONNX models converted by onnx2tf; not {model.format}", **where
+            )
         if options.precision not in ("fp32", "fp16", "int8"):
-            raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16', 'int8']", **where)
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16', 'int8']", **where
+            )
         exe = convert_.onnx2tf_executable(options.extra.get("litert_onnx2tf"))
         if exe is None and options.precision != "fp32":  # capabilities() lists fp32 only without the converter
             raise UnsupportedPrecision(
                 f"precision {options.precision!r} is not supported here: ONNX models reach LiteRT through onnx2tf, "
-                f"which was not found ({convert_.missing_reason()}); supported: ['fp32'] (.tflite models at their own precision)",
+                f"which was not found ({convert_.missing_reason()}); supported: ['fp32'] (.tflite models "
+                "at their own precision)",
                 **where,
             )
         if exe is None:
-            raise UnsupportedModel(f"ONNX models run on LiteRT after conversion by onnx2tf, which was not found: {convert_.missing_reason()}", **where)
+            raise UnsupportedModel(
+                "ONNX models run on LiteRT after conversion by onnx2tf, which was not found: "
+                f"{convert_.missing_reason()}",
+                **where,
+            )
         convert_.check_convertible(model, where)
         axes = open_axes(model)
         if axes:  # onnx2tf converts best at static shapes: convert at the shapes of the feeds, on first use
@@ -216,20 +229,45 @@ class LiteRtBackend(Backend):
         return compiled
 
     def _program(
-        self, model: Model, device: Device, options: CompileOptions, data: bytes, resolver: str, conversion: Any, where: dict
+        self,
+        model: Model,
+        device: Device,
+        options: CompileOptions,
+        data: bytes,
+        resolver: str,
+        conversion: Any,
+        where: dict,
     ) -> CompiledModel:
         threads = options.threads or _cpu_count()
         float_io = bool(options.extra.get("litert_float_io", False))
         try:
-            program = LiteRtProgram(data, model, resolver=resolver, threads=threads, conversion=conversion, float_io=float_io, shapes=options.shapes)
+            program = LiteRtProgram(
+                data,
+                model,
+                resolver=resolver,
+                threads=threads,
+                conversion=conversion,
+                float_io=float_io,
+                shapes=options.shapes,
+            )
         except UnsupportedModel as exc:
             raise UnsupportedModel(str(exc), **where) from exc
         except InputError:
             raise
         except Exception as exc:  # a LiteRT error that is no refusal: still an nnport error, so selection goes on
-            raise CompileError(f"LiteRT failed to prepare {model.name!r}: {type(exc).__name__}: {_short(exc)}", **where) from exc
-        compiled = CompiledModel(self, model, device, options, native=program, inputs=program.input_specs, outputs=program.output_specs)
-        compiled.info.update({"threads": threads, "op_resolver": OP_RESOLVERS[resolver], "delegate": "XNNPACK" if resolver in ("auto", "builtin") else None})
+            raise CompileError(
+                f"LiteRT failed to prepare {model.name!r}: {type(exc).__name__}: {_short(exc)}", **where
+            ) from exc
+        compiled = CompiledModel(
+            self, model, device, options, native=program, inputs=program.input_specs, outputs=program.output_specs
+        )
+        compiled.info.update(
+            {
+                "threads": threads,
+                "op_resolver": OP_RESOLVERS[resolver],
+                "delegate": "XNNPACK" if resolver in ("auto", "builtin") else None,
+            }
+        )
         if program.quantization:
             compiled.info["quantization"] = program.quantization
             compiled.info["float_io"] = float_io
@@ -256,7 +294,12 @@ class LiteRtBackend(Backend):
     # -- debug (optional capability) -----------------------------------------------------
 
     def intermediates(
-        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+        self,
+        model: Model,
+        device: Device,
+        options: CompileOptions,
+        tensors: Sequence[str],
+        feeds: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray] | None:
         """The fast path of ``nnport debug``: one run exposing every tensor an operator computed.
 
@@ -289,7 +332,9 @@ class _Port:
 
     __slots__ = ("name", "index", "perm", "quant", "dtype")
 
-    def __init__(self, name: str, index: int, perm: tuple[int, ...] | None = None, quant: dict | None = None, dtype: Any = None) -> None:
+    def __init__(
+        self, name: str, index: int, perm: tuple[int, ...] | None = None, quant: dict | None = None, dtype: Any = None
+    ) -> None:
         self.name = name
         self.index = index
         self.perm = perm
@@ -329,7 +374,9 @@ class LiteRtProgram:
         self.float_io = float_io and bool(self.quantization)
         if self.float_io:  # present float32 specs; quantise/dequantise at the boundary
             in_specs = [TensorSpec(s.name, s.shape, np.float32) for s in in_specs]
-            out_specs = [TensorSpec(s.name, s.shape, np.float32) if s.name in self.quantization else s for s in out_specs]
+            out_specs = [
+                TensorSpec(s.name, s.shape, np.float32) if s.name in self.quantization else s for s in out_specs
+            ]
         self._in = tuple(in_ports)
         self._out = tuple(out_ports)
         if shapes:
@@ -362,7 +409,9 @@ class LiteRtProgram:
         except ValueError as exc:
             raise UnsupportedModel(f"LiteRT cannot load {self.model_name!r}: {_short(exc)}") from exc
 
-    def _ports(self, interpreter: Any, model: Model, conversion: Any) -> tuple[list[_Port], list[_Port], list[TensorSpec], list[TensorSpec]]:
+    def _ports(
+        self, interpreter: Any, model: Model, conversion: Any
+    ) -> tuple[list[_Port], list[_Port], list[TensorSpec], list[TensorSpec]]:
         """Ports in the model's order: by signature names when the model has one signature, else by tensor names."""
         signatures = interpreter.get_signature_list()
         by_name_in = {d["name"]: d for d in interpreter.get_input_details()}
@@ -377,7 +426,10 @@ class LiteRtProgram:
                 by_name_in, by_name_out = dict(sig_in), dict(sig_out)
                 self.signature = key
             else:
-                raise UnsupportedModel(f"the signature {key!r} of {model.name!r} is not the main graph's inputs and outputs; nnport runs the main graph")
+                raise UnsupportedModel(
+                    f"the signature {key!r} of {model.name!r} is not the main graph's inputs and outputs; "
+                    "nnport runs the main graph"
+                )
         if conversion is not None:  # ONNX names -> the converted model's names, layouts
             in_ports, in_specs = [], []
             for plan, spec in zip(conversion.inputs, model.inputs):
@@ -387,7 +439,14 @@ class LiteRtProgram:
             out_ports, out_specs = [], []
             for plan, spec in zip(conversion.outputs, model.outputs):
                 d = _detail(by_name_out, plan.tensor, model.name)
-                out_ports.append(_Port(spec.name, int(d["index"]), perm=tuple(plan.perm) if plan.perm else None, dtype=np.dtype(d["dtype"])))
+                out_ports.append(
+                    _Port(
+                        spec.name,
+                        int(d["index"]),
+                        perm=tuple(plan.perm) if plan.perm else None,
+                        dtype=np.dtype(d["dtype"]),
+                    )
+                )
                 out_specs.append(TensorSpec(spec.name, tuple(plan.shape), np.dtype(d["dtype"])))
             return in_ports, out_ports, in_specs, out_specs
         quant = model.metadata.get("quantization", {})
@@ -409,7 +468,9 @@ class LiteRtProgram:
                 q = {"scale": float(scales[0]), "zero_point": int(zero_points[0]) if zero_points.size else 0}
         return _Port(spec.name, int(d["index"]), quant=dict(q) if q else None, dtype=spec.dtype)
 
-    def _fix_shapes(self, interpreter: Any, specs: list[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> list[TensorSpec]:
+    def _fix_shapes(
+        self, interpreter: Any, specs: list[TensorSpec], shapes: Mapping[str, tuple[int, ...]]
+    ) -> list[TensorSpec]:
         fixed = []
         by_name = {p.name: p for p in self._in}
         for spec in specs:
@@ -471,7 +532,10 @@ class LiteRtProgram:
                 try:
                     interpreter.allocate_tensors()
                 except Exception as exc:
-                    raise InputError(f"LiteRT cannot run {self.model_name!r} at input shapes {[list(s) for s in shapes]}: {_short(exc)}") from exc
+                    raise InputError(
+                        f"LiteRT cannot run {self.model_name!r} at input shapes "
+                        f"{[list(s) for s in shapes]}: {_short(exc)}"
+                    ) from exc
                 self._tls.shapes = shapes
         from nnport._tflite import dequantize, quantize
 
@@ -526,7 +590,9 @@ def _detail(details: Mapping[str, Any], name: str, model_name: str) -> Mapping[s
     try:
         return details[name]
     except KeyError:
-        raise UnsupportedModel(f"{model_name!r} has no input/output tensor {name!r}; it has {sorted(details)}") from None
+        raise UnsupportedModel(
+            f"{model_name!r} has no input/output tensor {name!r}; it has {sorted(details)}"
+        ) from None
 
 
 # -- devices: accelerators, tried once per host in a child process ---------------------------------
@@ -564,8 +630,19 @@ def _accelerator_verdicts() -> dict[str, str | None]:
         version = importlib.metadata.version("ai-edge-litert")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    parts = [platform.node(), version, *(os.environ.get(v, "") for v in ("XDG_RUNTIME_DIR", "VK_ICD_FILENAMES", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"))]
-    for folder in ("/dev/dri", "/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"):  # a GPU or a driver added changes the verdict
+    parts = [
+        platform.node(),
+        version,
+        *(
+            os.environ.get(v, "")
+            for v in ("XDG_RUNTIME_DIR", "VK_ICD_FILENAMES", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")
+        ),
+    ]
+    for folder in (
+        "/dev/dri",
+        "/usr/share/vulkan/icd.d",
+        "/etc/vulkan/icd.d",
+    ):  # a GPU or a driver added changes the verdict
         with contextlib.suppress(OSError):
             parts += sorted(os.listdir(folder))
     host = "|".join(parts)
@@ -594,7 +671,11 @@ def _accelerator_verdicts() -> dict[str, str | None]:
 def _probe_accelerator(kind: str) -> str | None:
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", ACCELERATOR_PROBE, kind], capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            [sys.executable, "-c", ACCELERATOR_PROBE, kind],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"the {kind} accelerator probe did not finish: {exc}"
@@ -603,7 +684,11 @@ def _probe_accelerator(kind: str) -> str | None:
         return None
     if proc.returncode == 0 and said and said[-1] == "PARTIAL":
         return f"LiteRT's {kind} accelerator loads but does not run a plain ADD"
-    keys = ("No adapters", "WebGPU environment", "OpenCL") if kind == "GPU" else ("No compiler plugin", "dispatch", "cannot open shared object")
+    keys = (
+        ("No adapters", "WebGPU environment", "OpenCL")
+        if kind == "GPU"
+        else ("No compiler plugin", "dispatch", "cannot open shared object")
+    )
     told = []
     for line in proc.stderr.splitlines():
         text = _LOG_PREFIX.sub("", line.strip(" └\t"))
@@ -612,7 +697,10 @@ def _probe_accelerator(kind: str) -> str | None:
     lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
     detail = "; ".join(told[:3])[:500] if told else (lines[-1][-300:] if lines else f"exit status {proc.returncode}")
     if kind == "NPU":
-        return f"no NPU dispatch library loads (install a vendor SDK: ai-edge-litert-sdk-qualcomm/-mediatek/-intel/...): {detail}"
+        return (
+            "no NPU dispatch library loads (install a vendor SDK: "
+            f"ai-edge-litert-sdk-qualcomm/-mediatek/-intel/...): {detail}"
+        )
     return f"LiteRT's GPU accelerator did not load: {detail}"
 
 

@@ -58,8 +58,9 @@ import platform
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,17 @@ from nnport.model import Model
 from nnport.specialize import open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
-from ._ncnn_convert import EXACT_FLOAT_INT, INTEGER_INPUTS, NO_BATCH, BlobPlan, convert, default_cache_root, fixed_batch, pnnx_executable, pnnx_version
+from ._ncnn_convert import (
+    EXACT_FLOAT_INT,
+    INTEGER_INPUTS,
+    NO_BATCH,
+    BlobPlan,
+    convert,
+    default_cache_root,
+    fixed_batch,
+    pnnx_executable,
+    pnnx_version,
+)
 
 GPU_TYPES = {0: "discrete", 1: "integrated", 2: "virtual", 3: "cpu"}
 SOFTWARE_RASTERIZERS = ("llvmpipe", "lavapipe", "swiftshader", "softpipe")
@@ -120,9 +131,14 @@ class NcnnBackend(Backend):
         except Exception as exc:  # a wheel without Vulkan, a broken loader
             count, why = 0, f"Vulkan could not be initialised: {type(exc).__name__}: {exc}"
         else:
-            why = "no Vulkan device found (ncnn.get_gpu_count() is 0): install a Vulkan driver (on a machine without a GPU, Mesa's lavapipe: apt-get install libvulkan1 mesa-vulkan-drivers)"
+            why = (
+                "no Vulkan device found (ncnn.get_gpu_count() is 0): install a Vulkan driver (on a machine "
+                "without a GPU, Mesa's lavapipe: apt-get install libvulkan1 mesa-vulkan-drivers)"
+            )
         if count == 0:
-            found.append(Device(id="ncnn:vulkan", backend=self.name, kind="gpu", name="Vulkan", available=False, reason=why))
+            found.append(
+                Device(id="ncnn:vulkan", backend=self.name, kind="gpu", name="Vulkan", available=False, reason=why)
+            )
         for index in range(count):
             found.append(_vulkan_device(ncnn, index))
         return found
@@ -136,7 +152,8 @@ class NcnnBackend(Backend):
             dynamic_shapes=False,
             model_formats=("onnx", "ncnn"),
             notes=(
-                "ONNX is converted by pnnx at batch 1 with static shapes: shapes= fixes symbolic dims, else each new feed shape is converted on first use (cached on disk)",
+                "ONNX is converted by pnnx at batch 1 with static shapes: shapes= fixes symbolic dims, "
+                "else each new feed shape is converted on first use (cached on disk)",
                 "batch > 1 loops over samples when the graph is per-sample",
                 f"int8 unsupported: {INT8_REASON}",
             ),
@@ -147,24 +164,35 @@ class NcnnBackend(Backend):
     def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
         where = {"backend": self.name, "device": device.id}
         if options.precision == "int8":
-            raise UnsupportedPrecision(f"precision 'int8' is not supported: {INT8_REASON}; supported: ['fp32', 'fp16']", **where)
+            raise UnsupportedPrecision(
+                f"precision 'int8' is not supported: {INT8_REASON}; supported: ['fp32', 'fp16']", **where
+            )
         if options.precision not in ("fp32", "fp16"):
-            raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16']", **where)
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported; supported: ['fp32', 'fp16']", **where
+            )
         vulkan_index = device.properties.get("index") if device.id.startswith("ncnn:vulkan:") else None
         if model.format == "onnx" and not options.extra.get("ncnn_input_shapes"):
             symbol = batch_symbol(model.inputs, model.outputs)
             axes = open_axes(model, keep=(symbol,) if symbol else ())
             if axes:  # pnnx converts static shapes: convert at the shapes of the feeds, on first use
                 _check_convertible(model, where)
-                why = f"pnnx converts static shapes only; open dims {_axes_text(model, axes)} are fixed from each new feed shape"
+                why = (
+                    f"pnnx converts static shapes only; open dims {_axes_text(model, axes)} are fixed from "
+                    "each new feed shape"
+                )
                 return specialize.lazily(self, model, device, options, axes, why)
         if model.format == "onnx":
             program, conversion = self._from_onnx(model, options, vulkan_index, where)
         elif model.format == "ncnn":
             program, conversion = self._from_native(model, options, vulkan_index, where), None
         else:
-            raise UnsupportedModel(f"ncnn reads ONNX models (converted by pnnx) or ncnn .param/.bin pairs, not {model.format}", **where)
-        compiled = CompiledModel(self, model, device, options, native=program, inputs=program.input_specs, outputs=program.output_specs)
+            raise UnsupportedModel(
+                f"ncnn reads ONNX models (converted by pnnx) or ncnn .param/.bin pairs, not {model.format}", **where
+            )
+        compiled = CompiledModel(
+            self, model, device, options, native=program, inputs=program.input_specs, outputs=program.output_specs
+        )
         if conversion is not None:
             compiled.cache_hit = conversion.cache_hit
             compiled.info.update(
@@ -181,7 +209,9 @@ class NcnnBackend(Backend):
         compiled.info["blobs"] = {p.name: p.blob for p in (*program.in_plans, *program.out_plans)}
         return compiled
 
-    def _from_onnx(self, model: Model, options: CompileOptions, vulkan_index: int | None, where: dict) -> tuple[NcnnProgram, Any]:
+    def _from_onnx(
+        self, model: Model, options: CompileOptions, vulkan_index: int | None, where: dict
+    ) -> tuple[NcnnProgram, Any]:
         symbol = batch_symbol(model.inputs, model.outputs)
         _check_convertible(model, where)
         _check_served_outputs(model, where)
@@ -200,11 +230,22 @@ class NcnnBackend(Backend):
         except CompileError as exc:  # raised without a location: add it
             raise type(exc)(str(exc), **where) from exc
         try:
-            net = load_net(conversion.param, conversion.bin, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+            net = load_net(
+                conversion.param,
+                conversion.bin,
+                precision=options.precision,
+                threads=options.threads,
+                vulkan_index=vulkan_index,
+            )
         except UnsupportedModel as exc:
             raise UnsupportedModel(str(exc), **where) from exc
         program = NcnnProgram(
-            net, conversion.inputs, conversion.outputs, loop=conversion.per_sample, model_name=model.name, specs=(model.inputs, model.outputs)
+            net,
+            conversion.inputs,
+            conversion.outputs,
+            loop=conversion.per_sample,
+            model_name=model.name,
+            specs=(model.inputs, model.outputs),
         )
         return program, conversion
 
@@ -213,14 +254,19 @@ class NcnnBackend(Backend):
             raise UnsupportedModel("an ncnn model needs its .param path", **where)
         param, weights = str(model.path), str(model.path.with_suffix(".bin"))
         try:
-            net = load_net(param, weights, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index)
+            net = load_net(
+                param, weights, precision=options.precision, threads=options.threads, vulkan_index=vulkan_index
+            )
         except UnsupportedModel as exc:
             raise UnsupportedModel(str(exc), **where) from exc
         blobs_in, blobs_out = list(net.input_names()), list(net.output_names())
-        missing = [s.name for s in model.inputs if s.name not in blobs_in] + [s.name for s in model.outputs if s.name not in blobs_out]
+        missing = [s.name for s in model.inputs if s.name not in blobs_in] + [
+            s.name for s in model.outputs if s.name not in blobs_out
+        ]
         if missing:
             raise UnsupportedModel(
-                f"the specs name blob(s) {missing} that {model.path.name} does not have; its inputs are {blobs_in} and its outputs {blobs_out}",
+                f"the specs name blob(s) {missing} that {model.path.name} does not have; its inputs are "
+                f"{blobs_in} and its outputs {blobs_out}",
                 **where,
             )
         for spec in (*model.inputs, *model.outputs):
@@ -231,7 +277,9 @@ class NcnnBackend(Backend):
         # An ncnn graph sees one sample per extractor (Mats have no batch axis), so a
         # symbolic batch shared by every spec is looped without a check against ONNX.
         symbol = batch_symbol(model.inputs, model.outputs)
-        return NcnnProgram(net, ins, outs, loop=symbol is not None, model_name=model.name, specs=(model.inputs, model.outputs))
+        return NcnnProgram(
+            net, ins, outs, loop=symbol is not None, model_name=model.name, specs=(model.inputs, model.outputs)
+        )
 
     # -- run -------------------------------------------------------------------------
 
@@ -302,7 +350,14 @@ class NcnnProgram:
         # The core pins a static spec's shape; a dynamic spec is pinned per sample by
         # the loop; only a dynamic spec without the loop needs the comparison here.
         self._ins = [
-            (p.name, p.blob, p.batch_index == 0, known(p), known(p) is not None and s.is_dynamic and not loop, known(p) is not None)
+            (
+                p.name,
+                p.blob,
+                p.batch_index == 0,
+                known(p),
+                known(p) is not None and s.is_dynamic and not loop,
+                known(p) is not None,
+            )
             for p, s in zip(self.in_plans, self.input_specs)
         ]
         self._outs = [(p.name, p.blob, p.batch_index == 0, known(p), int(np.prod(p.shape))) for p in self.out_plans]
@@ -335,7 +390,8 @@ class NcnnProgram:
             a = feeds[name]
             if a.size and a.dtype.itemsize >= 4 and (a.max() >= EXACT_FLOAT_INT or a.min() <= -EXACT_FLOAT_INT):
                 raise InputError(
-                    f"input {name!r} holds values beyond +-2**24 ({int(a.min())}..{int(a.max())}); ncnn takes integer ids as "
+                    f"input {name!r} holds values beyond +-2**24 ({int(a.min())}..{int(a.max())}); ncnn "
+                    "takes integer ids as "
                     "float32 values, which cannot represent them exactly"
                 )
 
@@ -346,11 +402,19 @@ class NcnnProgram:
                 a = feeds[name]
                 dtype, got = a.dtype, a.shape
             except KeyError:
-                raise InputError(f"model {self.model_name!r}: missing input {name!r}; inputs: {[i[0] for i in self._ins]}") from None
+                raise InputError(
+                    f"model {self.model_name!r}: missing input {name!r}; inputs: {[i[0] for i in self._ins]}"
+                ) from None
             except AttributeError:
-                raise InputError(f"input {name!r} of model {self.model_name!r} is a {type(feeds[name]).__name__}, expected a numpy float32 array") from None
+                raise InputError(
+                    f"input {name!r} of model {self.model_name!r} is a {type(feeds[name]).__name__}, "
+                    "expected a numpy float32 array"
+                ) from None
             if dtype != self._dtypes[name]:
-                raise InputError(f"input {name!r} has dtype {dtype}, expected {self._dtypes[name]} (ncnn runs float32 tensors; integer ids only where the model takes them)")
+                raise InputError(
+                    f"input {name!r} has dtype {dtype}, expected {self._dtypes[name]} (ncnn runs float32 "
+                    "tensors; integer ids only where the model takes them)"
+                )
             if shape is not None:
                 if self.loop and self.fixed_n == 1:
                     ok = len(got) == len(shape) and got[1:] == shape[1:]
@@ -371,7 +435,10 @@ class NcnnProgram:
         if len(self._ins) > 1:  # the core checks fixed dims only, not that a symbolic dim agrees
             sizes = {k: feeds[k].shape[0] for k, *_ in self._ins}
             if any(m != n for m in sizes.values()):
-                raise InputError(f"model {self.model_name!r}: the inputs' batch sizes differ ({sizes}); every input must carry the same batch")
+                raise InputError(
+                    f"model {self.model_name!r}: the inputs' batch sizes differ ({sizes}); every input "
+                    "must carry the same batch"
+                )
         if n == 1:
             return self._sample(feeds)
         if n == 0:
@@ -391,7 +458,13 @@ class NcnnProgram:
         out_name, out_blob, drop, shape, size = self._outs[0]
         if check or not staged or shape is None:
             return None
-        create, tls, staging, shaped, model = self.net.create_extractor, self._tls, self._staging, self._shaped, self.model_name
+        create, tls, staging, shaped, model = (
+            self.net.create_extractor,
+            self._tls,
+            self._staging,
+            self._shaped,
+            self.model_name,
+        )
         array = np.array
 
         def one(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -406,7 +479,10 @@ class NcnnProgram:
                     raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {model!r}")
                 rc, result = ex.extract(out_blob)
                 if rc != 0:
-                    raise ExecutionError(f"ncnn failed to compute output {out_name!r} (blob {out_blob!r}, status {rc}) of model {model!r}")
+                    raise ExecutionError(
+                        f"ncnn failed to compute output {out_name!r} (blob {out_blob!r}, status {rc}) of "
+                        f"model {model!r}"
+                    )
                 arr = array(result)  # a copy: the Mat's memory belongs to ncnn
             finally:
                 ex.clear()
@@ -448,14 +524,19 @@ class NcnnProgram:
                 else:  # a shape the conversion left open (native .param with symbolic dims)
                     if drop:
                         a = a[0]
-                    mat = self._Mat(np.ascontiguousarray(a, dtype=_F32)).clone()  # ncnn ignores strides; clone: ncnn-owned
+                    mat = self._Mat(
+                        np.ascontiguousarray(a, dtype=_F32)
+                    ).clone()  # ncnn ignores strides; clone: ncnn-owned
                 if ex.input(blob, mat) != 0:
                     raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
             out: dict[str, np.ndarray] = {}
             for name, blob, drop, shape, size in self._outs:
                 rc, mat = ex.extract(blob)
                 if rc != 0:
-                    raise ExecutionError(f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model {self.model_name!r}")
+                    raise ExecutionError(
+                        f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model "
+                        f"{self.model_name!r}"
+                    )
                 arr = np.array(mat)  # a copy: the Mat's memory belongs to ncnn
                 if shape is not None and arr.size == size:
                     out[name] = arr.reshape(shape)
@@ -479,12 +560,17 @@ class NcnnProgram:
             try:
                 for name, blob, *_ in self._ins:
                     if ex.input(blob, Mat(np.ascontiguousarray(feeds[name][i], dtype=_F32)).clone()) != 0:
-                        raise ExecutionError(f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}")
+                        raise ExecutionError(
+                            f"ncnn rejected input blob {blob!r} ({name!r}) of model {self.model_name!r}"
+                        )
                 row = []
                 for name, blob, *_ in self._outs:
                     rc, mat = ex.extract(blob)
                     if rc != 0:
-                        raise ExecutionError(f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model {self.model_name!r}")
+                        raise ExecutionError(
+                            f"ncnn failed to compute output {name!r} (blob {blob!r}, status {rc}) of model "
+                            f"{self.model_name!r}"
+                        )
                     row.append(np.array(mat))
                 parts.append(row)
             finally:
@@ -498,7 +584,8 @@ class NcnnProgram:
         if shape is not None:
             if arr.size != int(np.prod(shape)):
                 raise ExecutionError(
-                    f"ncnn output {name!r} of model {self.model_name!r} has {arr.size} elements (shape {list(arr.shape)}), expected shape {list(shape)}"
+                    f"ncnn output {name!r} of model {self.model_name!r} has {arr.size} elements (shape "
+                    f"{list(arr.shape)}), expected shape {list(shape)}"
                 )
             return arr.reshape(shape)
         return arr[None] if drop else arr
@@ -609,13 +696,20 @@ def _check_convertible(model: Model, where: dict) -> None:
     """What can be refused before any shape is known: dtypes and ranks ncnn cannot hold."""
     for spec in model.inputs:
         if spec.dtype != _F32 and spec.dtype not in INTEGER_INPUTS:
-            raise UnsupportedModel(f"ncnn takes float32 inputs (and integer ids, fed as float32 values) only; {spec} is {spec.dtype}", **where)
+            raise UnsupportedModel(
+                f"ncnn takes float32 inputs (and integer ids, fed as float32 values) only; {spec} is {spec.dtype}",
+                **where,
+            )
     for spec in model.outputs:
         if spec.dtype != _F32:
             raise UnsupportedModel(f"ncnn computes float32 tensors only; output {spec} is {spec.dtype}", **where)
     for spec in model.inputs:
-        if len(spec.shape) > 5 or (len(spec.shape) == 5 and spec.shape[0] not in (1, None) and not isinstance(spec.shape[0], str)):
-            raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(spec.shape)}", **where)
+        if len(spec.shape) > 5 or (
+            len(spec.shape) == 5 and spec.shape[0] not in (1, None) and not isinstance(spec.shape[0], str)
+        ):
+            raise UnsupportedModel(
+                f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(spec.shape)}", **where
+            )
 
 
 def _check_served_outputs(model: Model, where: dict) -> None:
@@ -634,7 +728,8 @@ def _check_served_outputs(model: Model, where: dict) -> None:
     if served:
         listed = "; ".join(f"{s.name!r} is {s.why}" for s in served)
         raise UnsupportedModel(
-            f"pnnx cannot convert outputs that no operator computes ({listed}); nnport.compile serves them itself", **where
+            f"pnnx cannot convert outputs that no operator computes ({listed}); nnport.compile serves them itself",
+            **where,
         )
 
 
@@ -654,11 +749,15 @@ def batch_symbol(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) ->
     return lead
 
 
-def conversion_shapes(inputs: Sequence[TensorSpec], given: Mapping[str, Sequence[int]], where: dict) -> dict[str, list[int]]:
+def conversion_shapes(
+    inputs: Sequence[TensorSpec], given: Mapping[str, Sequence[int]], where: dict
+) -> dict[str, list[int]]:
     """Each input's static shape for pnnx: batch 1, other symbolic dims from ``given``."""
     unknown = [k for k in given if k not in {s.name for s in inputs}]
     if unknown:
-        raise CompileError(f"extra ncnn_input_shapes names unknown input(s) {unknown}; inputs: {[s.name for s in inputs]}", **where)
+        raise CompileError(
+            f"extra ncnn_input_shapes names unknown input(s) {unknown}; inputs: {[s.name for s in inputs]}", **where
+        )
     shapes: dict[str, list[int]] = {}
     for spec in inputs:
         if spec.name in given:
@@ -675,9 +774,13 @@ def conversion_shapes(inputs: Sequence[TensorSpec], given: Mapping[str, Sequence
                 )
             shape = [d if isinstance(d, int) else 1 for d in spec.shape]
         if len(shape) > 5 or (len(shape) == 5 and shape[0] != 1):
-            raise UnsupportedModel(f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(shape)}", **where)
+            raise UnsupportedModel(
+                f"ncnn Mats have at most 4 dims besides batch; input {spec} has rank {len(shape)}", **where
+            )
         if 0 in shape:  # an empty Mat crashed the process (SIGSEGV) in the conversion check
-            raise UnsupportedModel(f"ncnn cannot hold an empty tensor: input {spec.name!r} has shape {shape} with a zero-size dim", **where)
+            raise UnsupportedModel(
+                f"ncnn cannot hold an empty tensor: input {spec.name!r} has shape {shape} with a zero-size dim", **where
+            )
         shapes[spec.name] = shape
     return shapes
 

@@ -27,8 +27,9 @@ import hashlib
 import importlib.util
 import os
 import platform
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,12 @@ PROVIDERS: dict[str, tuple[str, str, str]] = {
 PRECISIONS = ("fp32", "fp16", "int8")
 """fp16 and int8 run a converted ONNX model (``nnport.compress``); fp32 runs the model as given."""
 
-OPT_LEVELS = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+OPT_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 class OnnxRuntimeBackend(Backend):
@@ -112,10 +118,14 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         if model.format != "onnx":
-            raise UnsupportedModel(f"ONNX Runtime reads ONNX models only, not {model.format}", backend=self.name, device=device.id)
+            raise UnsupportedModel(
+                f"ONNX Runtime reads ONNX models only, not {model.format}", backend=self.name, device=device.id
+            )
         if options.precision not in PRECISIONS:
             raise UnsupportedPrecision(
-                f"precision {options.precision!r} is not supported; supported: {list(PRECISIONS)}", backend=self.name, device=device.id
+                f"precision {options.precision!r} is not supported; supported: {list(PRECISIONS)}",
+                backend=self.name,
+                device=device.id,
             )
         source_model = self._converted(model, device, options) if options.precision != "fp32" else model
         provider = device.properties["provider"]
@@ -127,7 +137,9 @@ class OnnxRuntimeBackend(Backend):
             so.inter_op_num_threads = 1
         level_name = str(options.extra.get("graph_optimization_level", "all"))
         if level_name not in OPT_LEVELS:
-            raise CompileError(f"graph_optimization_level must be one of {list(OPT_LEVELS)}, got {level_name!r}", backend=self.name)
+            raise CompileError(
+                f"graph_optimization_level must be one of {list(OPT_LEVELS)}, got {level_name!r}", backend=self.name
+            )
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[level_name])
         if options.hint == "throughput":
             so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
@@ -155,7 +167,9 @@ class OnnxRuntimeBackend(Backend):
         compiled = CompiledModel(self, model, device, options, native=session)
         if source_model is not model:
             compiled.info["compressed_model"] = source_model
-            compiled.info["compression"] = source_model.metadata.get("compression", {"precision": options.precision, "source": "model"})
+            compiled.info["compression"] = source_model.metadata.get(
+                "compression", {"precision": options.precision, "source": "model"}
+            )
         compiled.cache_hit = cache_hit if options.cache_dir else None
         compiled.info["providers"] = session.get_providers()
         compiled.info["output_names"] = [o.name for o in session.get_outputs()]
@@ -190,7 +204,11 @@ class OnnxRuntimeBackend(Backend):
         key_parts = [model.hash, options.precision, ort_version(), activations, compress.RECIPE]
         if options.precision == "int8":
             if method not in compress.METHODS:
-                raise CompileError(f"int8_method must be one of {list(compress.METHODS)}, got {method!r}", backend=self.name, device=device.id)
+                raise CompileError(
+                    f"int8_method must be one of {list(compress.METHODS)}, got {method!r}",
+                    backend=self.name,
+                    device=device.id,
+                )
             key_parts.append(method)
             if method == "static":
                 feeds = calibration_feeds(options.calibration, model.inputs)
@@ -198,7 +216,12 @@ class OnnxRuntimeBackend(Backend):
         cached = None
         if options.cache_dir:
             digest = hashlib.sha256("|".join(key_parts).encode()).hexdigest()[:24]
-            cached = Path(options.cache_dir) / "onnxruntime" / "converted" / f"{model.name}-{options.precision}-{digest}.onnx"
+            cached = (
+                Path(options.cache_dir)
+                / "onnxruntime"
+                / "converted"
+                / f"{model.name}-{options.precision}-{digest}.onnx"
+            )
             if cached.exists():
                 converted = load(cached)
                 object.__setattr__(converted, "name", f"{model.name}-{options.precision}")
@@ -216,7 +239,9 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         key = hashlib.sha256(
-            "|".join([model.hash, options.key(), device.id, ort.__version__, platform.machine(), platform.processor()]).encode()
+            "|".join(
+                [model.hash, options.key(), device.id, ort.__version__, platform.machine(), platform.processor()]
+            ).encode()
         ).hexdigest()[:24]
         return Path(options.cache_dir) / "onnxruntime" / f"{model.name}-{key}.onnx"
 
@@ -246,11 +271,15 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:
             raise _run_error(exc, compiled, feeds) from exc
 
-
     # -- optional: intermediate tensors (the fast path of nnport debug) -------------
 
     def intermediates(
-        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+        self,
+        model: Model,
+        device: Device,
+        options: CompileOptions,
+        tensors: Sequence[str],
+        feeds: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray] | None:
         """Every requested tensor a node of the main graph computes, as extra graph outputs of one session.
 
@@ -287,10 +316,18 @@ class OnnxRuntimeBackend(Backend):
             raise ExecutionError(f"ONNX Runtime failed on device {device.id}: {str(exc).strip()}") from exc
         return dict(zip(wanted, values))
 
+
 def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
     text = str(exc).strip()
     low = text.lower()
-    if "not_implemented" in low or "could not find an implementation" in low or "not a registered function/op" in low or "unrecognized attribute" in low or "opset" in low and "not supported" in low:
+    if (
+        "not_implemented" in low
+        or "could not find an implementation" in low
+        or "not a registered function/op" in low
+        or "unrecognized attribute" in low
+        or "opset" in low
+        and "not supported" in low
+    ):
         return UnsupportedModel(f"ONNX Runtime cannot run this model: {text}", backend=backend, device=device)
     return CompileError(f"ONNX Runtime could not create a session: {text}", backend=backend, device=device)
 

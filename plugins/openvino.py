@@ -46,8 +46,9 @@ import io
 import json
 import re
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -131,7 +132,13 @@ class OpenVinoBackend(Backend):
                 found.append(_unavailable(ov_name, f"OpenVINO lists {ov_name} but cannot open it: {_ov_message(exc)}"))
                 continue
             found.append(
-                Device(id=f"openvino:{ov_name}", backend=self.name, kind=_kind(ov_name), name=props["full_name"], properties=props)
+                Device(
+                    id=f"openvino:{ov_name}",
+                    backend=self.name,
+                    kind=_kind(ov_name),
+                    name=props["full_name"],
+                    properties=props,
+                )
             )
         families = {d.split(".")[0] for d in listed}
         for family in PLUGIN_FAMILIES:
@@ -168,7 +175,9 @@ class OpenVinoBackend(Backend):
 
     def capabilities(self, device: Device) -> Capabilities:
         caps = set(device.properties.get("optimization_capabilities", ()))
-        precisions = tuple(p for p in ("fp32", "fp16", "int8") if PRECISION_CAPABILITY[p] in caps and (p != "int8" or _has_nncf()))
+        precisions = tuple(
+            p for p in ("fp32", "fp16", "int8") if PRECISION_CAPABILITY[p] in caps and (p != "int8" or _has_nncf())
+        )
         kind = device.kind
         return Capabilities(
             precisions=precisions,
@@ -177,7 +186,9 @@ class OpenVinoBackend(Backend):
             opset_max=None,
             dynamic_shapes=kind != "npu",
             model_formats=("onnx", "openvino-ir"),
-            notes=("int8 is NNCF post-training quantization and needs calibration data",) if "int8" in precisions else (),
+            notes=("int8 is NNCF post-training quantization and needs calibration data",)
+            if "int8" in precisions
+            else (),
             intermediates=True,
         )
 
@@ -208,7 +219,9 @@ class OpenVinoBackend(Backend):
                     continue
             else:
                 raise exc from None
-            why = f"OpenVINO cannot convert the graph while dims are open ({exc}); it is compiled at each new feed shape"
+            why = (
+                f"OpenVINO cannot convert the graph while dims are open ({exc}); it is compiled at each new feed shape"
+            )
             return specialize.lazily(self, model, device, options, axes, why)
 
     def _compile_as_given(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
@@ -236,7 +249,10 @@ class OpenVinoBackend(Backend):
             if options.precision == "int8" and prequantized:
                 # OpenVINO's low-precision transformations run Q/DQ (FakeQuantize) layers in int8 as
                 # they are; NNCF on top would quantize already-rounded values a second time.
-                quantization = {"method": "none: the model is already quantized; OpenVINO runs its quantization nodes in int8", "quantized_ops": prequantized}
+                quantization = {
+                    "method": "none: the model is already quantized; OpenVINO runs its quantization nodes in int8",
+                    "quantized_ops": prequantized,
+                }
             elif options.precision == "int8":
                 ov_model, quantization = self._quantize(ov_model, model, device, options)
             workarounds = _workarounds(ov_model, ov_name, config)
@@ -257,7 +273,9 @@ class OpenVinoBackend(Backend):
         if quantization is not None:
             compiled.info["int8"] = quantization
         elif prequantized:
-            compiled.info["quantized_model"] = prequantized  # precision fp32 pins only the layers the model left in float
+            compiled.info["quantized_model"] = (
+                prequantized  # precision fp32 pins only the layers the model left in float
+            )
         if workarounds:
             compiled.info["workarounds"] = {k: WORKAROUNDS[k] for k in workarounds}
         precision = _property(compiled_model, "INFERENCE_PRECISION_HINT")
@@ -270,7 +288,8 @@ class OpenVinoBackend(Backend):
         available = [d for d in self.core().available_devices]
         if ov_name not in available:
             raise DeviceNotFound(
-                f"unknown OpenVINO device {device.id!r}; available: {[f'openvino:{d}' for d in available if d.split('.')[0] not in VIRTUAL_DEVICES]}"
+                f"unknown OpenVINO device {device.id!r}; available: "
+                f"{[f'openvino:{d}' for d in available if d.split('.')[0] not in VIRTUAL_DEVICES]}"
             )
         return ov_name
 
@@ -280,7 +299,11 @@ class OpenVinoBackend(Backend):
         wanted = PRECISION_CAPABILITY[options.precision]
         if wanted not in caps or (options.precision == "int8" and needs_nncf and not _has_nncf()):
             have = self.capabilities(device).precisions
-            why = "nncf is not installed (pip install 'nnport[compress]')" if wanted in caps else f"OPTIMIZATION_CAPABILITIES is {sorted(caps)}"
+            why = (
+                "nncf is not installed (pip install 'nnport[compress]')"
+                if wanted in caps
+                else f"OPTIMIZATION_CAPABILITIES is {sorted(caps)}"
+            )
             raise UnsupportedPrecision(
                 f"precision {options.precision!r} is not supported on {ov_name} ({why}); supported: {list(have)}",
                 backend=self.name,
@@ -314,10 +337,14 @@ class OpenVinoBackend(Backend):
         except Exception as exc:
             raise _read_error(exc, model, self.name, device.id) from exc
         raise UnsupportedModel(
-            f"OpenVINO reads ONNX and OpenVINO IR (.xml + .bin) models, not {model.format}", backend=self.name, device=device.id
+            f"OpenVINO reads ONNX and OpenVINO IR (.xml + .bin) models, not {model.format}",
+            backend=self.name,
+            device=device.id,
         )
 
-    def _quantize(self, ov_model: Any, model: Model, device: Device, options: CompileOptions) -> tuple[Any, dict[str, Any]]:
+    def _quantize(
+        self, ov_model: Any, model: Model, device: Device, options: CompileOptions
+    ) -> tuple[Any, dict[str, Any]]:
         """NNCF post-training int8 quantization; the result is kept as IR under ``cache_dir``.
 
         A Concat/Split of an ONNX model whose parts span ranges far apart on the
@@ -346,11 +373,24 @@ class OpenVinoBackend(Backend):
         if options.cache_dir:  # what NNCF is asked below follows from these (the mixed-range check is deterministic)
             key = hashlib.sha256(
                 "|".join(
-                    [INT8_RECIPE, model.hash, fingerprint(feeds), repr(sorted(nncf_options.items())), f"mixed={keep_mixed}", ov.get_version(), nncf.__version__]
+                    [
+                        INT8_RECIPE,
+                        model.hash,
+                        fingerprint(feeds),
+                        repr(sorted(nncf_options.items())),
+                        f"mixed={keep_mixed}",
+                        ov.get_version(),
+                        nncf.__version__,
+                    ]
                 ).encode()
             ).hexdigest()[:24]
             stored = Path(options.cache_dir) / "openvino" / "int8" / f"{model.name}-{key}.xml"
-        report: dict[str, Any] = {"method": "nncf post-training quantization", "calibration_samples": len(feeds), "stored_ir": str(stored) if stored else None, **overflow}
+        report: dict[str, Any] = {
+            "method": "nncf post-training quantization",
+            "calibration_samples": len(feeds),
+            "stored_ir": str(stored) if stored else None,
+            **overflow,
+        }
         if stored is not None and stored.exists() and stored.with_suffix(".bin").exists():
             sidecar = stored.with_suffix(".json")
             if sidecar.exists():
@@ -362,7 +402,9 @@ class OpenVinoBackend(Backend):
         mixed, mixed_names = self._mixed_ranges(ov_model, model, feeds, report, keep_mixed)
         kept_float.update(mixed_names)
         if "ignored_scope" in nncf_options:
-            report["kept_float"] = {"nncf_options['ignored_scope']": "given by the caller; nnport's own choices (below) not applied"}
+            report["kept_float"] = {
+                "nncf_options['ignored_scope']": "given by the caller; nnport's own choices (below) not applied"
+            }
             report["not_applied"] = kept_float
         elif kept_float:
             names = sorted(n for n in kept_float if n not in kept_types)
@@ -395,14 +437,23 @@ class OpenVinoBackend(Backend):
             tmp = stored.with_name(stored.stem + f".tmp{threading.get_ident()}.xml")
             ov.save_model(quantized, str(tmp), compress_to_fp16=False)
             tmp.with_suffix(".bin").replace(stored.with_suffix(".bin"))
-            remembered = {k: report[k] for k in ("kept_float", "not_applied", "mixed_ranges", "mixed_ranges_error", "folded_constants") if k in report}
+            remembered = {
+                k: report[k]
+                for k in ("kept_float", "not_applied", "mixed_ranges", "mixed_ranges_error", "folded_constants")
+                if k in report
+            }
             tmp.with_suffix(".json").write_text(json.dumps(remembered, default=str))
             tmp.with_suffix(".json").replace(stored.with_suffix(".json"))
             tmp.replace(stored)
         return quantized, {**report, "from_cache": False}
 
     def _mixed_ranges(
-        self, ov_model: Any, model: Model, feeds: Sequence[Mapping[str, np.ndarray]], report: dict[str, Any], keep_float: bool
+        self,
+        ov_model: Any,
+        model: Model,
+        feeds: Sequence[Mapping[str, np.ndarray]],
+        report: dict[str, Any],
+        keep_float: bool,
     ) -> tuple[list[Any], dict[str, str]]:
         """Mixed-range joins of an ONNX ``model`` on ``feeds``, and the OpenVINO op names to keep float (name -> why).
 
@@ -423,7 +474,11 @@ class OpenVinoBackend(Backend):
             return [], {}
         producers = {n.name or n.output[0]: list(n.output) for n in model.proto.graph.node}
         op_by_tensor = {
-            name: op for op in ov_model.get_ops() if op.get_type_name() not in ("Result", "Parameter", "Constant") for out in op.outputs() for name in out.get_names()
+            name: op
+            for op in ov_model.get_ops()
+            if op.get_type_name() not in ("Result", "Parameter", "Constant")
+            for out in op.outputs()
+            for name in out.get_names()
         }
         names: dict[str, str] = {}
         for join in mixed:
@@ -478,13 +533,18 @@ class OpenVinoBackend(Backend):
             raise _run_error(exc, compiled, feeds) from exc
         return native.collect(slot.request, result)
 
-
     # -- optional: intermediate tensors (the fast path of nnport debug) ---------------------
 
     def intermediates(
-        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+        self,
+        model: Model,
+        device: Device,
+        options: CompileOptions,
+        tensors: Sequence[str],
+        feeds: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray] | None:
-        """The requested tensors that OpenVINO's model still names, as extra outputs (``Model.add_outputs``) of one compile.
+        """The requested tensors that OpenVINO's model still names, as extra outputs (``Model.add_outputs``) of one
+        compile.
 
         OpenVINO's ONNX frontend keeps ONNX tensor names on the ops it creates,
         but a tensor it decomposed or folded while reading has no port of that
@@ -512,7 +572,9 @@ class OpenVinoBackend(Backend):
             compiled_model = self.core().compile_model(ov_model, ov_name, config)
         except Exception as exc:
             raise _compile_error(exc, self.name, device.id) from exc
-        feed_index = _input_ports(model, model.inputs, list(compiled_model.inputs), {"backend": self.name, "device": device.id})
+        feed_index = _input_ports(
+            model, model.inputs, list(compiled_model.inputs), {"backend": self.name, "device": device.id}
+        )
         request = compiled_model.create_infer_request()
         try:
             request.infer({index: np.ascontiguousarray(feeds[name]) for index, name in feed_index})
@@ -530,6 +592,7 @@ class OpenVinoBackend(Backend):
                 found[name] = np.array(request.get_output_tensor(i).data)
         return found
 
+
 class OpenVinoNative:
     """What ``compiled.native`` holds: the OpenVINO objects and per-thread infer requests.
 
@@ -539,7 +602,12 @@ class OpenVinoNative:
     ``InferRequest`` (an ``InferRequest`` is not thread safe; the compiled model is).
     """
 
-    def __init__(self, compiled_model: Any, feed_index: tuple[tuple[int, str], ...], out_index: tuple[tuple[str, int, np.dtype | None], ...]) -> None:
+    def __init__(
+        self,
+        compiled_model: Any,
+        feed_index: tuple[tuple[int, str], ...],
+        out_index: tuple[tuple[str, int, np.dtype | None], ...],
+    ) -> None:
         import openvino as ov
 
         self.compiled_model = compiled_model  # the read ov.Model is not kept: it would double the weights in memory
@@ -625,7 +693,9 @@ def _infer_function() -> Any:
 # -- model inspection --------------------------------------------------------------------------
 
 
-def probe_sizes(model: Model, axes: Sequence[tuple[str, int]], size: int = LAZY_PROBE_DIMS[0]) -> dict[tuple[str, int], int]:
+def probe_sizes(
+    model: Model, axes: Sequence[tuple[str, int]], size: int = LAZY_PROBE_DIMS[0]
+) -> dict[tuple[str, int], int]:
     """Static sizes for the probe read: a symbol gets one size wherever it appears.
 
     1 where the symbol (or an unnamed dim) first appears on a leading axis (a
@@ -652,7 +722,14 @@ def _check_ranks(ov_model: Any, device: Device, backend: str) -> None:
         )
 
 
-def _io(model: Model, compiled_model: Any, device: Device, backend: str) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...], tuple[tuple[int, str], ...], tuple[tuple[str, int, np.dtype | None], ...]]:
+def _io(
+    model: Model, compiled_model: Any, device: Device, backend: str
+) -> tuple[
+    tuple[TensorSpec, ...],
+    tuple[TensorSpec, ...],
+    tuple[tuple[int, str], ...],
+    tuple[tuple[str, int, np.dtype | None], ...],
+]:
     """Specs and the index maps between nnport names and OpenVINO ports.
 
     ONNX models keep their own specs; IR models (which carry none) get specs from
@@ -670,7 +747,9 @@ def _io(model: Model, compiled_model: Any, device: Device, backend: str) -> tupl
     return inputs, outputs, feed_index, out_index
 
 
-def _input_ports(model: Model, inputs: Sequence[TensorSpec], ov_inputs: Sequence[Any], where: dict[str, Any]) -> tuple[tuple[int, str], ...]:
+def _input_ports(
+    model: Model, inputs: Sequence[TensorSpec], ov_inputs: Sequence[Any], where: dict[str, Any]
+) -> tuple[tuple[int, str], ...]:
     """(OpenVINO input index, nnport input name) for every OpenVINO input port, matched by position.
 
     OpenVINO's ONNX frontend creates one Parameter per graph input, in graph
@@ -700,7 +779,9 @@ def _input_ports(model: Model, inputs: Sequence[TensorSpec], ov_inputs: Sequence
     for index, (port, spec) in enumerate(zip(ov_inputs, specs)):
         named = [n for n in port.get_names() if n in known]
         shape = port.get_partial_shape()
-        if (named and spec.name not in named) or (shape.rank.is_static and shape.rank.get_length() != len(spec.shape) and model.inputs):
+        if (named and spec.name not in named) or (
+            shape.rank.is_static and shape.rank.get_length() != len(spec.shape) and model.inputs
+        ):
             raise CompileError(
                 f"OpenVINO's input port {index} {seen[index]} ({shape}) does not match the model's input {spec}: "
                 "refusing to feed it by position",
@@ -710,7 +791,9 @@ def _input_ports(model: Model, inputs: Sequence[TensorSpec], ov_inputs: Sequence
     return tuple(found)
 
 
-def _output_ports(outputs: Sequence[TensorSpec], ov_outputs: Sequence[Any], where: dict[str, Any]) -> tuple[tuple[str, int, np.dtype | None], ...]:
+def _output_ports(
+    outputs: Sequence[TensorSpec], ov_outputs: Sequence[Any], where: dict[str, Any]
+) -> tuple[tuple[str, int, np.dtype | None], ...]:
     """(name, OpenVINO output index, dtype to cast to or None) per output, in the model's order.
 
     The port at the output's own position when it carries the output's name
@@ -731,7 +814,11 @@ def _output_ports(outputs: Sequence[TensorSpec], ov_outputs: Sequence[Any], wher
         ov_dtype = np.dtype(ov_outputs[i].get_element_type().to_dtype())
         out_index.append((spec.name, i, None if ov_dtype == spec.dtype else spec.dtype))
     if missing:
-        raise CompileError(f"OpenVINO's compiled model has no output(s) {missing}; it has {[sorted(p.get_names()) for p in ov_outputs]}", **where)
+        raise CompileError(
+            f"OpenVINO's compiled model has no output(s) {missing}; it has "
+            f"{[sorted(p.get_names()) for p in ov_outputs]}",
+            **where,
+        )
     return tuple(out_index)
 
 
@@ -796,7 +883,9 @@ def _ops_of(op_by_tensor: Mapping[str, Any], tensors: Sequence[str]) -> list[Any
         found[id(op)] = op
         if op.get_input_size():
             source = op.input_value(0).get_node()
-            if source.get_type_name() not in ("Constant", "Parameter") and not any(out.get_names() for out in source.outputs()):
+            if source.get_type_name() not in ("Constant", "Parameter") and not any(
+                out.get_names() for out in source.outputs()
+            ):
                 stack.append(source)
     return list(found.values())
 
@@ -811,7 +900,17 @@ def _fold_constants(ov_model: Any) -> None:
 
 
 QUANTIZED_ONNX_OPS = frozenset(
-    {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+        "ConvInteger",
+        "QGemm",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "DynamicQuantizeLSTM",
+    }
 )
 """What marks an ONNX model as already quantized (with ``QLinear*``), as ``nnport.compress`` decides it;
 spelled out here because importing ``nnport.compress`` costs a warm compile tens of milliseconds."""
@@ -922,7 +1021,8 @@ def _overflow_fix(nncf_options: dict[str, Any]) -> dict[str, str]:
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     nncf_options["advanced_parameters"] = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)
-    return {"overflow_fix": f"every layer (7-bit weights): no VNNI/AMX, u8*s8 pair sums would saturate int16; {isa.describe()}"}
+    why = "every layer (7-bit weights): no VNNI/AMX, u8*s8 pair sums would saturate int16"
+    return {"overflow_fix": f"{why}; {isa.describe()}"}
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -962,10 +1062,14 @@ def _read_error(exc: Exception, model: Model, backend: str, device: str) -> Comp
     ops = unconverted_operators(text)
     if ops:
         return UnsupportedModel(
-            f"OpenVINO cannot convert operator(s) {ops} of model {model.name!r}: {_ov_message(exc)}", backend=backend, device=device
+            f"OpenVINO cannot convert operator(s) {ops} of model {model.name!r}: {_ov_message(exc)}",
+            backend=backend,
+            device=device,
         )
     # nnport.load already accepted the file, so what OpenVINO refuses is the model, not its bytes.
-    return UnsupportedModel(f"OpenVINO cannot read model {model.name!r}: {_ov_message(exc)}", backend=backend, device=device)
+    return UnsupportedModel(
+        f"OpenVINO cannot read model {model.name!r}: {_ov_message(exc)}", backend=backend, device=device
+    )
 
 
 def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
@@ -982,7 +1086,13 @@ def _compile_error(exc: Exception, backend: str, device: str) -> CompileError:
 def _run_error(exc: Exception, compiled: CompiledModel, feeds: Mapping[str, Any]) -> Exception:
     message = _ov_message(exc)
     low = message.lower()
-    if isinstance(exc, (KeyError, AttributeError)) or "shape" in low or "dimension" in low or "input" in low and "precision" in low:
+    if (
+        isinstance(exc, (KeyError, AttributeError))
+        or "shape" in low
+        or "dimension" in low
+        or "input" in low
+        and "precision" in low
+    ):
         return InputError(feed_problems(compiled.inputs, feeds) + f" (OpenVINO: {message})")
     return ExecutionError(f"OpenVINO failed on device {compiled.device.id}: {message}")
 

@@ -42,15 +42,23 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from nnport import hookimpl
 from nnport.backend import Backend
 from nnport.compiled import CompiledModel
-from nnport.errors import BackendUnavailable, CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
+from nnport.errors import (
+    BackendUnavailable,
+    CompileError,
+    ExecutionError,
+    InputError,
+    UnsupportedModel,
+    UnsupportedPrecision,
+)
 from nnport.model import Model
 from nnport.plugins import _tensorrt_util as util
 from nnport.types import Binding, Capabilities, CompileOptions, Device
@@ -126,7 +134,9 @@ def _device_info(index: int) -> dict[str, Any]:
 
 def _has_cuda_python() -> bool:
     try:
-        return importlib.util.find_spec("cuda.bindings") is not None or importlib.util.find_spec("cuda.cudart") is not None
+        return (
+            importlib.util.find_spec("cuda.bindings") is not None or importlib.util.find_spec("cuda.cudart") is not None
+        )
     except (ImportError, ValueError):
         return False
 
@@ -275,8 +285,10 @@ class TensorRTBackend(Backend):
             dynamic_shapes=True,
             model_formats=("onnx",),
             notes=(
-                "strongly typed: fp16/int8 come from the model itself (an fp16 or Q/DQ ONNX, e.g. from `nnport compress`)",
-                "shapes= (CompileOptions) fixes inputs static before TensorRT sees the model; a shape range for dynamic inputs: extra={'dims': {...}} / {'profile': {...}}",
+                "strongly typed: fp16/int8 come from the model itself (an fp16 or Q/DQ ONNX, e.g. from "
+                "`nnport compress`)",
+                "shapes= (CompileOptions) fixes inputs static before TensorRT sees the model; a shape "
+                "range for dynamic inputs: extra={'dims': {...}} / {'profile': {...}}",
             ),
         )
 
@@ -284,7 +296,11 @@ class TensorRTBackend(Backend):
 
     def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
         if model.format != "onnx":
-            raise UnsupportedModel(f"TensorRT's ONNX parser reads ONNX models only, not {model.format}", backend=self.name, device=device.id)
+            raise UnsupportedModel(
+                f"TensorRT's ONNX parser reads ONNX models only, not {model.format}",
+                backend=self.name,
+                device=device.id,
+            )
         problem = util.precision_problem(options.precision, util.model_precisions(model.proto))
         if problem:
             raise UnsupportedPrecision(problem, backend=self.name, device=device.id)
@@ -313,7 +329,11 @@ class TensorRTBackend(Backend):
             blob = self._build(trt, trt_logger, model, device, settings)
             engine = self._deserialize(trt, trt_logger, blob)
             if engine is None:
-                raise CompileError(_with_log("TensorRT built an engine it could not deserialize", trt_logger), backend=self.name, device=device.id)
+                raise CompileError(
+                    _with_log("TensorRT built an engine it could not deserialize", trt_logger),
+                    backend=self.name,
+                    device=device.id,
+                )
             if cache_path is not None:
                 cache_path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.tmp")
@@ -331,7 +351,9 @@ class TensorRTBackend(Backend):
             tensorrt=trt.__version__,
             strongly_typed=True,
             model_precisions=sorted(util.model_precisions(model.proto)),
-            profile={k: {"min": list(v.min), "opt": list(v.opt), "max": list(v.max)} for k, v in settings.profile.items()},
+            profile={
+                k: {"min": list(v.min), "opt": list(v.opt), "max": list(v.max)} for k, v in settings.profile.items()
+            },
             io={n: {"input": is_in, "dtype": str(dt), "shape": list(shape)} for n, is_in, dt, shape in engine.io},
             device_memory_bytes=int(memory) if memory is not None else None,
             engine_cache=str(cache_path) if cache_path else None,
@@ -406,7 +428,9 @@ class TensorRTBackend(Backend):
             config.add_optimization_profile(profile)
         blob = builder.build_serialized_network(network, config)
         if blob is None:
-            raise CompileError(_with_log("TensorRT could not build an engine", trt_logger), backend=self.name, device=device.id)
+            raise CompileError(
+                _with_log("TensorRT could not build an engine", trt_logger), backend=self.name, device=device.id
+            )
         return memoryview(blob).tobytes()
 
     def _deserialize(self, trt: Any, trt_logger: Any, blob: bytes) -> _Engine | None:
@@ -418,7 +442,14 @@ class TensorRTBackend(Backend):
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            io.append((name, is_input, util.numpy_dtype(engine.get_tensor_dtype(name), name), tuple(engine.get_tensor_shape(name))))
+            io.append(
+                (
+                    name,
+                    is_input,
+                    util.numpy_dtype(engine.get_tensor_dtype(name), name),
+                    tuple(engine.get_tensor_shape(name)),
+                )
+            )
         return _Engine(runtime, engine, io)
 
     def _check_io(self, engine: _Engine, model: Model, device: Device) -> None:
@@ -433,7 +464,11 @@ class TensorRTBackend(Backend):
             )
         extra = [n for n in engine_inputs if n not in model.input_names]
         if extra:
-            raise UnsupportedModel(f"the TensorRT engine expects inputs {extra} that the model does not declare", backend=self.name, device=device.id)
+            raise UnsupportedModel(
+                f"the TensorRT engine expects inputs {extra} that the model does not declare",
+                backend=self.name,
+                device=device.id,
+            )
 
     # -- run ----------------------------------------------------------------------------------
 
@@ -458,7 +493,9 @@ class TensorRTBackend(Backend):
     def measure(self, compiled: CompiledModel, binding: Binding, settings: Any) -> Any:
         """nnport's end-to-end timing, plus H2D/compute/D2H medians from CUDA events."""
         result = super().measure(compiled, binding, settings)
-        result.extra.update(binding.native.stage_times(binding.inputs, iterations=max(10, min(settings.min_iterations, 200))))
+        result.extra.update(
+            binding.native.stage_times(binding.inputs, iterations=max(10, min(settings.min_iterations, 200)))
+        )
         return result
 
 
@@ -474,7 +511,9 @@ class _Session:
         util.cuda_result(rt.cudaSetDevice(self.device_index), f"cudaSetDevice({self.device_index})")
         self.context = self.native.engine.create_execution_context()
         if self.context is None:
-            raise ExecutionError(f"TensorRT could not create an execution context on {compiled.device.id} (out of GPU memory?)")
+            raise ExecutionError(
+                f"TensorRT could not create an execution context on {compiled.device.id} (out of GPU memory?)"
+            )
         self.stream = util.cuda_result(rt.cudaStreamCreate(), "cudaStreamCreate")
         self.stream_handle = int(self.stream)
         self.events = [util.cuda_result(rt.cudaEventCreate(), "cudaEventCreate") for _ in range(4)]
@@ -548,7 +587,10 @@ class _Session:
                 a = np.ascontiguousarray(a, dtype=dtype)
             keep.append(a)
             if a.nbytes:
-                util.cuda_result(rt.cudaMemcpyAsync(self.ptr[name], a.ctypes.data, a.nbytes, self.h2d, stream), f"cudaMemcpyAsync H2D {name!r}")
+                util.cuda_result(
+                    rt.cudaMemcpyAsync(self.ptr[name], a.ctypes.data, a.nbytes, self.h2d, stream),
+                    f"cudaMemcpyAsync H2D {name!r}",
+                )
         if ev:
             util.cuda_result(rt.cudaEventRecord(ev[1], stream), "cudaEventRecord")
         if not self.context.execute_async_v3(self.stream_handle):
@@ -560,13 +602,17 @@ class _Session:
         for name, _ in self.native.outputs:
             host = self.host[name]
             if host.nbytes:
-                util.cuda_result(rt.cudaMemcpyAsync(host.ctypes.data, self.ptr[name], host.nbytes, self.d2h, stream), f"cudaMemcpyAsync D2H {name!r}")
+                util.cuda_result(
+                    rt.cudaMemcpyAsync(host.ctypes.data, self.ptr[name], host.nbytes, self.d2h, stream),
+                    f"cudaMemcpyAsync D2H {name!r}",
+                )
         if ev:
             util.cuda_result(rt.cudaEventRecord(ev[3], stream), "cudaEventRecord")
         util.cuda_result(rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         if ev:
             self.last_stage_ms = tuple(
-                float(util.cuda_result(rt.cudaEventElapsedTime(ev[i], ev[i + 1]), "cudaEventElapsedTime")) for i in range(3)
+                float(util.cuda_result(rt.cudaEventElapsedTime(ev[i], ev[i + 1]), "cudaEventElapsedTime"))
+                for i in range(3)
             )
 
     def outputs(self) -> dict[str, np.ndarray]:

@@ -57,11 +57,20 @@ class FakeBackend(nnport.Backend):
         binding.outputs = {s.name: np.asarray(o) for s, o in zip(compiled.outputs, outs)}
 
 
-def make_backend(name: str, *, kinds=("cpu",), priority=10, fail=None, unavailable=None, delay_s=0.0) -> type[FakeBackend]:
+def make_backend(
+    name: str, *, kinds=("cpu",), priority=10, fail=None, unavailable=None, delay_s=0.0
+) -> type[FakeBackend]:
     return type(
         f"Fake_{name}",
         (FakeBackend,),
-        {"name": name, "kinds": tuple(kinds), "priority": priority, "fail_compile": fail, "unavailable": unavailable, "delay_s": delay_s},
+        {
+            "name": name,
+            "kinds": tuple(kinds),
+            "priority": priority,
+            "fail_compile": fail,
+            "unavailable": unavailable,
+            "delay_s": delay_s,
+        },
     )
 
 

@@ -31,7 +31,10 @@ class FarmTestBackend(nnport.Backend):
     priority = -50
 
     def devices(self):
-        return [Device(id=f"{self.name}:{k}", backend=self.name, kind="cpu", name=f"farm test {k}") for k in ("crash", "slow")]
+        return [
+            Device(id=f"{self.name}:{k}", backend=self.name, kind="cpu", name=f"farm test {k}")
+            for k in ("crash", "slow")
+        ]
 
     def versions(self):
         return {"farmtest": os.environ.get("FARMTEST_VERSION", "1.0")}

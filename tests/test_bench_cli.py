@@ -57,7 +57,9 @@ def test_bench_two_devices_side_by_side(capsys, tmp_path):
 
 
 def test_bench_one_bad_device_among_good(capsys):
-    code, out, err = bench(capsys, "zoo:mlp", "-d", "onnxruntime:cpu", "-d", "nosuchbackend:x", *QUICK, "--no-warm-compile")
+    code, out, err = bench(
+        capsys, "zoo:mlp", "-d", "onnxruntime:cpu", "-d", "nosuchbackend:x", *QUICK, "--no-warm-compile"
+    )
     assert code == 1
     assert "nosuchbackend:x: error:" in out
 
@@ -87,25 +89,59 @@ def test_bench_bad_counts(capsys, args, match):
 def test_bench_inputs(capsys, tmp_path):
     good = tmp_path / "x.npy"
     np.save(good, np.full((1, 64), 0.5, np.float32))
-    code, out, err = bench(capsys, "zoo:mlp", "-d", "onnxruntime:cpu", *QUICK, "--input", f"x={good}", "--no-warm-compile")
+    code, out, err = bench(
+        capsys, "zoo:mlp", "-d", "onnxruntime:cpu", *QUICK, "--input", f"x={good}", "--no-warm-compile"
+    )
     assert code == 0, err
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((1, 3), np.float32))
-    code, out, err = bench(capsys, "zoo:mlp", "-d", "onnxruntime:cpu", *QUICK, "--input", f"x={bad}", "--no-warm-compile")
+    code, out, err = bench(
+        capsys, "zoo:mlp", "-d", "onnxruntime:cpu", *QUICK, "--input", f"x={bad}", "--no-warm-compile"
+    )
     assert code == 2 and "InputError" in err and "x" in err
-    code, out, err = bench(capsys, "zoo:mlp", "-d", "onnxruntime:cpu", *QUICK, "--input", f"nope={good}", "--no-warm-compile")
+    code, out, err = bench(
+        capsys, "zoo:mlp", "-d", "onnxruntime:cpu", *QUICK, "--input", f"nope={good}", "--no-warm-compile"
+    )
     assert code == 2 and "unexpected input" in err
 
 
 def test_bench_offline_and_multi_stream(capsys, tmp_path):
     out_json = tmp_path / "o.json"
-    code, out, err = bench(capsys, "zoo:mlp_dynamic", "-d", "onnxruntime:cpu", *QUICK, "--scenario", "offline", "--batch", "4", "--json", str(out_json), "--no-warm-compile")
+    code, out, err = bench(
+        capsys,
+        "zoo:mlp_dynamic",
+        "-d",
+        "onnxruntime:cpu",
+        *QUICK,
+        "--scenario",
+        "offline",
+        "--batch",
+        "4",
+        "--json",
+        str(out_json),
+        "--no-warm-compile",
+    )
     assert code == 0, err
     (r,) = json.loads(out_json.read_text())["results"]
     assert r["batch"] == 4 and r["inferences"] == 4 * r["iterations"]
-    code, out, err = bench(capsys, "zoo:cnn", "-d", "onnxruntime:cpu", *QUICK, "--scenario", "offline", "--batch", "4", "--no-warm-compile")
+    code, out, err = bench(
+        capsys, "zoo:cnn", "-d", "onnxruntime:cpu", *QUICK, "--scenario", "offline", "--batch", "4", "--no-warm-compile"
+    )
     assert code == 2 and "batch is fixed" in err
-    code, out, err = bench(capsys, "zoo:cnn", "-d", "onnxruntime:cpu", *QUICK, "--scenario", "multi-stream", "--streams", "2", "--json", str(out_json), "--no-warm-compile")
+    code, out, err = bench(
+        capsys,
+        "zoo:cnn",
+        "-d",
+        "onnxruntime:cpu",
+        *QUICK,
+        "--scenario",
+        "multi-stream",
+        "--streams",
+        "2",
+        "--json",
+        str(out_json),
+        "--no-warm-compile",
+    )
     assert code == 0, err
     (r,) = json.loads(out_json.read_text())["results"]
     assert r["streams"] == 2 and len(r["stream_latency_p50_ms"]) == 2
@@ -157,7 +193,20 @@ def test_bench_plot_without_matplotlib(capsys, tmp_path, monkeypatch):
 
 
 def test_bench_progress_on_stderr(capsys):
-    code, out, err = bench(capsys, "zoo:mlp", "-d", "onnxruntime:cpu", "--warmup", "0", "--iterations", "1", "--min-duration", "0.6", "--progress", "--no-warm-compile")
+    code, out, err = bench(
+        capsys,
+        "zoo:mlp",
+        "-d",
+        "onnxruntime:cpu",
+        "--warmup",
+        "0",
+        "--iterations",
+        "1",
+        "--min-duration",
+        "0.6",
+        "--progress",
+        "--no-warm-compile",
+    )
     assert code == 0
     assert "compiling" in err and "inferences" in err and "s " in err
 

@@ -15,9 +15,13 @@ from nnport.manager import DEFAULT_PLUGINS
 
 def nnport_cli(*args, env=None, check=True):
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=full_env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=full_env, timeout=300
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"nnport {' '.join(args)} exited {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
+        raise AssertionError(
+            f"nnport {' '.join(args)} exited {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}"
+        )
     return proc
 
 
@@ -49,7 +53,9 @@ def test_run_zoo_model_saves_outputs(tmp_path):
 def test_run_with_input_file_and_json(tmp_path):
     x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    summary = json.loads(nnport_cli("run", "zoo:mlp", "-d", "onnxruntime", "--input", f"x={tmp_path / 'x.npy'}", "--json").stdout)
+    summary = json.loads(
+        nnport_cli("run", "zoo:mlp", "-d", "onnxruntime", "--input", f"x={tmp_path / 'x.npy'}", "--json").stdout
+    )
     assert summary["device"] == "onnxruntime:cpu"
     assert summary["outputs"]["probs"]["shape"] == [1, 10]
 

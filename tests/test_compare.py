@@ -87,9 +87,13 @@ def test_nonfinite_mismatch_names_the_positions():
     got = np.arange(10, dtype=np.float32).reshape(1, 10)
     reason = Comparator()({"logits": got}, {"logits": ref})["logits"].reasons[0]
     assert "reference has 9 NaN/0 Inf, output has 0 NaN/0 Inf" in reason
-    assert "at [0, 0] (got 0, reference nan), [0, 1] (got 1, reference nan), [0, 2]" in reason and "[0, 3]" not in reason
+    assert (
+        "at [0, 0] (got 0, reference nan), [0, 1] (got 1, reference nan), [0, 2]" in reason and "[0, 3]" not in reason
+    )
     assert reason.endswith("(+1 more)")  # eight positions listed, then the count of the rest
-    inf = Comparator()({"y": np.array([np.inf, 2.0], np.float32)}, {"y": np.array([-np.inf, 2.0], np.float32)})["y"].reasons[0]
+    inf = Comparator()({"y": np.array([np.inf, 2.0], np.float32)}, {"y": np.array([-np.inf, 2.0], np.float32)})[
+        "y"
+    ].reasons[0]
     assert "at [0] (got inf, reference -inf)" in inf
 
 
@@ -159,7 +163,12 @@ def test_topk_agreement_for_classifier_outputs():
     assert not Comparator(atol=1e9, rtol=1e9, min_top1=1.0)({"p": got}, {"p": ref})
     # [N, C, 1, 1] (squeezenet's output) counts as a classifier too; feature maps do not
     assert Comparator()({"p": ref.reshape(2, 10, 1, 1)}, {"p": ref.reshape(2, 10, 1, 1)})["p"].top1_agreement == 1.0
-    assert Comparator()({"f": np.ones((1, 3, 8, 8), np.float32)}, {"f": np.ones((1, 3, 8, 8), np.float32)})["f"].top1_agreement is None
+    assert (
+        Comparator()({"f": np.ones((1, 3, 8, 8), np.float32)}, {"f": np.ones((1, 3, 8, 8), np.float32)})[
+            "f"
+        ].top1_agreement
+        is None
+    )
 
 
 def test_int8_is_judged_on_agreement_not_elements():
@@ -209,9 +218,14 @@ def test_verdicts_agree_with_polygraphy_elemwise():
     rng = np.random.default_rng(7)
     seen = set()
     for trial in range(30):
-        ref = {"a": rng.standard_normal((3, 20)).astype(np.float32), "b": (rng.standard_normal(40) * 100).astype(np.float32)}
+        ref = {
+            "a": rng.standard_normal((3, 20)).astype(np.float32),
+            "b": (rng.standard_normal(40) * 100).astype(np.float32),
+        }
         scale = 10 ** rng.uniform(-7, -1)
-        got = {k: (v + rng.standard_normal(v.shape) * scale * (1 + np.abs(v))).astype(np.float32) for k, v in ref.items()}
+        got = {
+            k: (v + rng.standard_normal(v.shape) * scale * (1 + np.abs(v))).astype(np.float32) for k, v in ref.items()
+        }
         atol, rtol = 10 ** rng.uniform(-6, -2), 10 ** rng.uniform(-5, -2)
         ours = Comparator(atol=atol, rtol=rtol, scale_tol=0.0)(got, ref)
         theirs = polygraphy_verdict(got, ref, atol, rtol)
@@ -304,5 +318,9 @@ def test_a_given_int8_atol_is_checked_not_swallowed_by_the_infinite_default():
 def test_effective_tolerance_is_in_the_json_form():
     got, ref = _near()
     doc = Comparator(atol=1e-12, rtol=1e-12)(got, ref).to_dict()["outputs"][0]
-    assert doc["tolerance"] == "atol=1e-12 rtol=1e-12 (given)" and doc["given"] == ["atol", "rtol"] and doc["scale_tol"] == 0.0
+    assert (
+        doc["tolerance"] == "atol=1e-12 rtol=1e-12 (given)"
+        and doc["given"] == ["atol", "rtol"]
+        and doc["scale_tol"] == 0.0
+    )
     assert doc["atol_effective"] == 1e-12

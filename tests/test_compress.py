@@ -58,7 +58,9 @@ def test_calibration_from_directory_of_npz_and_npy(tmp_path, cnn):
     feeds = _eval(cnn, 3)
     np.savez(tmp_path / "a.npz", image=feeds[0]["image"])
     np.save(tmp_path / "b.npy", feeds[1]["image"])
-    np.save(tmp_path / "c.npy", np.concatenate([feeds[2]["image"], feeds[0]["image"]]))  # a batch of two for a batch-1 model
+    np.save(
+        tmp_path / "c.npy", np.concatenate([feeds[2]["image"], feeds[0]["image"]])
+    )  # a batch of two for a batch-1 model
     (tmp_path / "notes.txt").write_text("ignored")
     got = calibration_feeds(tmp_path, cnn.inputs)
     assert len(got) == 4
@@ -85,9 +87,15 @@ def test_calibration_iterable_and_generator(cnn, cal):
 @pytest.mark.parametrize(
     "bad, expected",
     [
-        ({"img": np.zeros((1, 3, 32, 32), np.float32)}, r"calibration sample 1 .*missing input\(s\) \['image'\].*unexpected input\(s\) \['img'\]"),
+        (
+            {"img": np.zeros((1, 3, 32, 32), np.float32)},
+            r"calibration sample 1 .*missing input\(s\) \['image'\].*unexpected input\(s\) \['img'\]",
+        ),
         ({"image": np.zeros((1, 3, 32, 32), np.float64)}, r"calibration sample 1 .*dtype float64, expected float32"),
-        ({"image": np.zeros((1, 3, 16, 16), np.float32)}, r"calibration sample 1 .*shape \[1, 3, 16, 16\], expected \[1, 3, 32, 32\]"),
+        (
+            {"image": np.zeros((1, 3, 16, 16), np.float32)},
+            r"calibration sample 1 .*shape \[1, 3, 16, 16\], expected \[1, 3, 32, 32\]",
+        ),
     ],
 )
 def test_mismatched_calibration_feeds_name_the_problem(cnn, cal, bad, expected):
@@ -155,7 +163,9 @@ def test_dynamic_on_a_model_without_matmul_says_so():
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    with pytest.raises(UnsupportedModel, match=r"dynamic quantization found nothing to quantize.*\['Conv'\].*method='static'"):
+    with pytest.raises(
+        UnsupportedModel, match=r"dynamic quantization found nothing to quantize.*\['Conv'\].*method='static'"
+    ):
         compress.quantize(model, "int8", method="dynamic")
 
 
@@ -207,28 +217,38 @@ def test_onnxruntime_compiles_fp16_and_int8(cnn, cal):
 
 def test_onnxruntime_int8_dynamic_option():
     model = zoo.load("attention")
-    compiled = nnport.compile(model, "onnxruntime:cpu", precision="int8", extra={"int8_method": "dynamic"}, fallback=False)
+    compiled = nnport.compile(
+        model, "onnxruntime:cpu", precision="int8", extra={"int8_method": "dynamic"}, fallback=False
+    )
     assert compiled.info["compression"]["method"] == "dynamic"
     assert "MatMulInteger" in compiled.info["compressed_model"].operators()
 
 
 def test_onnxruntime_runs_a_qdq_file_as_given(cnn_int8):
-    compiled = nnport.compile(cnn_int8, "onnxruntime:cpu", precision="int8", fallback=False)  # already int8: no second pass
+    compiled = nnport.compile(
+        cnn_int8, "onnxruntime:cpu", precision="int8", fallback=False
+    )  # already int8: no second pass
     assert "compressed_model" not in compiled.info
     compiled.run(_eval(cnn_int8, 1)[0])
 
 
 def test_onnxruntime_caches_the_converted_model(tmp_path, cnn, cal):
-    first = nnport.compile(cnn, "onnxruntime:cpu", precision="int8", calibration=cal, cache_dir=tmp_path, fallback=False)
+    first = nnport.compile(
+        cnn, "onnxruntime:cpu", precision="int8", calibration=cal, cache_dir=tmp_path, fallback=False
+    )
     assert "cached" not in first.info["compression"]
     stored = list((tmp_path / "onnxruntime" / "converted").glob("*.onnx"))
     assert len(stored) == 1
-    second = nnport.compile(cnn, "onnxruntime:cpu", precision="int8", calibration=cal, cache_dir=tmp_path, fallback=False)
+    second = nnport.compile(
+        cnn, "onnxruntime:cpu", precision="int8", calibration=cal, cache_dir=tmp_path, fallback=False
+    )
     assert second.info["compression"]["cached"] is True
     feeds = _eval(cnn, 1)[0]
     np.testing.assert_array_equal(first.run(feeds)["probs"], second.run(feeds)["probs"])
     # other calibration data is another artefact, never a stale hit
-    third = nnport.compile(cnn, "onnxruntime:cpu", precision="int8", calibration=cal[:4], cache_dir=tmp_path, fallback=False)
+    third = nnport.compile(
+        cnn, "onnxruntime:cpu", precision="int8", calibration=cal[:4], cache_dir=tmp_path, fallback=False
+    )
     assert "cached" not in third.info["compression"]
     assert len(list((tmp_path / "onnxruntime" / "converted").glob("*.onnx"))) == 2
 
@@ -252,7 +272,11 @@ class _Fp32Only(nnport.Backend):
     def compile(self, model, device, options):
         supported = list(self.capabilities(device).precisions)
         if options.precision not in supported:
-            raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: {supported}", backend=self.name, device=device.id)
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported; supported: {supported}",
+                backend=self.name,
+                device=device.id,
+            )
         from onnx.reference import ReferenceEvaluator
 
         return nnport.CompiledModel(self, model, device, options, native=ReferenceEvaluator(model.proto))
@@ -272,7 +296,7 @@ def test_unsupported_precision_falls_back_or_names_supported(cnn, cal):
     get_plugin_manager().register(_Fp32OnlyPlugin(), name="fp32only-test")
     compiled = nnport.compile(cnn, ["fp32only:cpu", "onnxruntime:cpu"], precision="int8", calibration=cal)
     assert compiled.device.id == "onnxruntime:cpu"
-    (dev, err), = compiled.attempts
+    ((dev, err),) = compiled.attempts
     assert dev == "fp32only:cpu" and isinstance(err, UnsupportedPrecision) and "supported: ['fp32']" in str(err)
     with pytest.raises(UnsupportedPrecision, match=r"'int8' is not supported; supported: \['fp32'\]"):
         nnport.compile(cnn, "fp32only:cpu", precision="int8", calibration=cal, fallback=False)
@@ -281,7 +305,8 @@ def test_unsupported_precision_falls_back_or_names_supported(cnn, cal):
 
 
 def test_every_device_honours_or_refuses_each_precision_clearly(cnn, cal):
-    """Real backends: a precision either compiles and runs close to fp32, or raises UnsupportedPrecision naming the supported ones."""
+    """Real backends: a precision either compiles and runs close to fp32, or raises UnsupportedPrecision naming the
+    supported ones."""
     feeds = _eval(cnn, 2)
     reference = _outputs(cnn, feeds)
     pm = get_plugin_manager()
@@ -375,7 +400,10 @@ def test_cli_compress_errors(tmp_path, capsys):
 def test_cli_compress_random_warns(tmp_path, capsys):
     from nnport.cli import main
 
-    assert main(["compress", "zoo:mlp", "-p", "int8", "-c", "random", "--samples", "4", "-o", str(tmp_path / "m.onnx")]) == 0
+    assert (
+        main(["compress", "zoo:mlp", "-p", "int8", "-c", "random", "--samples", "4", "-o", str(tmp_path / "m.onnx")])
+        == 0
+    )
     assert "accuracy will suffer" in capsys.readouterr().out
 
 
@@ -398,7 +426,11 @@ def test_activation_types(cnn, cal, activations, dtype):
     """uint8 (default) has zero points; int8 is symmetric (zero point 0), the only Q/DQ form TensorRT takes."""
     from onnx import numpy_helper
 
-    q = compress.quantize(cnn, "int8", cal, activations=activations) if activations != "uint8" else compress.quantize(cnn, "int8", cal)
+    q = (
+        compress.quantize(cnn, "int8", cal, activations=activations)
+        if activations != "uint8"
+        else compress.quantize(cnn, "int8", cal)
+    )
     inits = {i.name: numpy_helper.to_array(i) for i in q.proto.graph.initializer}
     quantize_nodes = [n for n in q.proto.graph.node if n.op_type == "QuantizeLinear"]
     zero_points = [inits[n.input[2]] for n in quantize_nodes if n.input[0] not in inits]  # activations, not weights

@@ -38,7 +38,11 @@ def _mixed_head():
 
     def w(name, shape, scale=None):
         fan_in = int(np.prod(shape[1:]))
-        inits.append(numpy_helper.from_array((rng.standard_normal(shape) * (scale or (2.0 / fan_in) ** 0.5)).astype(np.float32), name))
+        inits.append(
+            numpy_helper.from_array(
+                (rng.standard_normal(shape) * (scale or (2.0 / fan_in) ** 0.5)).astype(np.float32), name
+            )
+        )
         return name
 
     def c(name, value):
@@ -46,18 +50,24 @@ def _mixed_head():
         return name
 
     nodes = [
-        helper.make_node("Conv", ["image", w("w0", (8, 3, 3, 3)), c("b0", np.zeros(8))], ["h0"], pads=[1, 1, 1, 1], name="stem"),
+        helper.make_node(
+            "Conv", ["image", w("w0", (8, 3, 3, 3)), c("b0", np.zeros(8))], ["h0"], pads=[1, 1, 1, 1], name="stem"
+        ),
         helper.make_node("Relu", ["h0"], ["h"], name="stem_relu"),
         helper.make_node("Conv", ["h", w("wb", (4, 8, 1, 1)), c("bb", np.full(4, 0.5))], ["box_raw"], name="box_conv"),
         helper.make_node("Relu", ["box_raw"], ["box_pos"], name="box_relu"),
         helper.make_node("Mul", ["box_pos", c("stride", 160.0)], ["boxes"], name="box_scale"),
-        helper.make_node("Conv", ["h", w("wc", (6, 8, 1, 1)), c("bc", np.full(6, -1.0))], ["cls_logits"], name="cls_conv"),
+        helper.make_node(
+            "Conv", ["h", w("wc", (6, 8, 1, 1)), c("bc", np.full(6, -1.0))], ["cls_logits"], name="cls_conv"
+        ),
         helper.make_node("Sigmoid", ["cls_logits"], ["scores"], name="cls_sigmoid"),
         helper.make_node("Concat", ["boxes", "scores"], ["det"], axis=1, name="head_concat"),
         # mid-network: a large-range branch joined with the features, then most of the weights
         helper.make_node("Mul", ["h", c("big", 300.0)], ["h_big"], name="mid_scale"),
         helper.make_node("Concat", ["h_big", "h"], ["mid"], axis=1, name="mid_concat"),
-        helper.make_node("Conv", ["mid", w("w2", (64, 16, 3, 3)), c("b2", np.zeros(64))], ["h2"], pads=[1, 1, 1, 1], name="body_conv"),
+        helper.make_node(
+            "Conv", ["mid", w("w2", (64, 16, 3, 3)), c("b2", np.zeros(64))], ["h2"], pads=[1, 1, 1, 1], name="body_conv"
+        ),
         helper.make_node("Relu", ["h2"], ["h3"], name="body_relu"),
         helper.make_node("GlobalAveragePool", ["h3"], ["pooled"], name="pool"),
         helper.make_node("Flatten", ["pooled"], ["flat"], axis=1, name="flatten"),
@@ -67,7 +77,10 @@ def _mixed_head():
         nodes,
         "mixed_head",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 10, 16, 16]), helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])],
+        [
+            helper.make_tensor_value_info("det", TensorProto.FLOAT, [1, 10, 16, 16]),
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10]),
+        ],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -121,7 +134,10 @@ def test_find_mixed_ranges_flags_the_head_and_reports_the_mid_network_join(head,
 def test_output_segments_follow_the_concat_through_a_transpose(head, cal):
     segs = ranges.output_segments(head.proto, cal[0])
     assert list(segs) == ["det"]
-    assert [(s.axis, s.start, s.stop, s.source, s.label) for s in segs["det"]] == [(1, 0, 4, "boxes", "[:,0:4]"), (1, 4, 10, "scores", "[:,4:10]")]
+    assert [(s.axis, s.start, s.stop, s.source, s.label) for s in segs["det"]] == [
+        (1, 0, 4, "boxes", "[:,0:4]"),
+        (1, 4, 10, "scores", "[:,4:10]"),
+    ]
     import onnx
     from onnx import helper
 
@@ -137,7 +153,9 @@ def test_int8_keeps_the_mixed_join_float_and_the_scores_survive(head, cal, held_
     q = compress.quantize(head, "int8", cal)
     producer = {o: n for n in q.proto.graph.node for o in n.output}
     assert producer["det"].op_type == "Concat"  # the join itself is float: no QuantizeLinear/DequantizeLinear after it
-    assert {producer[i].op_type for i in producer["det"].input} == {"DequantizeLinear"}  # each part quantized on its own scale
+    assert {producer[i].op_type for i in producer["det"].input} == {
+        "DequantizeLinear"
+    }  # each part quantized on its own scale
     info = q.metadata["compression"]
     assert {"head_concat", "mid_concat"} <= set(info["kept_float"]) and "body_conv" not in info["kept_float"]
     assert {m["node"]: m["tail_float"] for m in info["mixed_ranges"]} == {"head_concat": True, "mid_concat": False}
@@ -145,7 +163,9 @@ def test_int8_keeps_the_mixed_join_float_and_the_scores_survive(head, cal, held_
     boxes, scores = _parts(q, held_out)
     assert _cos(ref_boxes, boxes) >= 0.98 and _cos(ref_scores, scores) >= 0.98
 
-    shared = compress.quantize(head, "int8", cal, keep_mixed_ranges_float=False)  # the opt-out: one scale for both parts
+    shared = compress.quantize(
+        head, "int8", cal, keep_mixed_ranges_float=False
+    )  # the opt-out: one scale for both parts
     assert "head_concat" not in shared.metadata["compression"]["kept_float"]
     boxes, scores = _parts(shared, held_out)
     assert _cos(ref_boxes, boxes) >= 0.98 and _cos(ref_scores, scores) < 0.9
@@ -165,20 +185,30 @@ def test_report_has_a_row_per_part_and_flags_the_destroyed_one(head, cal, held_o
     assert "LOW" in text and "det[:,4:10] (scores)" in text
     assert "mixed ranges, quantized anyway: head_concat" in text
 
-    kept = compress.report(head, compress.quantize(head, "int8", cal), ["onnxruntime:cpu"], eval_feeds=held_out, min_duration_s=0.05, min_rounds=2)
+    kept = compress.report(
+        head,
+        compress.quantize(head, "int8", cal),
+        ["onnxruntime:cpu"],
+        eval_feeds=held_out,
+        min_duration_s=0.05,
+        min_rounds=2,
+    )
     assert not [f for f in kept.below_threshold() if "det" in f]
     assert "kept float: head_concat: Concat parts span ranges" in kept.format()
     assert kept.to_dict()["kept_float"]["head_concat"].startswith("Concat parts span ranges")
 
 
 def _split_head():
-    """One head conv makes 4 box channels (weights x300) and 6 class logits; a Split parts them (a YOLOv5-style head)."""
+    """One head conv makes 4 box channels (weights x300) and 6 class logits; a Split parts them (a YOLOv5-style
+    head)."""
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
 
     def w(name, shape):
-        return numpy_helper.from_array((rng.standard_normal(shape) * (2.0 / np.prod(shape[1:])) ** 0.5).astype(np.float32), name)
+        return numpy_helper.from_array(
+            (rng.standard_normal(shape) * (2.0 / np.prod(shape[1:])) ** 0.5).astype(np.float32), name
+        )
 
     head = (rng.standard_normal((10, 32, 1, 1)) * 0.25).astype(np.float32)
     head[:4] *= 300
@@ -191,12 +221,20 @@ def _split_head():
         helper.make_node("Split", ["e", "parts"], ["boxes", "logits"], axis=1, name="head_split"),
         helper.make_node("Sigmoid", ["logits"], ["scores"], name="cls_sigmoid"),
     ]
-    inits = [w("w0", (32, 3, 3, 3)), w("w1", (32, 32, 3, 3)), numpy_helper.from_array(head, "wh"), numpy_helper.from_array(np.array([4, 6], np.int64), "parts")]
+    inits = [
+        w("w0", (32, 3, 3, 3)),
+        w("w1", (32, 32, 3, 3)),
+        numpy_helper.from_array(head, "wh"),
+        numpy_helper.from_array(np.array([4, 6], np.int64), "parts"),
+    ]
     graph = helper.make_graph(
         nodes,
         "split_head",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 16, 16]), helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 6, 16, 16])],
+        [
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4, 16, 16]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 6, 16, 16]),
+        ],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -244,31 +282,60 @@ def test_cli_fail_under_exits_1_on_a_destroyed_part(tmp_path, head, cal, held_ou
         (tmp_path / name).mkdir()
         for i, feed in enumerate(group):
             np.savez(tmp_path / name / f"{i}.npz", **feed)
-    common = ["compress", str(path), "-p", "int8", "-c", str(tmp_path / "cal"), "--eval-data", str(tmp_path / "eval"), "--duration", "0.05"]
+    common = [
+        "compress",
+        str(path),
+        "-p",
+        "int8",
+        "-c",
+        str(tmp_path / "cal"),
+        "--eval-data",
+        str(tmp_path / "eval"),
+        "--duration",
+        "0.05",
+    ]
     assert main([*common, "--out", str(tmp_path / "a.onnx"), "--fail-under"]) == 0
     out = capsys.readouterr().out
     assert "kept float: head_concat" in out and "det[:,4:10] (scores)" in out and "below the threshold" not in out
     assert main([*common, "--out", str(tmp_path / "b.onnx"), "--quantize-mixed-ranges", "--fail-under"]) == 1
     out = capsys.readouterr().out
     assert "below the threshold (--fail-under)" in out and "onnxruntime:cpu (onnx) det[:,4:10]: cosine" in out
-    assert main([*common, "--out", str(tmp_path / "c.onnx"), "--quantize-mixed-ranges", "--report"]) == 0  # flagged, not gated
+    assert (
+        main([*common, "--out", str(tmp_path / "c.onnx"), "--quantize-mixed-ranges", "--report"]) == 0
+    )  # flagged, not gated
     assert "LOW" in capsys.readouterr().out
-    assert main([*common, "--out", str(tmp_path / "d.onnx"), "--fail-under", "1.01"]) == 1  # an explicit floor no result meets
+    assert (
+        main([*common, "--out", str(tmp_path / "d.onnx"), "--fail-under", "1.01"]) == 1
+    )  # an explicit floor no result meets
 
 
 @pytest.mark.skipif(not HAVE_OPENVINO, reason="openvino and nncf are not installed")
 def test_openvino_nncf_ignores_the_mixed_join_by_openvino_name(head, cal, held_out, tmp_path):
-    compiled = nnport.compile(head, "openvino:CPU", precision="int8", calibration=cal, fallback=False, cache_dir=tmp_path)
+    compiled = nnport.compile(
+        head, "openvino:CPU", precision="int8", calibration=cal, fallback=False, cache_dir=tmp_path
+    )
     info = compiled.info["int8"]
-    assert sorted(info["kept_float"]) == ["det", "mid_concat"]  # OpenVINO names the op that makes a graph output after the output
+    assert sorted(info["kept_float"]) == [
+        "det",
+        "mid_concat",
+    ]  # OpenVINO names the op that makes a graph output after the output
     assert "Concat parts span ranges" in info["kept_float"]["det"]
     assert {m["node"]: m["tail_float"] for m in info["mixed_ranges"]} == {"head_concat": True, "mid_concat": False}
     ref_boxes, ref_scores = _parts(head, held_out)
     boxes, scores = _parts(head, held_out, "openvino:CPU", precision="int8", calibration=cal)
     assert _cos(ref_boxes, boxes) >= 0.98 and _cos(ref_scores, scores) >= 0.98
     again = nnport.compile(head, "openvino:CPU", precision="int8", calibration=cal, fallback=False, cache_dir=tmp_path)
-    assert again.info["int8"]["from_cache"] and again.info["int8"]["kept_float"] == info["kept_float"]  # the reasons survive the cache
-    opted_out = nnport.compile(head, "openvino:CPU", precision="int8", calibration=cal, fallback=False, extra={"keep_mixed_ranges_float": False})
+    assert (
+        again.info["int8"]["from_cache"] and again.info["int8"]["kept_float"] == info["kept_float"]
+    )  # the reasons survive the cache
+    opted_out = nnport.compile(
+        head,
+        "openvino:CPU",
+        precision="int8",
+        calibration=cal,
+        fallback=False,
+        extra={"keep_mixed_ranges_float": False},
+    )
     assert "det" not in opted_out.info["int8"].get("kept_float", {})
 
 
@@ -315,7 +382,9 @@ def _photos(count, seed, size=320):
         img = photo.crop((x, y, x + w, y + h))
         if rng.random() < 0.5:
             img = ImageOps.mirror(img)
-        img = ImageEnhance.Contrast(ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))).enhance(rng.uniform(0.7, 1.3))
+        img = ImageEnhance.Contrast(ImageEnhance.Brightness(img).enhance(rng.uniform(0.6, 1.4))).enhance(
+            rng.uniform(0.7, 1.3)
+        )
         square = Image.new("RGB", (max(img.size),) * 2)
         square.paste(img, (0, 0))
         arr = np.asarray(square.resize((size, size), Image.BILINEAR), np.float32).transpose(2, 0, 1)[None] / 255.0

@@ -1,4 +1,5 @@
-"""The conformance suite: cases, the isolated runner (crash, timeout), expectations, reports, baseline, CLI, pytest plugin.
+"""The conformance suite: cases, the isolated runner (crash, timeout), expectations, reports, baseline, CLI, pytest
+plugin.
 
 Misbehaving backends come from ``tests/test_conformance_plugins.py`` (each
 wraps the real ONNX Runtime backend): ``wrong`` perturbs outputs, ``crashing``
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 from nnport import manager
-from nnport.conformance import cases as case_mod, reports, runner
+from nnport.conformance import cases as case_mod
+from nnport.conformance import reports, runner
 
 TESTS_DIR = str(Path(__file__).parent)
 PLUGIN = "test_conformance_plugins"
@@ -57,13 +59,60 @@ def _with_plugins(fn):
 
 
 REQUIRED_OPS = {
-    "Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "MaxPool", "AveragePool", "GlobalAveragePool",
-    "Relu", "Sigmoid", "Tanh", "LeakyRelu", "GELU", "SiLU", "HardSwish", "Softmax", "LayerNormalization", "Resize",
-    "Concat", "Split", "Slice", "Transpose", "Reshape", "ReduceMean", "ReduceSum", "ReduceMax", "LSTM", "GRU",
+    "Conv",
+    "ConvTranspose",
+    "Gemm",
+    "MatMul",
+    "BatchNormalization",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "LeakyRelu",
+    "GELU",
+    "SiLU",
+    "HardSwish",
+    "Softmax",
+    "LayerNormalization",
+    "Resize",
+    "Concat",
+    "Split",
+    "Slice",
+    "Transpose",
+    "Reshape",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "LSTM",
+    "GRU",
     # the variants real exports use (nnport.conformance.op_variants)
-    "Sub", "Div", "Pow", "Min", "Max", "Where", "Clip", "Gather", "Expand", "Tile", "Pad", "ReduceMin", "ReduceL2",
-    "ReduceLogSumExp", "InstanceNormalization", "GroupNormalization", "Erf", "Gelu", "TopK", "CumSum", "ArgMax",
-    "Sqrt", "Log", "LpPool", "DepthToSpace",
+    "Sub",
+    "Div",
+    "Pow",
+    "Min",
+    "Max",
+    "Where",
+    "Clip",
+    "Gather",
+    "Expand",
+    "Tile",
+    "Pad",
+    "ReduceMin",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "InstanceNormalization",
+    "GroupNormalization",
+    "Erf",
+    "Gelu",
+    "TopK",
+    "CumSum",
+    "ArgMax",
+    "Sqrt",
+    "Log",
+    "LpPool",
+    "DepthToSpace",
 }
 DEFAULT_SUITE_MIN = 200
 """Cases per backend in the default suite (specs/conformance.md section 2)."""
@@ -87,7 +136,12 @@ def test_default_suite_covers_the_op_set_zoo_and_real_architectures():
     assert any("opset18" in i for i in ids if "Reduce" in i) and any("opset13" in i for i in ids if "Reduce" in i)
     assert len(ids) >= DEFAULT_SUITE_MIN, len(ids)
     # non-finite inputs: a NaN pixel into a CNN, +/-Inf into Relu/Max/Softmax
-    assert {"nonfinite/cnn_one_nan_pixel", "nonfinite/relu_inf_nan", "nonfinite/max_inf", "nonfinite/softmax_inf"} <= set(ids)
+    assert {
+        "nonfinite/cnn_one_nan_pixel",
+        "nonfinite/relu_inf_nan",
+        "nonfinite/max_inf",
+        "nonfinite/softmax_inf",
+    } <= set(ids)
     nan_feed = case_mod.get("nonfinite/cnn_one_nan_pixel")
     x = nan_feed.inputs(nan_feed.model())["x"]
     assert np.isnan(x).sum() == 1 and np.isfinite(x).sum() == x.size - 1
@@ -151,7 +205,9 @@ def report(xfail_files):
 
     def go():
         targets = runner.resolve_targets(["onnxruntime", "wrong", "crashing", "hanging"])
-        return runner.run(cases, targets, jobs=2, timeout_s=20, expectations=xfail_files, plugins=[PLUGIN], pythonpath=[TESTS_DIR])
+        return runner.run(
+            cases, targets, jobs=2, timeout_s=20, expectations=xfail_files, plugins=[PLUGIN], pythonpath=[TESTS_DIR]
+        )
 
     return _with_plugins(go)
 
@@ -317,14 +373,19 @@ def test_shipped_expectation_files_parse_with_reasons():
     files = sorted(runner.XFAIL_DIR.glob("*.toml"))
     assert files, "conformance/xfail/*.toml missing"
     known = {c.id for c in case_mod.default_cases(include_slow=True)}
-    known |= {c.id for c in case_mod.select("tflite/*")}  # LiteRT's opt-in .tflite cases (conformance/xfail/litert.toml)
+    known |= {
+        c.id for c in case_mod.select("tflite/*")
+    }  # LiteRT's opt-in .tflite cases (conformance/xfail/litert.toml)
     for path in files:
         _, exp = runner.load_expectations_file(path)
         for pattern in list(exp.xfail) + list(exp.skip):
             import fnmatch
 
             case_pattern = pattern.partition("@")[0]  # "case@device" keys name one device
-            assert any(fnmatch.fnmatchcase(k, case_pattern) for k in known) or pattern.startswith("node/"), (path.name, pattern)
+            assert any(fnmatch.fnmatchcase(k, case_pattern) for k in known) or pattern.startswith("node/"), (
+                path.name,
+                pattern,
+            )
         if path.stem == "onnxruntime":
             # The oracle's kernels are corrected (conformance/oracle.py): a row of the reference backend fails for a
             # reason of ONNX Runtime's, never for an oracle defect.
@@ -339,19 +400,43 @@ def test_shipped_expectation_files_parse_with_reasons():
 
 
 def _nnport(*args: str, env=None, timeout=240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=env or _env(), timeout=timeout
+    )
 
 
 def test_cli_conformance_exit_codes_reports_and_baseline(tmp_path):
     j, x, h = tmp_path / "r.json", tmp_path / "r.xml", tmp_path / "r.html"
     ok = _nnport("conformance", "-b", "onnxruntime", "-k", "zoo/mlp", "-j", "1", "--json", str(j))
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    bad = _nnport("conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "-j", "2", "--json", str(j), "--junit", str(x), "--html", str(h))
+    bad = _nnport(
+        "conformance",
+        "-b",
+        "onnxruntime",
+        "-b",
+        "wrong",
+        "-k",
+        "zoo/mlp",
+        "-k",
+        "op/Sigmoid/*",
+        "-j",
+        "2",
+        "--json",
+        str(j),
+        "--junit",
+        str(x),
+        "--html",
+        str(h),
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "wrong:cpu" in bad.stdout and "FAIL" in bad.stdout
-    assert reports.load_json(j)["ok"] is False and ET.parse(x).getroot().tag == "testsuites" and "matrix" in h.read_text()
+    assert (
+        reports.load_json(j)["ok"] is False and ET.parse(x).getroot().tag == "testsuites" and "matrix" in h.read_text()
+    )
     # the same failures against a baseline that already had them: exit 0
-    same = _nnport("conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "--baseline", str(j))
+    same = _nnport(
+        "conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "--baseline", str(j)
+    )
     assert same.returncode == 0, same.stdout + same.stderr
     assert "no new failures" in same.stdout
     # a baseline in which they passed: they are new failures, exit 1
@@ -360,8 +445,12 @@ def test_cli_conformance_exit_codes_reports_and_baseline(tmp_path):
         r["status"] = "pass"
     old = tmp_path / "old.json"
     old.write_text(json.dumps(doc))
-    regressed = _nnport("conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "--baseline", str(old))
-    wrong_rows = sum(1 for r in doc["results"] if r["device"] == "wrong:cpu")  # every wrong:cpu row fails now, passed then
+    regressed = _nnport(
+        "conformance", "-b", "onnxruntime", "-b", "wrong", "-k", "zoo/mlp", "-k", "op/Sigmoid/*", "--baseline", str(old)
+    )
+    wrong_rows = sum(
+        1 for r in doc["results"] if r["device"] == "wrong:cpu"
+    )  # every wrong:cpu row fails now, passed then
     assert regressed.returncode == 1 and f"{wrong_rows} new failure(s)" in regressed.stdout, regressed.stdout
     usage = _nnport("conformance", "-k", "nothing-matches-this")
     assert usage.returncode == 2 and "no conformance case matches" in usage.stderr
@@ -379,7 +468,9 @@ def test_cli_conformance_requested_backend_must_exist_and_something_must_run():
     assert allowed.returncode == 1, allowed.stdout + allowed.stderr
     assert "FAILED (nothing ran)" in allowed.stdout and "every case was skipped" in allowed.stderr
     # ... while beside a backend that ran, the opted-in column does not fail the run
-    mixed = _nnport("conformance", "-b", "onnxruntime", "-b", "acme:npu0", "-k", "zoo/mlp", "-j", "1", "--allow-unavailable")
+    mixed = _nnport(
+        "conformance", "-b", "onnxruntime", "-b", "acme:npu0", "-k", "zoo/mlp", "-j", "1", "--allow-unavailable"
+    )
     assert mixed.returncode == 0, mixed.stdout + mixed.stderr
     assert "no case ran on ['acme:npu0']" in mixed.stdout
 
@@ -390,14 +481,39 @@ def test_cli_conformance_run_wide_tolerances(tmp_path):
     assert default.returncode == 0, default.stdout + default.stderr
     assert json.loads(j.read_text())["results"][0]["outputs"][0]["tolerance"].endswith("(fp32 defaults)")
     h = tmp_path / "r.html"
-    tight = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "-j", "1", "--atol", "1e-12", "--rtol", "1e-12", "--json", str(j), "--html", str(h))
+    tight = _nnport(
+        "conformance",
+        "-b",
+        "nudged",
+        "-k",
+        "zoo/cnn",
+        "-j",
+        "1",
+        "--atol",
+        "1e-12",
+        "--rtol",
+        "1e-12",
+        "--json",
+        str(j),
+        "--html",
+        str(h),
+    )
     assert tight.returncode == 1, tight.stdout + tight.stderr
-    assert "probs: atol=1e-12 rtol=1e-12 (given)" in h.read_text() and "tolerances: atol=1e-12, rtol=1e-12 given" in h.read_text()
+    assert (
+        "probs: atol=1e-12 rtol=1e-12 (given)" in h.read_text()
+        and "tolerances: atol=1e-12, rtol=1e-12 given" in h.read_text()
+    )
     doc = json.loads(j.read_text())
     assert doc["environment"]["cpu"].startswith(platform.machine())
     assert doc["tolerances"] == {"atol": 1e-12, "rtol": 1e-12}
-    assert doc["results"][0]["status"] == "fail" and doc["results"][0]["outputs"][0]["tolerance"] == "atol=1e-12 rtol=1e-12 (given)"
-    assert "probs: atol=1e-12 rtol=1e-12 (given)" in tight.stdout and "tolerances: atol=1e-12, rtol=1e-12 given" in tight.stdout
+    assert (
+        doc["results"][0]["status"] == "fail"
+        and doc["results"][0]["outputs"][0]["tolerance"] == "atol=1e-12 rtol=1e-12 (given)"
+    )
+    assert (
+        "probs: atol=1e-12 rtol=1e-12 (given)" in tight.stdout
+        and "tolerances: atol=1e-12, rtol=1e-12 given" in tight.stdout
+    )
     per_output = _nnport("conformance", "-b", "nudged", "-k", "zoo/cnn", "--atol", "probs:1e-3")
     assert per_output.returncode == 2 and "one number for every case" in per_output.stderr
 
@@ -409,18 +525,31 @@ def test_cli_conformance_list():
 
 
 def test_cli_compare_exit_codes_and_files(tmp_path):
-    ok = _nnport("compare", "zoo:mlp", "-d", "onnxruntime", "--save-inputs", str(tmp_path / "in.npz"), "--save-outputs", str(tmp_path / "out.npz"))
+    ok = _nnport(
+        "compare",
+        "zoo:mlp",
+        "-d",
+        "onnxruntime",
+        "--save-inputs",
+        str(tmp_path / "in.npz"),
+        "--save-outputs",
+        str(tmp_path / "out.npz"),
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "all devices agree" in ok.stdout
     with np.load(tmp_path / "out.npz") as data:
         assert {"reference/probs", "onnxruntime:cpu/probs"} <= set(data.files)
-    bad = _nnport("compare", "zoo:mlp", "-d", "onnxruntime", "-d", "wrong", "--load-inputs", str(tmp_path / "in.npz"), "--json")
+    bad = _nnport(
+        "compare", "zoo:mlp", "-d", "onnxruntime", "-d", "wrong", "--load-inputs", str(tmp_path / "in.npz"), "--json"
+    )
     assert bad.returncode == 1, bad.stdout + bad.stderr
     doc = json.loads(bad.stdout)
     assert [d["passed"] for d in doc["devices"]] == [True, False] and doc["passed"] is False
     assert doc["devices"][1]["outputs"][0]["max_abs_error"] > 0
     # a loose enough per-output tolerance makes the wrong backend agree
-    loose = _nnport("compare", "zoo:mlp", "-d", "wrong", "--atol", "probs:0.1", "--load-inputs", str(tmp_path / "in.npz"))
+    loose = _nnport(
+        "compare", "zoo:mlp", "-d", "wrong", "--atol", "probs:0.1", "--load-inputs", str(tmp_path / "in.npz")
+    )
     assert loose.returncode == 0, loose.stdout
     x = np.load(tmp_path / "in.npz")["x"]
     np.save(tmp_path / "x.npy", x)
@@ -462,9 +591,27 @@ def test_parse_tolerances():
 
 
 def test_pytest_plugin_runs_the_suite_with_readable_ids(tmp_path):
-    args = [sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "-rA",
-            "--nnport-backend", "onnxruntime", "--nnport-backend", "wrong", "--nnport-backend", "crashing",
-            "--nnport-cases", "op/Conv/k3_s1_p1", "--nnport-cases", "zoo/mlp"]
+    args = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "nnport.conformance",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rA",
+        "--nnport-backend",
+        "onnxruntime",
+        "--nnport-backend",
+        "wrong",
+        "--nnport-backend",
+        "crashing",
+        "--nnport-cases",
+        "op/Conv/k3_s1_p1",
+        "--nnport-cases",
+        "zoo/mlp",
+    ]
     out = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240)
     text = out.stdout + out.stderr
     assert out.returncode == 1, text
@@ -477,18 +624,44 @@ def test_pytest_plugin_runs_the_suite_with_readable_ids(tmp_path):
 
 
 def test_pytest_plugin_unknown_backend_is_a_usage_error_and_all_skipped_fails(tmp_path):
-    base = [sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "--nnport-cases", "zoo/mlp"]
-    unknown = subprocess.run(base + ["--nnport-backend", "acme:npu0"], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "--pyargs",
+        "nnport.conformance",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--nnport-cases",
+        "zoo/mlp",
+    ]
+    unknown = subprocess.run(
+        base + ["--nnport-backend", "acme:npu0"], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120
+    )
     assert unknown.returncode == 4, unknown.stdout + unknown.stderr  # pytest's usage error, not a column of skips
     assert "acme:npu0: no backend named 'acme'" in unknown.stderr
-    allowed = subprocess.run(base + ["--nnport-backend", "acme:npu0", "--nnport-allow-unavailable"], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    allowed = subprocess.run(
+        base + ["--nnport-backend", "acme:npu0", "--nnport-allow-unavailable"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert allowed.returncode == 1, allowed.stdout + allowed.stderr
     assert "1 skipped" in allowed.stdout and "nothing was tested" in allowed.stdout
 
 
 def test_pytest_plugin_without_a_backend_skips(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "-rs"],
-                         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "nnport.conformance", "-p", "no:cacheprovider", "-q", "-rs"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert out.returncode == 0 and "pass --nnport-backend" in out.stdout, out.stdout
 
 
@@ -505,7 +678,13 @@ def test_onnx_backend_adapter_passes_onnx_backend_test_smoke_subset():
 
     backend = backend_for("onnxruntime:cpu")
     bt = onnx.backend.test.BackendTest(backend, __name__)
-    for name in ("test_relu", "test_add_bcast", "test_conv_with_strides_padding", "test_softmax_axis_1", "test_gemm_default_no_bias"):
+    for name in (
+        "test_relu",
+        "test_add_bcast",
+        "test_conv_with_strides_padding",
+        "test_softmax_axis_1",
+        "test_gemm_default_no_bias",
+    ):
         bt.include(f"^{name}_cpu$")
     suite = unittest.TestSuite()
     for case in bt.test_cases.values():

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,10 @@ class WrongBackend(_WrapsOnnxRuntime):
 
     def misbehave(self, compiled: CompiledModel, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         print("wrong backend: perturbing outputs (this line goes to stdout)")
-        return {k: (v * np.asarray(1.01, v.dtype) + np.asarray(1e-3, v.dtype)) if v.dtype.kind == "f" else v for k, v in outputs.items()}
+        return {
+            k: (v * np.asarray(1.01, v.dtype) + np.asarray(1e-3, v.dtype)) if v.dtype.kind == "f" else v
+            for k, v in outputs.items()
+        }
 
 
 class CrashingBackend(_WrapsOnnxRuntime):
@@ -83,7 +87,10 @@ class NudgedBackend(_WrapsOnnxRuntime):
     name = "nudged"
 
     def misbehave(self, compiled: CompiledModel, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {k: (v.astype(np.float64) * (1 + 1e-6)).astype(v.dtype) if v.dtype.kind == "f" else v for k, v in outputs.items()}
+        return {
+            k: (v.astype(np.float64) * (1 + 1e-6)).astype(v.dtype) if v.dtype.kind == "f" else v
+            for k, v in outputs.items()
+        }
 
 
 @hookimpl

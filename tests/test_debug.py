@@ -21,14 +21,13 @@ import pytest
 from onnx import helper
 
 import nnport
+from fakes import install, make_backend
 from nnport import hookimpl, zoo
 from nnport.cli import main
 from nnport.conformance import debug, reduce
 from nnport.conformance._graph import Graph
 from nnport.conformance.cases import materialize_light
 from nnport.conformance.compare import ToleranceError
-
-from fakes import install, make_backend
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -71,7 +70,13 @@ def chain(n: int = 12, opset: int = 17) -> onnx.ModelProto:
         out = "y" if i == n - 1 else f"t{i}"
         nodes.append(helper.make_node(op, [prev, "w"] if op == "MatMul" else [prev], [out], name=f"n{i}_{op}"))
         prev = out
-    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", 1, [1, 8])], [helper.make_tensor_value_info("y", 1, [1, 8])], [w])
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", 1, [1, 8])],
+        [helper.make_tensor_value_info("y", 1, [1, 8])],
+        [w],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
@@ -79,11 +84,19 @@ def softmax11() -> onnx.ModelProto:
     """OpenVINO applies Softmax-11 over `axis` alone (opset-13 semantics): a real divergence at node 'softmax11'."""
     c = helper.make_tensor("c", 1, [8], np.linspace(-1, 1, 8).astype(np.float32).tolist())
     nodes = [
-        helper.make_node("Mul", ["x", "c"], ["a"], name="scale"), helper.make_node("Relu", ["a"], ["b"], name="relu"),
-        helper.make_node("Softmax", ["b"], ["s"], name="softmax11", axis=1), helper.make_node("Add", ["s", "c"], ["t"], name="add"),
+        helper.make_node("Mul", ["x", "c"], ["a"], name="scale"),
+        helper.make_node("Relu", ["a"], ["b"], name="relu"),
+        helper.make_node("Softmax", ["b"], ["s"], name="softmax11", axis=1),
+        helper.make_node("Add", ["s", "c"], ["t"], name="add"),
         helper.make_node("Tanh", ["t"], ["y"], name="tanh"),
     ]
-    graph = helper.make_graph(nodes, "softmax11", [helper.make_tensor_value_info("x", 1, [2, 4, 8])], [helper.make_tensor_value_info("y", 1, [2, 4, 8])], [c])
+    graph = helper.make_graph(
+        nodes,
+        "softmax11",
+        [helper.make_tensor_value_info("x", 1, [2, 4, 8])],
+        [helper.make_tensor_value_info("y", 1, [2, 4, 8])],
+        [c],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
     model.ir_version = 6
     return model
@@ -102,7 +115,14 @@ def test_hook_nnport_intermediates():
     model = nnport.load(chain(3))
     dev = nnport.devices("alpha")[0]
     feeds = {"x": np.ones((1, 8), np.float32)}
-    kw = dict(backend=pm.backend("alpha"), model=model, device=dev, options=nnport.CompileOptions(), tensors=["t0"], feeds=feeds)
+    kw = dict(
+        backend=pm.backend("alpha"),
+        model=model,
+        device=dev,
+        options=nnport.CompileOptions(),
+        tensors=["t0"],
+        feeds=feeds,
+    )
     assert pm.hook.nnport_intermediates(**kw) is None  # the default asks the backend, whose base offers nothing
     assert nnport.Backend.intermediates(pm.backend("alpha"), model, dev, nnport.CompileOptions(), ["t0"], feeds) is None
 
@@ -121,7 +141,9 @@ def test_hook_nnport_intermediates():
     pm.register(Tracing(), "tracing")
     pm.register(Passing(), "passing")
     got = pm.hook.nnport_intermediates(**kw)
-    np.testing.assert_allclose(got["t0"], np.ones((1, 8), np.float32) @ onnx.numpy_helper.to_array(model.proto.graph.initializer[0]), rtol=1e-6)
+    np.testing.assert_allclose(
+        got["t0"], np.ones((1, 8), np.float32) @ onnx.numpy_helper.to_array(model.proto.graph.initializer[0]), rtol=1e-6
+    )
 
 
 @needs("onnxruntime:cpu")
@@ -130,8 +152,14 @@ def test_onnxruntime_exposes_intermediates():
     pm = nnport.get_plugin_manager()
     dev = nnport.selection.candidates(pm, "onnxruntime:cpu")[0]
     assert pm.backend("onnxruntime").capabilities(dev).intermediates
-    got = pm.hook.nnport_intermediates(backend=pm.backend("onnxruntime"), model=model, device=dev, options=nnport.CompileOptions(),
-                                       tensors=["t1", "t3", "nonexistent"], feeds={"x": np.ones((1, 8), np.float32)})
+    got = pm.hook.nnport_intermediates(
+        backend=pm.backend("onnxruntime"),
+        model=model,
+        device=dev,
+        options=nnport.CompileOptions(),
+        tensors=["t1", "t3", "nonexistent"],
+        feeds={"x": np.ones((1, 8), np.float32)},
+    )
     assert set(got) == {"t1", "t3"}  # a name the graph does not compute is left out
 
 
@@ -139,9 +167,14 @@ def test_onnxruntime_exposes_intermediates():
 
 
 def test_cut_keeps_subgraph_reads_and_freezes_non_float_tensors():
-    """A cut after an If keeps what its branches read from the outer scope; an index tensor cut away becomes a constant."""
-    then_g = helper.make_graph([helper.make_node("Mul", ["a", "two"], ["r"])], "then", [], [helper.make_tensor_value_info("r", 1, [1, 4])])
-    else_g = helper.make_graph([helper.make_node("Neg", ["a"], ["r"])], "else", [], [helper.make_tensor_value_info("r", 1, [1, 4])])
+    """A cut after an If keeps what its branches read from the outer scope; an index tensor cut away becomes a
+    constant."""
+    then_g = helper.make_graph(
+        [helper.make_node("Mul", ["a", "two"], ["r"])], "then", [], [helper.make_tensor_value_info("r", 1, [1, 4])]
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Neg", ["a"], ["r"])], "else", [], [helper.make_tensor_value_info("r", 1, [1, 4])]
+    )
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="relu"),
         helper.make_node("ReduceSum", ["a"], ["s"], name="sum", keepdims=0),
@@ -149,8 +182,17 @@ def test_cut_keeps_subgraph_reads_and_freezes_non_float_tensors():
         helper.make_node("If", ["cond"], ["b"], name="if", then_branch=then_g, else_branch=else_g),
         helper.make_node("Tanh", ["b"], ["y"], name="tanh"),
     ]
-    inits = [onnx.numpy_helper.from_array(np.float32(2.0), "two"), onnx.numpy_helper.from_array(np.float32(0.0), "zero")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 4])], [helper.make_tensor_value_info("y", 1, [1, 4])], inits)
+    inits = [
+        onnx.numpy_helper.from_array(np.float32(2.0), "two"),
+        onnx.numpy_helper.from_array(np.float32(0.0), "zero"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", 1, [1, 4])],
+        [helper.make_tensor_value_info("y", 1, [1, 4])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     g = Graph(model)
     assert "a" in g.reads[3]  # the If reads `a` through its branches
@@ -163,7 +205,9 @@ def test_cut_keeps_subgraph_reads_and_freezes_non_float_tensors():
     sub = g.submodel(["y"], ["a", "cond"], session.values)
     onnx.checker.check_model(sub)
     assert [n.name for n in sub.graph.node] == ["if", "tanh"]
-    assert [i.name for i in sub.graph.input] == ["a"] and [i.name for i in sub.graph.initializer if i.name == "cond"] == ["cond"]
+    assert [i.name for i in sub.graph.input] == ["a"] and [
+        i.name for i in sub.graph.initializer if i.name == "cond"
+    ] == ["cond"]
     import onnxruntime as ort
 
     out = ort.InferenceSession(sub.SerializeToString()).run(None, {"a": session.values["a"]})[0]
@@ -273,7 +317,8 @@ def test_reduce_crash_mode_isolates_the_aborting_op(faulty, tmp_path):
 
 
 def test_reduce_freezes_constants_and_shape_arithmetic(faulty):
-    """Constant nodes become initializers and Shape arithmetic a frozen value: the reduced model is the failing node alone."""
+    """Constant nodes become initializers and Shape arithmetic a frozen value: the reduced model is the failing node
+    alone."""
     i64 = lambda name, v: onnx.numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
     nodes = [
         helper.make_node("Relu", ["x"], ["a"], name="relu"),
@@ -285,13 +330,20 @@ def test_reduce_freezes_constants_and_shape_arithmetic(faulty):
         helper.make_node("Reshape", ["b", "target"], ["c"], name="reshape"),
         helper.make_node("Tanh", ["c"], ["y"], name="tanh"),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [2, 3, 2])], [helper.make_tensor_value_info("y", 1, [2, 6])],
-                              [i64("zero", [0]), i64("one", [1]), i64("minus1", [-1])])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", 1, [2, 3, 2])],
+        [helper.make_tensor_value_info("y", 1, [2, 6])],
+        [i64("zero", [0]), i64("one", [1]), i64("minus1", [-1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     faulty.setenv("NNPORT_FAKE_REFUSE_OP", "Reshape")
     result = reduce.reduce(model, "refuseop:cpu", mode="compile", isolate=False)
     assert result.node_names == ("reshape",)
-    assert [i.name for i in result.proto.graph.input] == ["b"] and "target" in {i.name for i in result.proto.graph.initializer}
+    assert [i.name for i in result.proto.graph.input] == ["b"] and "target" in {
+        i.name for i in result.proto.graph.initializer
+    }
     faulty.setenv("NNPORT_FAKE_REFUSE_OP", "Add")
     result = reduce.reduce(model, "refuseop:cpu", mode="compile", isolate=False)
     assert result.node_names == ("add",) and "k" in {i.name for i in result.proto.graph.initializer}
@@ -356,7 +408,9 @@ def test_ncnn_real_divergence_pow_of_negative_bases_in_tanh_gelu():
     told not to.  The cut path (ncnn renames every tensor; a cut tensor is simply an output) names the first node:
     ``Pow(x, 3)`` returns ~2.4e38 for the negative half of the inputs."""
     model, feeds = gelu_tanh()
-    assert debug.first_divergence(model, "ncnn:cpu", feeds=feeds, isolate=False).status == "failed"  # the plugin's own check refuses
+    assert (
+        debug.first_divergence(model, "ncnn:cpu", feeds=feeds, isolate=False).status == "failed"
+    )  # the plugin's own check refuses
     report = debug.first_divergence(model, "ncnn:cpu", feeds=feeds, isolate=False, extra={"ncnn_verify": False})
     assert report.status == "diverges" and report.node.name == "Pow_0" and report.node.op_type == "Pow"
     assert report.node.found_by == "cut" and report.fast_path == "not offered"
@@ -371,7 +425,9 @@ def test_slow_ncnn_reduce_pow_and_its_repro_with_ncnn_alone(tmp_path):
     model, feeds = gelu_tanh()
     result = reduce.reduce(model, "ncnn:cpu", feeds=feeds, extra={"ncnn_verify": False}, out_dir=tmp_path)
     assert result.op_types == ("Pow",)
-    run = subprocess.run([sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert "MISMATCH" in run.stdout and run.returncode == 1, run.stdout + run.stderr
 
 
@@ -400,11 +456,31 @@ def test_cli_reduce_writes_the_files(faulty, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.full((1, 8), 0.5, np.float32))
     faulty.setenv("NNPORT_FAKE_REFUSE_OP", "Sigmoid")
     out = tmp_path / "out"
-    code = main(["reduce", str(model), "-d", "refuseop:cpu", "--mode", "compile", "--out", str(out), "--in-process", "-q",
-                 "--input", f"x={tmp_path / 'x.npy'}"])
+    code = main(
+        [
+            "reduce",
+            str(model),
+            "-d",
+            "refuseop:cpu",
+            "--mode",
+            "compile",
+            "--out",
+            str(out),
+            "--in-process",
+            "-q",
+            "--input",
+            f"x={tmp_path / 'x.npy'}",
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0 and "1 of 12 node(s)" in text
-    assert {p.name for p in out.iterdir()} == {"reduced.onnx", "inputs.npz", "reference_outputs.npz", "repro.py", "report.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "reduced.onnx",
+        "inputs.npz",
+        "reference_outputs.npz",
+        "repro.py",
+        "report.json",
+    }
 
 
 # -- slow: real-architecture models ----------------------------------------------------------
@@ -419,7 +495,9 @@ def test_slow_light_resnet50(device):
         pytest.skip(f"{device} is not usable here")
     model = materialize_light(onnx.load(str(zoo.light_path("light_resnet50"))))
     report = debug.first_divergence(model, device)
-    print(f"{device}: {report.status}, {report.compiles} compiles, {report.seconds:.1f} s, fast path {report.fast_path}")
+    print(
+        f"{device}: {report.status}, {report.compiles} compiles, {report.seconds:.1f} s, fast path {report.fast_path}"
+    )
     assert report.status == "agrees", report.message
     if device == "onnxruntime:cpu":  # judged by the oracle
         assert report.reference == "onnx.reference"
@@ -428,14 +506,20 @@ def test_slow_light_resnet50(device):
 @pytest.mark.slow
 @needs("ncnn:cpu")
 def test_slow_ncnn_reduce_compile_on_light_inception_v1(tmp_path):
-    """light_inception_v1 (144 nodes): pnnx leaves its 7x7 AveragePool (asymmetric pads) unconverted and ncnn cannot load
+    """light_inception_v1 (144 nodes): pnnx leaves its 7x7 AveragePool (asymmetric pads) unconverted and ncnn cannot
+    load
     the graph; reduce keeps that one node (measured: 16 trials, 110 s on 2 loaded cores), which ONNX Runtime runs."""
     model = materialize_light(onnx.load(str(zoo.light_path("light_inception_v1"))))
     result = reduce.reduce(model, "ncnn:cpu", mode="compile", out_dir=tmp_path)
-    print(f"{result.nodes_before} -> {result.nodes_after} nodes {result.op_types}, {len(result.trials)} trials, {result.seconds:.0f} s")
+    print(
+        f"{result.nodes_before} -> {result.nodes_after} nodes {result.op_types}, {len(result.trials)} "
+        f"trials, {result.seconds:.0f} s"
+    )
     assert result.status == "reduced" and result.nodes_after <= 5 and "AveragePool" in result.op_types
     assert reduce._reference_problem(result.proto, result.feeds) == ""
-    run = subprocess.run([sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert run.returncode != 0 and "AveragePool" in run.stdout + run.stderr
 
 
@@ -456,7 +540,10 @@ def test_slow_ncnn_reduce_compile_on_a_real_model_pnnx_crashes_on(tmp_path):
     and that ONNX Runtime runs (measured: 1 node, `Max(constant, x[2])`, 14 trials)."""
     entry, path = _corpus_model("real/magika/standard_v3_3")
     result = reduce.reduce(path, "ncnn:cpu", mode="compile", feeds=entry.feeds(), out_dir=tmp_path)
-    print(f"{result.nodes_before} -> {result.nodes_after} nodes {result.op_types}, {len(result.trials)} trials, {result.seconds:.0f} s")
+    print(
+        f"{result.nodes_before} -> {result.nodes_after} nodes {result.op_types}, {len(result.trials)} "
+        f"trials, {result.seconds:.0f} s"
+    )
     assert result.status == "reduced" and result.nodes_after <= 5 and "exit status -11" in result.failure
     assert reduce._reference_problem(result.proto, result.feeds) == ""
 
@@ -467,14 +554,26 @@ def test_slow_ncnn_reduce_crash_isolates_the_split_that_segfaults(tmp_path):
     """ncnn's Slice layer from a Split-13 without `split` segfaults (conformance/xfail/ncnn.toml): reduce --mode crash
     isolates the Split, and the repro script crashes with the runtime's own tools."""
     w = onnx.numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 8, 1, 1)).astype(np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"), helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("Split", ["r"], ["a", "b"], name="split", axis=1),
-             helper.make_node("Add", ["a", "b"], ["s"], name="add"), helper.make_node("Sigmoid", ["s"], ["y"], name="sigmoid")]
-    graph = helper.make_graph(nodes, "split13", [helper.make_tensor_value_info("x", 1, [1, 8, 4, 4])], [helper.make_tensor_value_info("y", 1, [1, 4, 4, 4])], [w])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Split", ["r"], ["a", "b"], name="split", axis=1),
+        helper.make_node("Add", ["a", "b"], ["s"], name="add"),
+        helper.make_node("Sigmoid", ["s"], ["y"], name="sigmoid"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "split13",
+        [helper.make_tensor_value_info("x", 1, [1, 8, 4, 4])],
+        [helper.make_tensor_value_info("y", 1, [1, 4, 4, 4])],
+        [w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     result = reduce.reduce(model, "ncnn:cpu", mode="crash", out_dir=tmp_path)
     assert result.op_types == ("Split",) and "SIGSEGV" in result.failure
-    run = subprocess.run([sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert run.returncode != 0 and "SIG" in (run.stdout + run.stderr)
 
 

@@ -48,7 +48,10 @@ def reference(digits, data):
 
 def _usable(device):
     backend = device.split(":")[0]
-    if importlib.util.find_spec({"ncnn": "ncnn", "openvino": "openvino", "onnxruntime": "onnxruntime"}[backend]) is None:
+    if (
+        importlib.util.find_spec({"ncnn": "ncnn", "openvino": "openvino", "onnxruntime": "onnxruntime"}[backend])
+        is None
+    ):
         pytest.skip(f"{backend} is not installed")
     if not any(d.id == device for d in nnport.devices(backend)):
         pytest.skip(f"{device} is not available here")
@@ -67,15 +70,31 @@ def test_digits_ships_small_with_its_test_split(digits, data):
     assert spec.name == "image" and spec.shape == ("batch", 1, 8, 8) and spec.dtype == np.float32
     assert digits.outputs[0].shape == ("batch", 10)
     assert data.feeds["image"].shape == (360, 1, 8, 8) and data.labels.shape == (360,)
-    assert sorted(np.bincount(data.labels).tolist()) == [35, 35, 36, 36, 36, 36, 36, 36, 37, 37]  # stratified split of 1797
-    test, cal = data.feeds["image"].reshape(360, -1), np.concatenate([c["image"] for c in data.calibration]).reshape(-1, 64)
+    assert sorted(np.bincount(data.labels).tolist()) == [
+        35,
+        35,
+        36,
+        36,
+        36,
+        36,
+        36,
+        36,
+        37,
+        37,
+    ]  # stratified split of 1797
+    test, cal = (
+        data.feeds["image"].reshape(360, -1),
+        np.concatenate([c["image"] for c in data.calibration]).reshape(-1, 64),
+    )
     assert not (test[:, None, :] == cal[None, :, :]).all(axis=2).any()  # no calibration image is a test image
     from nnport.conformance.runner import toml_module
 
     tomllib = toml_module()
     from pathlib import Path
 
-    package_data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package_data = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]
     assert {"zoo_data/*.onnx", "zoo_data/*.npz"} <= set(package_data["nnport"])
 
 
@@ -89,7 +108,10 @@ def test_fp32_accuracy_is_the_trained_models(reference):
 @pytest.mark.parametrize("device", BACKEND_DEVICES)
 def test_every_backend_at_every_precision(device, digits, data, reference):
     _usable(device)
-    rows = {r.precision: r for r in compress.label_accuracy(digits, data.feeds, data.labels, [device], calibration=data.calibration)}
+    rows = {
+        r.precision: r
+        for r in compress.label_accuracy(digits, data.feeds, data.labels, [device], calibration=data.calibration)
+    }
     assert rows["fp32"].status == "ok" and abs(rows["fp32"].correct - reference.correct) <= 1
     fp16 = rows["fp16"]
     if fp16.status == "ok":
@@ -114,8 +136,12 @@ def test_openvino_int8_within_one_point_with_the_overflow_fix(digits, data, refe
     pytest.importorskip("nncf")
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    every_layer = {"nncf_options": {"advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)}}
-    compiled = nnport.compile(digits, "openvino:CPU", precision="int8", calibration=data.calibration, extra=every_layer, fallback=False)
+    every_layer = {
+        "nncf_options": {"advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE)}
+    }
+    compiled = nnport.compile(
+        digits, "openvino:CPU", precision="int8", calibration=data.calibration, extra=every_layer, fallback=False
+    )
     assert abs(_correct(compiled, data) - reference.correct) <= ONE_POINT
 
 

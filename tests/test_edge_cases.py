@@ -56,7 +56,9 @@ def assert_exact(got: dict[str, np.ndarray], want: dict[str, np.ndarray], where:
     for name, w in want.items():
         g = got[name]
         assert isinstance(g, np.ndarray), f"{where}: {name} is a {type(g).__name__}"
-        assert g.dtype == w.dtype and g.shape == w.shape, f"{where}: {name} is {g.dtype}{list(g.shape)}, expected {w.dtype}{list(w.shape)}"
+        assert g.dtype == w.dtype and g.shape == w.shape, (
+            f"{where}: {name} is {g.dtype}{list(g.shape)}, expected {w.dtype}{list(w.shape)}"
+        )
         assert np.array_equal(g, w), f"{where}: {name} = {g.ravel()[:8]} expected {w.ravel()[:8]}"
 
 
@@ -213,11 +215,16 @@ def test_hook_path_and_measure_complete_the_outputs(cache):
         assert_exact(compiled.run(case.feeds()), case.expected(), f"hook path on {device}")
     assert calls and set(calls) == {"mixed_export_like"}
     pm.unregister(name="edge-tracer")
-    for case_id in ("edge/mixed/export_like", "edge/passthrough/dropout_identity"):  # runtime model / nothing left to run
+    for case_id in (
+        "edge/mixed/export_like",
+        "edge/passthrough/dropout_identity",
+    ):  # runtime model / nothing left to run
         compiled = nnport.compile(_case(case_id).model(), DEVICES[0], fallback=False, cache_dir=cache)
         m = nnport.measure(compiled, warmup=1, min_iterations=3, min_duration_s=0.01, energy=False)
         assert m.latency_p50_ms > 0
-        m = nnport.measure(compiled, _case(case_id).feeds(), warmup=1, min_iterations=3, min_duration_s=0.01, energy=False)
+        m = nnport.measure(
+            compiled, _case(case_id).feeds(), warmup=1, min_iterations=3, min_duration_s=0.01, energy=False
+        )
         assert m.latency_p50_ms > 0
 
 
@@ -250,7 +257,12 @@ def test_nothing_to_run_still_checks_the_precision():
 def test_int8_calibration_is_cut_to_the_runtime_inputs():
     """Calibration samples name every model input; the runtime model no longer has the unused one."""
     w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
-    model = _model([edge_cases._node("MatMul", ["x", "w"], ["y"])], [("mask", I64, (3,)), ("x", F32, (2, 4))], [("y", F32, (2, 3))], inits={"w": w})
+    model = _model(
+        [edge_cases._node("MatMul", ["x", "w"], ["y"])],
+        [("mask", I64, (3,)), ("x", F32, (2, 4))],
+        [("y", F32, (2, 3))],
+        inits={"w": w},
+    )
     rng = np.random.default_rng(0)
     samples = [{"mask": np.ones(3, I64), "x": rng.uniform(-1, 1, (2, 4)).astype(np.float32)} for _ in range(8)]
     compiled = nnport.compile(model, "onnxruntime:cpu", fallback=False, precision="int8", calibration=samples)
@@ -327,14 +339,24 @@ def test_what_is_not_served():
     training = _model([node("Dropout", ["x", "", "t"], ["y"])], [x, ("t", np.bool_, ())], [("y", F32, (2, 3))])
     plan = graph_edges.plan(training)
     assert plan is None or all(s.kind == "runtime" for s in plan.outputs)  # training_mode is a feed: not the identity
-    not_training = _model([node("Dropout", ["x", "", "t"], ["y"])], [x], [("y", F32, (2, 3))], inits={"t": np.array(False)})
+    not_training = _model(
+        [node("Dropout", ["x", "", "t"], ["y"])], [x], [("y", F32, (2, 3))], inits={"t": np.array(False)}
+    )
     assert graph_edges.plan(not_training).outputs[0].kind == "input"
     relu = _model([node("Relu", ["x"], ["y"])], [x], [("y", F32, (2, 3))])
     assert graph_edges.plan(relu) is None
     # an input used only inside a subgraph is used
-    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [], [helper.make_tensor_value_info("a", 1, [2, 3])])
-    other = helper.make_graph([helper.make_node("Neg", ["x"], ["b"])], "else", [], [helper.make_tensor_value_info("b", 1, [2, 3])])
-    branch = _model([helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], [("c", np.bool_, ()), x], [("y", F32, (2, 3))])
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["a"])], "then", [], [helper.make_tensor_value_info("a", 1, [2, 3])]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["b"])], "else", [], [helper.make_tensor_value_info("b", 1, [2, 3])]
+    )
+    branch = _model(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        [("c", np.bool_, ()), x],
+        [("y", F32, (2, 3))],
+    )
     assert graph_edges.unused_inputs(branch) == ()
 
 
@@ -342,7 +364,11 @@ def test_constant_through_folding_ops_and_declared_types():
     node = edge_cases._node
     x = ("x", F32, (2, 3))
     c = np.array([1, 2], I64)
-    through = _model([edge_cases._const("k", c), node("Identity", ["k"], ["k2"]), node("Relu", ["x"], ["y"])], [x], [("y", F32, (2, 3)), ("k2", I64, (2,))])
+    through = _model(
+        [edge_cases._const("k", c), node("Identity", ["k"], ["k2"]), node("Relu", ["x"], ["y"])],
+        [x],
+        [("y", F32, (2, 3)), ("k2", I64, (2,))],
+    )
     plan = graph_edges.plan(through)
     assert [s.kind for s in plan.outputs] == ["runtime", "constant"]
     np.testing.assert_array_equal(plan.outputs[1].value, c)

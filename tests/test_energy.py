@@ -149,7 +149,9 @@ def test_nvml_reason_without_driver():
 
 
 def test_energy_not_requested(cnn):
-    m = nnport.measure(compiled_cnn(cnn), settings=FAST.__class__(warmup=1, min_iterations=5, min_duration_s=0.02, energy=False))
+    m = nnport.measure(
+        compiled_cnn(cnn), settings=FAST.__class__(warmup=1, min_iterations=5, min_duration_s=0.02, energy=False)
+    )
     assert m.energy_j is None and "not requested" in m.energy_unavailable
 
 
@@ -345,9 +347,15 @@ def test_hwmon_ina3221_uses_the_total_input_rail(tmp_path):
         0,
         "ina3221",
         {
-            "in1_label": "VDD_IN", "in1_input": "5000", "curr1_input": "1200",  # 6 W
-            "in2_label": "VDD_CPU_GPU_CV", "in2_input": "5000", "curr2_input": "400",
-            "in3_label": "VDD_SOC", "in3_input": "5000", "curr3_input": "300",
+            "in1_label": "VDD_IN",
+            "in1_input": "5000",
+            "curr1_input": "1200",  # 6 W
+            "in2_label": "VDD_CPU_GPU_CV",
+            "in2_input": "5000",
+            "curr2_input": "400",
+            "in3_label": "VDD_SOC",
+            "in3_input": "5000",
+            "curr3_input": "300",
         },
     )
     hwmon_dir(tmp_path, 1, "k10temp", {"temp1_input": "45000"})
@@ -365,7 +373,9 @@ def test_hwmon_ina3221_uses_the_total_input_rail(tmp_path):
 
 
 def test_hwmon_sums_channels_without_a_total_rail(tmp_path):
-    hwmon_dir(tmp_path, 0, "ina219", {"in0_input": "3", "in1_input": "5100", "curr1_input": "500", "power1_input": "2550000"})
+    hwmon_dir(
+        tmp_path, 0, "ina219", {"in0_input": "3", "in1_input": "5100", "curr1_input": "500", "power1_input": "2550000"}
+    )
     hwmon_dir(tmp_path, 1, "ina219", {"in1_input": "12000", "curr1_input": "250"})  # 3 W, no power file
     meter = HwmonMeter(tmp_path)
     assert meter.probe() is None

@@ -42,7 +42,9 @@ IP = "127.0.0.2"
 TESTS = Path(__file__).parent
 OBJECT_STORE_MB = 75  # Ray's minimum
 ONLY_ORT = "openvino,ncnn,mnn,litert,tensorrt"
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'nnport[farm]')")
+needs_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install 'nnport[farm]')"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +61,9 @@ def _free_port() -> int:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "nnport", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def _leftovers(nodes) -> list[int]:
@@ -81,7 +85,11 @@ def _disconnect() -> None:
 
 def test_without_a_farm_the_backend_is_unavailable_and_ray_is_not_imported():
     env = {k: v for k, v in os.environ.items() if k != farm.ENV_ADDRESS}
-    code = "import sys, json, nnport\nrows = {r.name: r for r in nnport.backends()}\nprint(json.dumps([rows['farm'].status, rows['farm'].reason, 'ray' in sys.modules]))"
+    code = (
+        "import sys, json, nnport\nrows = {r.name: r for r in "
+        "nnport.backends()}\nprint(json.dumps([rows['farm'].status, rows['farm'].reason, 'ray' in "
+        "sys.modules]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     status, reason, imported = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -110,13 +118,18 @@ def test_device_ids_and_names():
 
 
 def test_version_differences_name_both_sides():
-    diff = farm.version_differences({"nnport": "0.1.0", "openvino": "2025.1", "ncnn": "1.0"}, {"nnport": "0.1.0", "openvino": "2026.4"})
+    diff = farm.version_differences(
+        {"nnport": "0.1.0", "openvino": "2025.1", "ncnn": "1.0"}, {"nnport": "0.1.0", "openvino": "2026.4"}
+    )
     assert diff == {"openvino": ("2025.1", "2026.4")}
 
 
 def _farm_device(node: str, local: str, kind: str = "cpu") -> Device:
     return Device(
-        id=farm.device_id(node, local), backend="farm", kind=kind, name=local,
+        id=farm.device_id(node, local),
+        backend="farm",
+        kind=kind,
+        name=local,
         properties={"node": node, "remote_id": local, "remote_backend": local.split(":")[0]},
     )
 
@@ -124,7 +137,12 @@ def _farm_device(node: str, local: str, kind: str = "cpu") -> Device:
 def test_farm_selection_forms():
     from nnport.plugins.farm import FarmBackend
 
-    devs = [_farm_device("n1", "ncnn:cpu"), _farm_device("n1", "ncnn:vulkan:0", "gpu"), _farm_device("n2", "openvino:CPU"), _farm_device("n2", "openvino:GPU.0", "gpu")]
+    devs = [
+        _farm_device("n1", "ncnn:cpu"),
+        _farm_device("n1", "ncnn:vulkan:0", "gpu"),
+        _farm_device("n2", "openvino:CPU"),
+        _farm_device("n2", "openvino:GPU.0", "gpu"),
+    ]
     select = FarmBackend().select
     ids = lambda spec: [d.id for d in select(devs, spec)]  # noqa: E731
     assert ids("openvino") == ["farm:n2/openvino:GPU.0", "farm:n2/openvino:CPU"]  # accelerators first
@@ -151,8 +169,25 @@ def test_one_node_farm_end_to_end(tmp_path, monkeypatch):
     started = []
     try:
         t0 = time.monotonic()
-        proc = _cli("farm", "join", "--head", "--ip", IP, "--port", str(port), "--name", "solo", "--object-store-mb", str(OBJECT_STORE_MB),
-                    "--num-cpus", "1", "--temp-dir", ray_tmp, "--json", env=env)
+        proc = _cli(
+            "farm",
+            "join",
+            "--head",
+            "--ip",
+            IP,
+            "--port",
+            str(port),
+            "--name",
+            "solo",
+            "--object-store-mb",
+            str(OBJECT_STORE_MB),
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            ray_tmp,
+            "--json",
+            env=env,
+        )
         assert proc.returncode == 0, proc.stderr
         node = json.loads(proc.stdout)
         assert node["name"] == "solo" and node["head"] and node["running"] and node["devices"] == ["onnxruntime:cpu"]
@@ -173,13 +208,25 @@ def test_one_node_farm_end_to_end(tmp_path, monkeypatch):
         got, want = compiled.run(feeds), local.run(feeds)
         assert list(got) == list(want) and all(np.array_equal(got[k], want[k]) for k in want)
         assert all(v.flags.writeable for v in got.values())
-        assert compiled.info["farm"]["node"] == "solo" and compiled.info["farm"]["versions"]["nnport"] == nnport.__version__
+        assert (
+            compiled.info["farm"]["node"] == "solo"
+            and compiled.info["farm"]["versions"]["nnport"] == nnport.__version__
+        )
 
         t = time.monotonic()
         with pytest.raises(DeviceNotFound):
             nnport.compile(model, "farm:ghost/onnxruntime:cpu", fallback=False)
         with pytest.raises(DeviceNotFound, match="no live node"):
-            nnport.compile(model, Device(id="farm:ghost/openvino:CPU", backend="farm", kind="cpu", properties={"node": "ghost", "remote_id": "openvino:CPU"}), fallback=False)
+            nnport.compile(
+                model,
+                Device(
+                    id="farm:ghost/openvino:CPU",
+                    backend="farm",
+                    kind="cpu",
+                    properties={"node": "ghost", "remote_id": "openvino:CPU"},
+                ),
+                fallback=False,
+            )
         assert time.monotonic() - t < 10, "a device no node has must fail at once, not wait"
         del compiled
         gc.collect()
@@ -213,16 +260,39 @@ def two_nodes(request):
     try:
         common = {"NNPORT_PLUGINS": None, "FARMTEST_VERSION": None}
         head = farm.join(
-            head=True, ip=IP, port=_free_port(), name="n1", object_store_mb=OBJECT_STORE_MB, num_cpus=1, temp_dir=ray_tmp,
-            env={**common, "NNPORT_DISABLE_PLUGINS": "openvino,mnn,litert,tensorrt",
-                 "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3", "RAY_health_check_timeout_ms": "1000"},
+            head=True,
+            ip=IP,
+            port=_free_port(),
+            name="n1",
+            object_store_mb=OBJECT_STORE_MB,
+            num_cpus=1,
+            temp_dir=ray_tmp,
+            env={
+                **common,
+                "NNPORT_DISABLE_PLUGINS": "openvino,mnn,litert,tensorrt",
+                "RAY_health_check_period_ms": "1000",
+                "RAY_health_check_failure_threshold": "3",
+                "RAY_health_check_timeout_ms": "1000",
+            },
         )
         nodes.append(head)
-        nodes.append(farm.join(
-            address=head.address, ip=IP, name="n2", object_store_mb=OBJECT_STORE_MB, num_cpus=1, temp_dir=ray_tmp,
-            env={"NNPORT_DISABLE_PLUGINS": "ncnn,mnn,litert,tensorrt", "NNPORT_PLUGINS": "farm_testplugin", "FARMTEST_VERSION": "1.0",
-                 "FARMTEST_SLEEP_S": "3", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])},
-        ))
+        nodes.append(
+            farm.join(
+                address=head.address,
+                ip=IP,
+                name="n2",
+                object_store_mb=OBJECT_STORE_MB,
+                num_cpus=1,
+                temp_dir=ray_tmp,
+                env={
+                    "NNPORT_DISABLE_PLUGINS": "ncnn,mnn,litert,tensorrt",
+                    "NNPORT_PLUGINS": "farm_testplugin",
+                    "FARMTEST_VERSION": "1.0",
+                    "FARMTEST_SLEEP_S": "3",
+                    "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+                },
+            )
+        )
         # This process (the driver) has farmtest 2.0: the node's 1.0 must show as a difference.
         mp.setenv(farm.ENV_ADDRESS, head.address)
         mp.setenv("NNPORT_PLUGINS", "farm_testplugin")
@@ -318,7 +388,9 @@ def test_segfaulting_actor_is_a_crash(two_nodes):
         compiled.run(feeds)
     assert time.monotonic() - t < 30
     assert farm.node_alive(compiled.native.lease.node_id), "a crashed actor leaves its node up"
-    rc, report, _ = _conformance("-b", "farm:n2/farmtest:crash", "-b", "farm:n1/onnxruntime:cpu", "-k", "zoo/mlp", "-j", "1")
+    rc, report, _ = _conformance(
+        "-b", "farm:n2/farmtest:crash", "-b", "farm:n1/onnxruntime:cpu", "-k", "zoo/mlp", "-j", "1"
+    )
     status = {r["device"]: r for r in report["results"]}
     assert status["farm:n2/farmtest:crash"]["status"] == "crash", status
     assert status["farm:n1/onnxruntime:cpu"]["status"] == "pass", status
@@ -345,16 +417,36 @@ def test_conformance_across_two_nodes(two_nodes):
 def test_node_killed_mid_run_loses_its_cases_and_reports_every_case(two_nodes):
     """Last: kills n2.  Its raylet dies while a run on it is in flight; no case goes unreported, nothing hangs.
 
-    With ``--retry-elsewhere`` the cases of n2's ONNX Runtime CPU rerun on n1's; farmtest exists on n2 only, so its cases stay lost.
+    With ``--retry-elsewhere`` the cases of n2's ONNX Runtime CPU rerun on n1's; farmtest exists on n2 only, so its
+    cases stay lost.
     """
     n2 = two_nodes["n2"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nnport", "conformance", "-b", "farm:n2/farmtest:slow", "-b", "farm:n2/onnxruntime:cpu", "-b", "farm:n1/onnxruntime:cpu",
-             "-k", "zoo/*", "-j", "1", "--retry-elsewhere", "--json", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "nnport",
+                "conformance",
+                "-b",
+                "farm:n2/farmtest:slow",
+                "-b",
+                "farm:n2/onnxruntime:cpu",
+                "-b",
+                "farm:n1/onnxruntime:cpu",
+                "-k",
+                "zoo/*",
+                "-j",
+                "1",
+                "--retry-elsewhere",
+                "--json",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             deadline = time.monotonic() + 240
@@ -374,9 +466,18 @@ def test_node_killed_mid_run_loses_its_cases_and_reports_every_case(two_nodes):
     assert len(results) == len(report["cases"]) * 3, "every case on every device is reported"
     n2_status = [results[(c, "farm:n2/farmtest:slow")]["status"] for c in report["cases"]]
     assert "lost" in n2_status and set(n2_status) <= {"pass", "lost"}, n2_status
-    assert all("no other live node" in results[(c, "farm:n2/farmtest:slow")]["reason"] for c in report["cases"] if results[(c, "farm:n2/farmtest:slow")]["status"] == "lost")
+    assert all(
+        "no other live node" in results[(c, "farm:n2/farmtest:slow")]["reason"]
+        for c in report["cases"]
+        if results[(c, "farm:n2/farmtest:slow")]["status"] == "lost"
+    )
     assert all(results[(c, "farm:n1/onnxruntime:cpu")]["status"] == "pass" for c in report["cases"])
     moved = [results[(c, "farm:n2/onnxruntime:cpu")] for c in report["cases"]]
     assert all(r["status"] == "pass" for r in moved), moved
-    assert any(r["remote"]["node"] == "n1" and r["reason"].startswith("rerun on farm:n1/onnxruntime:cpu") for r in moved), moved
-    print(f"\nfarm: node killed; conformance ended {time.monotonic() - killed:.1f} s later ({time.monotonic() - t0:.1f} s in all): {n2_status}")
+    assert any(
+        r["remote"]["node"] == "n1" and r["reason"].startswith("rerun on farm:n1/onnxruntime:cpu") for r in moved
+    ), moved
+    print(
+        f"\nfarm: node killed; conformance ended {time.monotonic() - killed:.1f} s later "
+        f"({time.monotonic() - t0:.1f} s in all): {n2_status}"
+    )

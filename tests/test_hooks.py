@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import nnport
+from fakes import BackendPlugin, install, make_backend
 from nnport import hookimpl, zoo
 from nnport.data import random_feeds
-
-from fakes import BackendPlugin, install, make_backend
 
 
 @pytest.fixture
@@ -191,7 +190,11 @@ def test_hook_nnport_measure(setup):
         @hookimpl
         def nnport_measure(self, backend, compiled, binding, settings):
             return nnport.Measurement(
-                device=compiled.device.id, backend=backend.name, scenario=settings.scenario, samples_ms=[1.0, 2.0, 3.0], duration_s=0.006
+                device=compiled.device.id,
+                backend=backend.name,
+                scenario=settings.scenario,
+                samples_ms=[1.0, 2.0, 3.0],
+                duration_s=0.006,
             )
 
     settings = nnport.MeasureSettings(warmup=0, min_iterations=3, min_duration_s=0.01)

@@ -17,7 +17,11 @@ def test_cpuid_wins_over_proc_cpuinfo(monkeypatch):
     """Under an emulated CPU /proc/cpuinfo is the host's; CPUID (numpy's view) is the CPU the code runs on."""
     isa.features.cache_clear()
     monkeypatch.setattr(isa, "is_x86", lambda: True)
-    monkeypatch.setattr(isa, "_numpy_cpu_features", lambda: {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False, "AVX512BF16": False})
+    monkeypatch.setattr(
+        isa,
+        "_numpy_cpu_features",
+        lambda: {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False, "AVX512BF16": False},
+    )
     monkeypatch.setattr(isa, "_proc_cpuinfo_flags", lambda: {"avx2", "fma", "avx512f", "avx512_vnni"})
     try:
         found = isa.features()

@@ -11,15 +11,26 @@ from pathlib import Path
 
 import pytest
 
-SDKS = ("onnxruntime", "openvino", "ncnn", "tensorrt", "pnnx", "torch", "nncf", "polygraphy", "ai_edge_litert", "tensorflow", "MNN", "_tools", "_mnncengine", "ray")
+SDKS = (
+    "onnxruntime",
+    "openvino",
+    "ncnn",
+    "tensorrt",
+    "pnnx",
+    "torch",
+    "nncf",
+    "polygraphy",
+    "ai_edge_litert",
+    "tensorflow",
+    "MNN",
+    "_tools",
+    "_mnncengine",
+    "ray",
+)
 
 
 def test_import_and_listing_import_no_sdk():
-    code = (
-        "import sys, nnport\n"
-        "nnport.backends()\n"
-        f"print([m for m in {SDKS!r} if m in sys.modules])\n"
-    )
+    code = f"import sys, nnport\nnnport.backends()\nprint([m for m in {SDKS!r} if m in sys.modules])\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -148,7 +148,9 @@ def test_custom_op_refused_at_compile_naming_it(mediapipe):
 def test_xnnpack_runs_a_custom_op_the_reference_kernels_lack(mediapipe):
     model = nnport.load(tm.path("selfie_segmentation"))
     out = nnport.compile(model, "litert:cpu", fallback=False).run(tm.image_feeds(model))
-    assert out["activation_10"].shape == (1, 256, 256, 1) and np.all((out["activation_10"] >= 0) & (out["activation_10"] <= 1))
+    assert out["activation_10"].shape == (1, 256, 256, 1) and np.all(
+        (out["activation_10"] >= 0) & (out["activation_10"] <= 1)
+    )
     with pytest.raises(UnsupportedModel, match="Convolution2DTransposeBias"):
         nnport.compile(model, "litert:cpu", fallback=False, extra=REF)
 
@@ -290,9 +292,15 @@ def test_debug_fast_path_exposes_intermediates(mediapipe):
     from ai_edge_litert.interpreter import Interpreter
 
     names = [d["name"] for d in Interpreter(model_path=str(tm.path("iris_landmark"))).get_tensor_details()]
-    wanted = [n for n in names if "conv" in n.lower() and "/" not in n][:5] + ["conv2d/Kernel", "output_iris", "no such tensor"]
+    wanted = [n for n in names if "conv" in n.lower() and "/" not in n][:5] + [
+        "conv2d/Kernel",
+        "output_iris",
+        "no such tensor",
+    ]
     found = backend.intermediates(model, device, nnport.CompileOptions(), wanted, feeds)
-    assert "no such tensor" not in found and "conv2d/Kernel" not in found and "output_iris" in found  # weights: no op computes them
+    assert (
+        "no such tensor" not in found and "conv2d/Kernel" not in found and "output_iris" in found
+    )  # weights: no op computes them
     assert len(found) == 6 and all(isinstance(v, np.ndarray) for v in found.values())
 
 
@@ -331,7 +339,9 @@ def test_onnx_zoo_converted_matches_onnxruntime(name, conversion_cache):
 
     model = nnport.load(zoo.build(name))
     compiled = nnport.compile(model, "litert:cpu", fallback=False, cache_dir=conversion_cache)
-    assert [s.name for s in compiled.inputs] == model.input_names and [s.name for s in compiled.outputs] == model.output_names
+    assert [s.name for s in compiled.inputs] == model.input_names and [
+        s.name for s in compiled.outputs
+    ] == model.output_names
     assert [s.shape for s in compiled.inputs] == [s.shape for s in model.inputs]  # the ONNX layout, not NHWC
     assert compiled.info["verified"].startswith("max abs error")
     feeds = random_feeds(model.inputs, seed=5)
@@ -389,13 +399,16 @@ def test_onnx_open_batch_specialised_per_feed_shape(conversion_cache):
 @pytest.mark.slow
 @needs_converter
 def test_onnx_int8_through_onnx2tf_calibrated(conversion_cache):
-    """onnx2tf's integer quantisation (float I/O, int8 inside), calibrated on nnport's samples: close to fp32, not equal."""
+    """onnx2tf's integer quantisation (float I/O, int8 inside), calibrated on nnport's samples: close to fp32, not
+    equal."""
     from nnport import zoo
     from nnport.data import random_feeds
 
     model = nnport.load(zoo.build("cnn"))
     calibration = [random_feeds(model.inputs, seed=100 + i) for i in range(8)]
-    compiled = nnport.compile(model, "litert:cpu", fallback=False, precision="int8", calibration=calibration, cache_dir=conversion_cache)
+    compiled = nnport.compile(
+        model, "litert:cpu", fallback=False, precision="int8", calibration=calibration, cache_dir=conversion_cache
+    )
     assert compiled.inputs[0].dtype == np.float32 and "(int8)" in compiled.info["verified"]
     feeds = random_feeds(model.inputs, seed=5)
     got = compiled.run(feeds)["probs"]

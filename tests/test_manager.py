@@ -120,6 +120,8 @@ def test_probe_that_raises_lists_backend_unavailable(plugin_dir, monkeypatch):
             register(BadProbe)
         """,
     )
-    set_plugin_manager(create_plugin_manager(builtins=False, entrypoints=False, modules=["nnport_test_badprobe"], blocked=[]))
+    set_plugin_manager(
+        create_plugin_manager(builtins=False, entrypoints=False, modules=["nnport_test_badprobe"], blocked=[])
+    )
     row = {b.name: b for b in nnport.backends()}["badprobe"]
     assert row.status == "unavailable" and "driver query failed" in row.reason

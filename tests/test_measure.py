@@ -118,7 +118,9 @@ def test_latency_stats_by_hand():
 def test_unstable_run_warns():
     steady = Measurement(device="d", backend="b", scenario="single-stream", samples_ms=[1.0] * 200, duration_s=0.2)
     assert stability_warnings(steady, MeasureSettings()) == []
-    noisy = Measurement(device="d", backend="b", scenario="single-stream", samples_ms=[1.0] * 190 + [5.0] * 10, duration_s=0.2)
+    noisy = Measurement(
+        device="d", backend="b", scenario="single-stream", samples_ms=[1.0] * 190 + [5.0] * 10, duration_s=0.2
+    )
     warnings = stability_warnings(noisy, MeasureSettings())
     assert len(warnings) == 1 and "unstable" in warnings[0] and "coefficient of variation" in warnings[0]
     assert stability_warnings(noisy, MeasureSettings(cv_threshold=2.0)) == []
@@ -161,7 +163,9 @@ def test_iterations_floor_beats_duration(models):
 
 def test_max_duration_caps_the_run(models):
     compiled = ort_compile(models["cnn"])
-    m = nnport.measure(compiled, settings=MeasureSettings(warmup=0, min_iterations=10**9, min_duration_s=0.05, max_duration_s=0.1))
+    m = nnport.measure(
+        compiled, settings=MeasureSettings(warmup=0, min_iterations=10**9, min_duration_s=0.05, max_duration_s=0.1)
+    )
     assert 1 <= m.iterations < 10**9
     assert 0.1 <= m.duration_s < 1.0
 
@@ -169,7 +173,14 @@ def test_max_duration_caps_the_run(models):
 def test_result_dict_carries_units(models):
     compiled = ort_compile(models["cnn"])
     d = nnport.measure(compiled, settings=FAST).to_dict()
-    s = d["latency_min_ms"], d["latency_p50_ms"], d["latency_p90_ms"], d["latency_p95_ms"], d["latency_p99_ms"], d["latency_max_ms"]
+    s = (
+        d["latency_min_ms"],
+        d["latency_p50_ms"],
+        d["latency_p90_ms"],
+        d["latency_p95_ms"],
+        d["latency_p99_ms"],
+        d["latency_max_ms"],
+    )
     assert list(s) == sorted(s)
     assert d["latency_min_ms"] <= d["latency_mean_ms"] <= d["latency_max_ms"]
     assert len(d["samples_ms"]) == d["iterations"]
@@ -282,7 +293,11 @@ def test_batch_must_match_given_inputs(models):
     feeds = {"x": np.zeros((3, 64), np.float32)}
     with pytest.raises(MeasurementError, match="batch is 1"):
         nnport.measure(compiled, feeds, settings=FAST)
-    m = nnport.measure(compiled, feeds, settings=MeasureSettings(warmup=1, min_iterations=5, min_duration_s=0.02, scenario="offline", batch=3))
+    m = nnport.measure(
+        compiled,
+        feeds,
+        settings=MeasureSettings(warmup=1, min_iterations=5, min_duration_s=0.02, scenario="offline", batch=3),
+    )
     assert m.inferences == 3 * m.iterations
 
 

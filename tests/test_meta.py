@@ -15,11 +15,17 @@ import pytest
 from nnport.manager import create_plugin_manager
 
 ROOT = Path(__file__).resolve().parent.parent
-HOOKS = sorted(name for name in dir(create_plugin_manager(builtins=False, entrypoints=False, blocked=[]).hook) if name.startswith("nnport_"))
+HOOKS = sorted(
+    name
+    for name in dir(create_plugin_manager(builtins=False, entrypoints=False, blocked=[]).hook)
+    if name.startswith("nnport_")
+)
 
 
 def test_there_are_hooks():
-    assert {"nnport_register_backends", "nnport_compile", "nnport_allocate", "nnport_execute", "nnport_measure"} <= set(HOOKS)
+    assert {"nnport_register_backends", "nnport_compile", "nnport_allocate", "nnport_execute", "nnport_measure"} <= set(
+        HOOKS
+    )
 
 
 @pytest.mark.parametrize("hook", HOOKS)

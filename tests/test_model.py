@@ -64,7 +64,12 @@ def test_truncated_file(tmp_path):
 
 def test_checker_failure_is_reported():
     node = helper.make_node("Relu", ["x"], ["y"])
-    graph = helper.make_graph([node, node], "dup", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [node, node],
+        "dup",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(nnport.ModelLoadError, match="onnx.checker"):
         nnport.load(model)
@@ -78,10 +83,23 @@ def test_wrong_type_of_source():
 def _model_with_external(tmp_path, location):
     weight = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")
     node = helper.make_node("MatMul", ["x", "w"], ["y"])
-    graph = helper.make_graph([node], "ext", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    graph = helper.make_graph(
+        [node],
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, tmp_path / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    onnx.save(
+        model,
+        tmp_path / "m.onnx",
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=0,
+    )
     if location != "weights.bin":
         m = onnx.load(tmp_path / "m.onnx", load_external_data=False)
         for entry in m.graph.initializer[0].external_data:

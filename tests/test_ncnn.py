@@ -35,10 +35,9 @@ import nnport
 import nnport.zoo
 from nnport.data import random_feeds
 from nnport.errors import CompileError, InputError, NoDeviceCouldCompile, UnsupportedModel, UnsupportedPrecision
-from nnport.types import TensorSpec
-
-from nnport.plugins import ncnn as ncnn_plugin  # noqa: E402
 from nnport.plugins import _ncnn_convert as convert_mod  # noqa: E402
+from nnport.plugins import ncnn as ncnn_plugin  # noqa: E402
+from nnport.types import TensorSpec
 
 if ncnn_plugin.NcnnBackend.probe() is not None:  # pragma: no cover - depends on the machine
     pytest.skip(f"ncnn backend unavailable: {ncnn_plugin.NcnnBackend.probe()}", allow_module_level=True)
@@ -52,7 +51,8 @@ VULKAN_IDS = [f"ncnn:vulkan:{i}" for i in range(GPU_COUNT)]
 
 # Models pnnx cannot take, with pnnx's/ncnn's reason (checked strictly: a fix shows up as XPASS).
 NOT_CONVERTED = {
-    "light_inception_v1": "pnnx leaves AveragePool (7x7, asymmetric pads [0,0,1,1]) unconverted; ncnn has no 'AveragePool' layer",
+    "light_inception_v1": "pnnx leaves AveragePool (7x7, asymmetric pads [0,0,1,1]) unconverted; "
+    "ncnn has no 'AveragePool' layer",
 }
 SLOW_CPU = {"light_bvlc_alexnet", "light_zfnet512", "light_vgg19"}
 FAST_VULKAN = {"mlp", "mlp_dynamic", "cnn", "attention", "light_squeezenet", "light_shufflenet"}
@@ -253,7 +253,9 @@ def test_probe_imports_neither_ncnn_nor_pnnx():
 
 def test_probe_names_the_missing_pnnx(monkeypatch):
     real = convert_mod.importlib.util.find_spec
-    monkeypatch.setattr(convert_mod.importlib.util, "find_spec", lambda name, *a: None if name == "pnnx" else real(name, *a))
+    monkeypatch.setattr(
+        convert_mod.importlib.util, "find_spec", lambda name, *a: None if name == "pnnx" else real(name, *a)
+    )
     assert "pip install --no-deps pnnx" in ncnn_plugin.NcnnBackend.probe()
 
 
@@ -384,7 +386,10 @@ def test_multi_io_names_map_back_by_order_and_shape(ncnn_cache):
         helper.make_node("ReduceSum", ["p"], ["gamma"], keepdims=1),
     ]
     graph = helper.make_graph(
-        nodes, "multi", [_vi("zeta", [1, 4, 8]), _vi("alpha", [1, 4, 8])], [_vi("omega", [1, 4, 8]), _vi("gamma", [1, 1, 1]), _vi("beta", [1, 4, 8])]
+        nodes,
+        "multi",
+        [_vi("zeta", [1, 4, 8]), _vi("alpha", [1, 4, 8])],
+        [_vi("omega", [1, 4, 8]), _vi("gamma", [1, 1, 1]), _vi("beta", [1, 4, 8])],
     )
     model = nnport.load(_model(graph))
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
@@ -400,7 +405,9 @@ def test_native_param_bin_model(ncnn_cache, tmp_path):
     param = Path(source.info["ncnn_param"])
     (tmp_path / "cnn.param").write_bytes(param.read_bytes())
     (tmp_path / "cnn.bin").write_bytes(param.with_suffix(".bin").read_bytes())
-    specs = dict(inputs=[TensorSpec("in0", (1, 3, 32, 32), np.float32)], outputs=[TensorSpec("out0", (1, 10), np.float32)])
+    specs = dict(
+        inputs=[TensorSpec("in0", (1, 3, 32, 32), np.float32)], outputs=[TensorSpec("out0", (1, 10), np.float32)]
+    )
     native = nnport.compile(nnport.load(tmp_path / "cnn.param", **specs), "ncnn:cpu")
     feeds, want = reference("cnn")
     got = native.run({"in0": feeds["image"]})
@@ -463,7 +470,9 @@ def test_staged_input_survives_an_in_place_first_layer_call_after_call(ncnn_cach
     extractor released it: refcount 1).
     """
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])]
-    model = nnport.load(_model(helper.make_graph(nodes, "relu_neg", [_vi("x", [1, 3, 5, 7])], [_vi("y", [1, 3, 5, 7])])))
+    model = nnport.load(
+        _model(helper.make_graph(nodes, "relu_neg", [_vi("x", [1, 3, 5, 7])], [_vi("y", [1, 3, 5, 7])]))
+    )
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
     program = compiled.native
     assert program.plan["x"]["staged"]
@@ -487,7 +496,9 @@ def test_staged_input_with_padded_channel_step_matches_onnxruntime(ncnn_cache):
     rng = np.random.default_rng(1)
     weight = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
-    graph = helper.make_graph(nodes, "conv_odd", [_vi("x", [1, 3, 5, 7])], [_vi("y", [1, 4, 5, 7])], initializer=[weight])
+    graph = helper.make_graph(
+        nodes, "conv_odd", [_vi("x", [1, 3, 5, 7])], [_vi("y", [1, 4, 5, 7])], initializer=[weight]
+    )
     model = nnport.load(_model(graph))
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
     reference_model = nnport.compile(model, "onnxruntime:cpu")
@@ -525,6 +536,7 @@ def test_unrolled_single_io_path_agrees_with_the_general_one(cnn_compiled):
         np.testing.assert_array_equal(program.run_checked(feeds)["probs"], program._one(feeds)["probs"])
     with pytest.raises(InputError, match="float64"):
         program.infer({"image": feeds["image"].astype(np.float64)})
+
 
 def test_outputs_are_copies_that_outlive_ncnn(ncnn_cache):
     model = nnport.zoo.load("cnn")
@@ -613,6 +625,7 @@ def test_per_sample_inputs_must_share_the_batch(ncnn_cache):
         with pytest.raises(InputError, match="batch sizes differ"):
             compiled.run(bad)
 
+
 def test_fixed_batch_graph_rejects_other_batches(cnn_compiled):
     x = np.concatenate([reference("cnn")[0]["image"]] * 2)
     with pytest.raises(InputError, match="axis 0 must be 1"):
@@ -643,7 +656,9 @@ def test_fixed_leading_dim_above_one_runs_per_sample(ncnn_cache):
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.standard_normal((16, 8, 3, 3)).astype(np.float32), "w")
     node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
-    graph = helper.make_graph([node], "conv_n2", [_vi("x", [2, 8, 16, 16])], [_vi("y", [2, 16, 16, 16])], initializer=[weight])
+    graph = helper.make_graph(
+        [node], "conv_n2", [_vi("x", [2, 8, 16, 16])], [_vi("y", [2, 16, 16, 16])], initializer=[weight]
+    )
     model = nnport.load(_model(graph))
     compiled = nnport.compile(model, "ncnn:cpu", cache_dir=ncnn_cache, fallback=False)
     assert compiled.native.fixed_n == 2

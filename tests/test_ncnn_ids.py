@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto as T, helper as h, numpy_helper as nh
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 import nnport
 from nnport import InputError, UnsupportedModel
@@ -24,9 +26,17 @@ def embedding_model(dtype: int, rows: int = 1000) -> object:
     rng = np.random.default_rng(0)
     table = nh.from_array(rng.standard_normal((rows, 16)).astype(np.float32), "table")
     w = nh.from_array(rng.standard_normal((16, 4)).astype(np.float32), "w")
-    nodes = [h.make_node("Gather", ["table", "ids"], ["e"], axis=0), h.make_node("MatMul", ["e", "w"], ["m"]), h.make_node("Tanh", ["m"], ["y"])]
+    nodes = [
+        h.make_node("Gather", ["table", "ids"], ["e"], axis=0),
+        h.make_node("MatMul", ["e", "w"], ["m"]),
+        h.make_node("Tanh", ["m"], ["y"]),
+    ]
     graph = h.make_graph(
-        nodes, "emb", [h.make_tensor_value_info("ids", dtype, ["batch", "seq"])], [h.make_tensor_value_info("y", T.FLOAT, ["batch", "seq", 4])], [table, w]
+        nodes,
+        "emb",
+        [h.make_tensor_value_info("ids", dtype, ["batch", "seq"])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["batch", "seq", 4])],
+        [table, w],
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9

@@ -31,7 +31,7 @@ def test_zoo_matches_onnx_reference_evaluator(name):
     got = compiled.run(feeds)
     expected = ReferenceEvaluator(model.proto).run(None, feeds)
     assert list(got) == model.output_names
-    for (name_, value), ref in zip(got.items(), expected):
+    for value, ref in zip(got.values(), expected):
         assert value.dtype == ref.dtype and value.shape == ref.shape
         np.testing.assert_allclose(value, ref, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
 
@@ -55,7 +55,10 @@ def mlp_compiled():
         ({}, r"missing input\(s\) \['x'\]"),
         ({"y": np.zeros((1, 64), np.float32)}, r"missing input\(s\) \['x'\]; unexpected input\(s\) \['y'\]"),
         ({"x": np.zeros((1, 64), np.float64)}, r"input 'x' has dtype float64, expected float32"),
-        ({"x": np.zeros((1, 63), np.float32)}, r"input 'x' has shape \[1, 63\], expected \[1, 64\] \(axis 1 must be 64\)"),
+        (
+            {"x": np.zeros((1, 63), np.float32)},
+            r"input 'x' has shape \[1, 63\], expected \[1, 64\] \(axis 1 must be 64\)",
+        ),
         ({"x": np.zeros((64,), np.float32)}, r"input 'x' has rank 1 .*expected rank 2"),
         ({"x": [[0.0] * 64]}, r"input 'x' is a list, expected a numpy array"),
     ],
@@ -71,7 +74,9 @@ def test_non_contiguous_input_is_correct(mlp_compiled):
     base = np.random.default_rng(0).standard_normal((1, 128)).astype(np.float32)
     view = base[:, ::2]  # a strided, non-contiguous view
     assert not view.flags["C_CONTIGUOUS"]
-    np.testing.assert_allclose(mlp_compiled.run({"x": view})["probs"], mlp_compiled.run({"x": np.ascontiguousarray(view)})["probs"])
+    np.testing.assert_allclose(
+        mlp_compiled.run({"x": view})["probs"], mlp_compiled.run({"x": np.ascontiguousarray(view)})["probs"]
+    )
 
 
 def test_outputs_belong_to_the_caller(mlp_compiled):
@@ -114,7 +119,9 @@ def test_compile_cache(tmp_path):
 
 
 def test_options_are_applied():
-    compiled = nnport.compile(zoo.load("mlp"), "onnxruntime:cpu", threads=1, extra={"graph_optimization_level": "disabled"})
+    compiled = nnport.compile(
+        zoo.load("mlp"), "onnxruntime:cpu", threads=1, extra={"graph_optimization_level": "disabled"}
+    )
     assert compiled.native.get_session_options().intra_op_num_threads == 1
     with pytest.raises(nnport.NoDeviceCouldCompile, match="graph_optimization_level must be one of"):
         nnport.compile(zoo.load("mlp"), "onnxruntime:cpu", extra={"graph_optimization_level": "max"})
@@ -122,8 +129,15 @@ def test_options_are_applied():
 
 def _custom_op_model():
     node = helper.make_node("FancyOp", ["x"], ["y"], domain="com.vendor.secret")
-    graph = helper.make_graph([node], "custom", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.vendor.secret", 1)])
+    graph = helper.make_graph(
+        [node],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.vendor.secret", 1)]
+    )
     model.ir_version = 8
     return model
 

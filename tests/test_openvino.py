@@ -27,8 +27,10 @@ SLOW_LIGHT = {"light_bvlc_alexnet", "light_vgg19", "light_zfnet512"}
 
 ILL_CONDITIONED = {
     "light_squeezenet": (
-        "its weights are constant, so all 1000 logits are equal in exact arithmetic (about 1.2e10, where one float32 ulp "
-        "is 1024); which of them round highest depends on the CPU's kernels (OpenVINO with AVX-512: 8 tie, Softmax 0.125 "
+        "its weights are constant, so all 1000 logits are equal in exact arithmetic (about 1.2e10, where "
+        "one float32 ulp "
+        "is 1024); which of them round highest depends on the CPU's kernels (OpenVINO with AVX-512: 8 "
+        "tie, Softmax 0.125 "
         "on those 8; with AVX2 only, and ONNX Runtime: all 1000 tie, uniform 0.001). Judged on its logits, and on each "
         "runtime's Softmax of its own logits (test_ill_conditioned_model_is_judged_on_its_logits)."
     )
@@ -159,12 +161,16 @@ def test_ill_conditioned_model_is_judged_on_its_logits(name, record_property):
     got = nnport.compile(probed, "openvino:CPU", fallback=False).run(feeds)
     ref = nnport.compile(probed, "onnxruntime:cpu", fallback=False).run(feeds)
     logits, probs = softmax.input[0], proto.graph.output[0].name
-    ties = {label: int((out[logits] == out[logits].max()).sum()) for label, out in (("openvino", got), ("onnxruntime", ref))}
+    ties = {
+        label: int((out[logits] == out[logits].max()).sum()) for label, out in (("openvino", got), ("onnxruntime", ref))
+    }
     path = f"classes tied at the top: {ties}; cpu {isa.describe()}"
     record_property("path", path)
     assert relative_error(got[logits], ref[logits]) <= FP32_TOLERANCE, path
     for label, out in (("openvino", got), ("onnxruntime", ref)):
-        np.testing.assert_allclose(out[probs], _softmax_2d(out[logits]), rtol=1e-5, atol=1e-7, err_msg=f"{label}: {path}")
+        np.testing.assert_allclose(
+            out[probs], _softmax_2d(out[logits]), rtol=1e-5, atol=1e-7, err_msg=f"{label}: {path}"
+        )
 
 
 def test_fp32_pin_matters_on_this_cpu():
@@ -177,7 +183,9 @@ def test_fp32_pin_matters_on_this_cpu():
     feeds = random_feeds(model.inputs, seed=0)
     ref = nnport.compile(model, "onnxruntime:cpu").run(feeds)
     unpinned = relative_error(default(feeds)[0], ref["hidden"])
-    assert unpinned > FP32_TOLERANCE, f"OpenVINO's default precision agreed to {unpinned:.3g}: the pin is not what is tested"
+    assert unpinned > FP32_TOLERANCE, (
+        f"OpenVINO's default precision agreed to {unpinned:.3g}: the pin is not what is tested"
+    )
     assert_matches_reference(nnport.compile(model, "openvino:CPU").run(feeds), ref)
 
 
@@ -329,7 +337,11 @@ def test_custom_domain_operator_is_named():
 
 def test_operator_openvino_lacks_falls_back_to_onnxruntime():
     """``Det`` is standard ONNX that ONNX Runtime runs and OpenVINO's ONNX frontend cannot convert."""
-    model = tiny_model([helper.make_node("Det", ["x"], ["y"])], [vi("x", TensorProto.FLOAT, [2, 3, 3])], [vi("y", TensorProto.FLOAT, [2])])
+    model = tiny_model(
+        [helper.make_node("Det", ["x"], ["y"])],
+        [vi("x", TensorProto.FLOAT, [2, 3, 3])],
+        [vi("y", TensorProto.FLOAT, [2])],
+    )
     with pytest.raises(UnsupportedModel, match=r"Det"):
         nnport.compile(model, "openvino:CPU", fallback=False)
     compiled = nnport.compile(model, ["openvino", "onnxruntime"])
@@ -341,7 +353,9 @@ def test_operator_openvino_lacks_falls_back_to_onnxruntime():
 
 
 def test_dynamic_rank_is_refused():
-    model = tiny_model([helper.make_node("Relu", ["x"], ["y"])], [vi("x", TensorProto.FLOAT, None)], [vi("y", TensorProto.FLOAT, None)])
+    model = tiny_model(
+        [helper.make_node("Relu", ["x"], ["y"])], [vi("x", TensorProto.FLOAT, None)], [vi("y", TensorProto.FLOAT, None)]
+    )
     loaded = nnport.load(model, check=False)  # onnx.checker itself rejects a shapeless graph input
     with pytest.raises(UnsupportedModel, match=r"input\(s\) \['x'\] have dynamic rank"):
         nnport.compile(loaded, "openvino:CPU", fallback=False)
@@ -358,7 +372,9 @@ def test_fp16_where_the_device_supports_it():
         compiled = nnport.compile(model, device.id, precision="fp16", fallback=False)
         assert compiled.info["inference_precision"] == "float16"
     else:
-        with pytest.raises(UnsupportedPrecision, match=r"'fp16' is not supported on CPU .*supported: \['fp32', 'int8'\]"):
+        with pytest.raises(
+            UnsupportedPrecision, match=r"'fp16' is not supported on CPU .*supported: \['fp32', 'int8'\]"
+        ):
             nnport.compile(model, device.id, precision="fp16", fallback=False)
 
 
@@ -371,9 +387,15 @@ def test_int8_nncf_keeps_top1_on_the_cnn(tmp_path):
     pytest.importorskip("nncf")
     model = zoo.load("cnn")
     calibration = [random_feeds(model.inputs, seed=1000 + i) for i in range(32)]
-    compiled = nnport.compile(model, "openvino:CPU", precision="int8", calibration=calibration, cache_dir=tmp_path, fallback=False)
+    compiled = nnport.compile(
+        model, "openvino:CPU", precision="int8", calibration=calibration, cache_dir=tmp_path, fallback=False
+    )
     runtime = compiled.native.compiled_model.get_runtime_model()
-    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops() if "runtimePrecision" in op.get_rt_info()}
+    precisions = {
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in runtime.get_ops()
+        if "runtimePrecision" in op.get_rt_info()
+    }
     assert precisions & {"u8", "i8"}, f"no layer runs in int8: {precisions}"
     reference = nnport.compile(model, "onnxruntime:cpu")
     agree = 0
@@ -383,7 +405,9 @@ def test_int8_nncf_keeps_top1_on_the_cnn(tmp_path):
     assert agree / len(evaluation) >= 0.9, f"int8 top-1 agreement {agree}/{len(evaluation)}"
     # the quantized IR is kept: a second compile skips NNCF and gives the same answers
     assert list((tmp_path / "openvino" / "int8").glob("cnn-*.xml"))
-    again = nnport.compile(model, "openvino:CPU", precision="int8", calibration=calibration, cache_dir=tmp_path, fallback=False)
+    again = nnport.compile(
+        model, "openvino:CPU", precision="int8", calibration=calibration, cache_dir=tmp_path, fallback=False
+    )
     assert compiled.info["int8"]["from_cache"] is False and again.info["int8"]["from_cache"] is True
     assert again.info["int8"]["calibration_samples"] == 32
     np.testing.assert_array_equal(again.run(evaluation[0])["probs"], compiled.run(evaluation[0])["probs"])
@@ -396,7 +420,12 @@ def test_int8_random_calibration_warns():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compiled = nnport.compile(
-            zoo.load("mlp"), "openvino:CPU", precision="int8", calibration="random", extra={"calibration_samples": 4}, fallback=False
+            zoo.load("mlp"),
+            "openvino:CPU",
+            precision="int8",
+            calibration="random",
+            extra={"calibration_samples": 4},
+            fallback=False,
         )
     assert any(issubclass(w.category, RandomCalibrationWarning) for w in caught)
     assert compiled.run(random_feeds(compiled.inputs))["probs"].shape == (1, 10)
@@ -446,7 +475,10 @@ def assert_same_top1(got: np.ndarray, ref: np.ndarray, tie_steps: int, what: str
     step = (logits.max() - logits.min()) / 255
     top = int(logits.argmax())
     tied = np.flatnonzero(logits >= logits[top] - tie_steps * step)
-    detail = f"{what}: int8 top-1 {int(g.argmax())}, reference {top}; classes within {tie_steps} int8 steps of it: {tied.tolist()}"
+    detail = (
+        f"{what}: int8 top-1 {int(g.argmax())}, reference {top}; classes within {tie_steps} int8 steps of it: "
+        f"{tied.tolist()}"
+    )
     assert int(g.argmax()) in tied, detail
 
 
@@ -477,7 +509,9 @@ def test_int8_mlp_agrees_with_fp32(name, threads, mlp_reference):
     """
     pytest.importorskip("nncf")
     evaluation, expected, calibration = mlp_reference
-    compiled = nnport.compile(zoo.load(name), "openvino:CPU", precision="int8", calibration=calibration, threads=threads, fallback=False)
+    compiled = nnport.compile(
+        zoo.load(name), "openvino:CPU", precision="int8", calibration=calibration, threads=threads, fallback=False
+    )
     path = f"overflow fix: {compiled.info['int8']['overflow_fix']}"
     for seed, (feeds, ref) in enumerate(zip(evaluation, expected)):
         got = compiled.run(feeds)["probs"]
@@ -489,17 +523,28 @@ def test_snippets_workaround_is_still_needed(mlp_reference):
     """Tracks the OpenVINO defect behind ``WORKAROUNDS``: skips once OpenVINO computes it right itself."""
     pytest.importorskip("nncf")
     evaluation, expected, calibration = mlp_reference
-    ours = nnport.compile(zoo.load("mlp"), "openvino:CPU", precision="int8", calibration=calibration, threads=1, fallback=False)
+    ours = nnport.compile(
+        zoo.load("mlp"), "openvino:CPU", precision="int8", calibration=calibration, threads=1, fallback=False
+    )
     assert ours.info["workarounds"].keys() == {"SNIPPETS_MODE"}
     raw = nnport.compile(
-        zoo.load("mlp"), "openvino:CPU", precision="int8", calibration=calibration, threads=1, fallback=False,
+        zoo.load("mlp"),
+        "openvino:CPU",
+        precision="int8",
+        calibration=calibration,
+        threads=1,
+        fallback=False,
         extra={"openvino_config": {"SNIPPETS_MODE": "ENABLE"}},
     )
     assert "workarounds" not in raw.info
     worst = min(cosine(raw.run(f)["probs"], ref) for f, ref in zip(evaluation, expected))
     if worst >= 0.98:
-        pytest.skip(f"OpenVINO {ov.get_version()} computes the Snippets MLP right (cosine {worst:.4f}): the workaround can go")
-    assert "workarounds" not in nnport.compile(zoo.load("mlp"), "openvino:CPU", threads=1).info, "fp32 models keep Snippets"
+        pytest.skip(
+            f"OpenVINO {ov.get_version()} computes the Snippets MLP right (cosine {worst:.4f}): the workaround can go"
+        )
+    assert "workarounds" not in nnport.compile(zoo.load("mlp"), "openvino:CPU", threads=1).info, (
+        "fp32 models keep Snippets"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -514,7 +559,9 @@ def qdq_cnn():
 
 def test_int8_on_a_qdq_model_compiles_it_as_is(qdq_cnn):
     """OpenVINO runs Q/DQ in int8 natively: no NNCF, no calibration needed, and the same answers as fp32 on it."""
-    as_int8 = nnport.compile(qdq_cnn, "openvino:CPU", precision="int8", fallback=False)  # no calibration: none is needed
+    as_int8 = nnport.compile(
+        qdq_cnn, "openvino:CPU", precision="int8", fallback=False
+    )  # no calibration: none is needed
     assert as_int8.info["int8"]["method"].startswith("none: the model is already quantized")
     assert {"QuantizeLinear", "DequantizeLinear"} <= set(as_int8.info["int8"]["quantized_ops"])
     from nnport.compress import INTEGER_OPS, QDQ_OPS
@@ -522,7 +569,11 @@ def test_int8_on_a_qdq_model_compiles_it_as_is(qdq_cnn):
 
     assert QUANTIZED_ONNX_OPS == QDQ_OPS | INTEGER_OPS, "the plugin's copy must say what nnport.compress says"
     runtime = as_int8.native.compiled_model.get_runtime_model()
-    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in runtime.get_ops() if "runtimePrecision" in op.get_rt_info()}
+    precisions = {
+        op.get_rt_info()["runtimePrecision"].astype(str)
+        for op in runtime.get_ops()
+        if "runtimePrecision" in op.get_rt_info()
+    }
     assert precisions & {"u8", "i8"}, f"no layer runs in int8: {precisions}"
     as_fp32 = nnport.compile(qdq_cnn, "openvino:CPU", precision="fp32", fallback=False)
     assert "int8" not in as_fp32.info and as_fp32.info["quantized_model"] == as_int8.info["int8"]["quantized_ops"]
@@ -555,7 +606,9 @@ def test_cache_dir_with_a_model_file_lets_openvino_read_it(tmp_path):
     reference = nnport.compile(model, "onnxruntime:cpu")
     feeds = random_feeds(model.inputs, seed=0)
     assert_matches_reference(warm.run(feeds), reference.run(feeds))
-    assert nnport.compile(model, "openvino:CPU", fallback=False).info["read_by"] == "nnport"  # no cache: bytes as before
+    assert (
+        nnport.compile(model, "openvino:CPU", fallback=False).info["read_by"] == "nnport"
+    )  # no cache: bytes as before
 
 
 def test_a_model_file_changed_after_load_is_not_read(tmp_path):
@@ -580,9 +633,14 @@ def test_a_model_file_changed_after_load_is_not_read(tmp_path):
 
 
 def test_outputs_that_alias_one_tensor_are_separate_arrays():
-    """``y`` and its Identity ``z`` (one tensor inside OpenVINO) and a pass-through come back in ONNX order, each its own copy."""
+    """``y`` and its Identity ``z`` (one tensor inside OpenVINO) and a pass-through come back in ONNX order, each its
+    own copy."""
     model = tiny_model(
-        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Identity", ["y"], ["z"]), helper.make_node("Identity", ["x"], ["w"])],
+        [
+            helper.make_node("Relu", ["x"], ["y"]),
+            helper.make_node("Identity", ["y"], ["z"]),
+            helper.make_node("Identity", ["x"], ["w"]),
+        ],
         [vi("x", TensorProto.FLOAT, [2, 3])],
         [vi("y", TensorProto.FLOAT, [2, 3]), vi("z", TensorProto.FLOAT, [2, 3]), vi("w", TensorProto.FLOAT, [2, 3])],
     )
@@ -597,14 +655,22 @@ def test_outputs_that_alias_one_tensor_are_separate_arrays():
 
 
 def _int8_agrees(model, seeds=range(4), min_cosine=0.98):
-    compiled = nnport.compile(model, "openvino:CPU", precision="int8", calibration=[random_feeds(nnport.load(model).inputs, seed=100 + i) for i in range(8)], fallback=False)
+    compiled = nnport.compile(
+        model,
+        "openvino:CPU",
+        precision="int8",
+        calibration=[random_feeds(nnport.load(model).inputs, seed=100 + i) for i in range(8)],
+        fallback=False,
+    )
     reference = nnport.compile(model, "onnxruntime:cpu")
     for seed in seeds:
         feeds = random_feeds(compiled.inputs, seed=seed)
         got, ref = compiled.run(feeds), reference.run(feeds)
         for name in ref:
             path = compiled.info["int8"].get("overflow_fix", "")
-            assert cosine(got[name], ref[name]) >= min_cosine, f"{name}: cosine {cosine(got[name], ref[name]):.4f}; overflow fix: {path}"
+            assert cosine(got[name], ref[name]) >= min_cosine, (
+                f"{name}: cosine {cosine(got[name], ref[name]):.4f}; overflow fix: {path}"
+            )
     return compiled
 
 
@@ -617,7 +683,9 @@ def test_int8_overflow_fix_follows_the_cpu(monkeypatch, vnni):
     from nnport import isa
     from nnport.plugins.openvino import _overflow_fix
 
-    monkeypatch.setattr(isa, "features", lambda: dict.fromkeys(isa.FEATURES, False) | {"avx2": True, "fma": True, "avx512_vnni": vnni})
+    monkeypatch.setattr(
+        isa, "features", lambda: dict.fromkeys(isa.FEATURES, False) | {"avx2": True, "fma": True, "avx512_vnni": vnni}
+    )
     monkeypatch.setattr(isa, "is_x86", lambda: True)
     options: dict = {}
     report = _overflow_fix(options)
@@ -627,7 +695,10 @@ def test_int8_overflow_fix_follows_the_cpu(monkeypatch, vnni):
         assert options["advanced_parameters"].overflow_fix == OverflowFix.ENABLE
         assert report["overflow_fix"].startswith("every layer (7-bit weights)")
     given = {"advanced_parameters": AdvancedQuantizationParameters(overflow_fix=OverflowFix.DISABLE)}
-    assert _overflow_fix(given)["overflow_fix"].startswith("as nncf_options") and given["advanced_parameters"].overflow_fix == OverflowFix.DISABLE
+    assert (
+        _overflow_fix(given)["overflow_fix"].startswith("as nncf_options")
+        and given["advanced_parameters"].overflow_fix == OverflowFix.DISABLE
+    )
 
 
 def test_int8_weight_computed_from_an_initializer():
@@ -644,7 +715,9 @@ def test_int8_weight_computed_from_an_initializer():
         [vi("x", TensorProto.FLOAT, [1, 32])],
         [vi("logits", TensorProto.FLOAT, [1, 10])],
         initializers=[
-            helper.make_tensor("w4", TensorProto.FLOAT, [1, 1, 16, 32], (rng.standard_normal(512) * 0.25).astype(np.float32)),
+            helper.make_tensor(
+                "w4", TensorProto.FLOAT, [1, 1, 16, 32], (rng.standard_normal(512) * 0.25).astype(np.float32)
+            ),
             helper.make_tensor("w_shape", TensorProto.INT64, [2], [16, 32]),
             helper.make_tensor("b", TensorProto.FLOAT, [16], np.zeros(16, np.float32)),
             helper.make_tensor("w2", TensorProto.FLOAT, [10, 16], (rng.standard_normal(160) * 0.35).astype(np.float32)),
@@ -664,9 +737,21 @@ def test_int8_keeps_recurrent_cells_in_float():
         [vi("x", TensorProto.FLOAT, [5, 1, size])],
         [vi("y", TensorProto.FLOAT, [5, 1, 1, hidden])],
         initializers=[
-            helper.make_tensor("W", TensorProto.FLOAT, [1, 4 * hidden, size], (rng.standard_normal(4 * hidden * size) * 0.3).astype(np.float32)),
-            helper.make_tensor("R", TensorProto.FLOAT, [1, 4 * hidden, hidden], (rng.standard_normal(4 * hidden * hidden) * 0.3).astype(np.float32)),
-            helper.make_tensor("B", TensorProto.FLOAT, [1, 8 * hidden], (rng.standard_normal(8 * hidden) * 0.1).astype(np.float32)),
+            helper.make_tensor(
+                "W",
+                TensorProto.FLOAT,
+                [1, 4 * hidden, size],
+                (rng.standard_normal(4 * hidden * size) * 0.3).astype(np.float32),
+            ),
+            helper.make_tensor(
+                "R",
+                TensorProto.FLOAT,
+                [1, 4 * hidden, hidden],
+                (rng.standard_normal(4 * hidden * hidden) * 0.3).astype(np.float32),
+            ),
+            helper.make_tensor(
+                "B", TensorProto.FLOAT, [1, 8 * hidden], (rng.standard_normal(8 * hidden) * 0.1).astype(np.float32)
+            ),
         ],
     )
     compiled = _int8_agrees(model)

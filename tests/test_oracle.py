@@ -35,7 +35,9 @@ RUNTIMES = ["onnxruntime:cpu", "openvino:CPU"]
 FP32 = Comparator(precision="fp32")
 
 
-def one_node(op: str, shape: tuple[int, ...], opset: int, inits: dict[str, np.ndarray] | None = None, n_out: int = 1, **attrs) -> onnx.ModelProto:
+def one_node(
+    op: str, shape: tuple[int, ...], opset: int, inits: dict[str, np.ndarray] | None = None, n_out: int = 1, **attrs
+) -> onnx.ModelProto:
     outputs = ["y"] + [f"y{i}" for i in range(1, n_out)]
     return single_op(op, [("x", shape)], outputs, opset=opset, inits=inits, **attrs)
 
@@ -44,7 +46,9 @@ def x_of(shape: tuple[int, ...], seed: int = 0, scale: float = 3.0) -> np.ndarra
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
 
 
-def check_runtimes(model: onnx.ModelProto, x: np.ndarray, expected: np.ndarray, refused_by: tuple[str, ...] = ()) -> dict[str, str]:
+def check_runtimes(
+    model: onnx.ModelProto, x: np.ndarray, expected: np.ndarray, refused_by: tuple[str, ...] = ()
+) -> dict[str, str]:
     """Run ``model`` on each usable runtime and compare with ``expected``; {device: "" or why it differs}.
 
     A runtime in ``refused_by`` must refuse the model (ONNX Runtime's LRN takes odd sizes only).
@@ -97,7 +101,11 @@ BN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("opset,shape,attrs", BN_CASES, ids=[f"opset{o}-{'x'.join(map(str, s))}-{'_'.join(a) or 'plain'}" for o, s, a in BN_CASES])
+@pytest.mark.parametrize(
+    "opset,shape,attrs",
+    BN_CASES,
+    ids=[f"opset{o}-{'x'.join(map(str, s))}-{'_'.join(a) or 'plain'}" for o, s, a in BN_CASES],
+)
 def test_batchnorm_is_inference_at_every_opset(opset, shape, attrs):
     p = bn_params(shape[1])
     model = one_node("BatchNormalization", shape, opset, p, **attrs)
@@ -116,10 +124,17 @@ def test_batchnorm_spatial0_params_per_activation():
     """Opset 7's spatial=0: scale/B/mean/var have shape C x D1 x ...; still the inference formula."""
     shape = (2, 3, 4)
     rng = np.random.default_rng(3)
-    p = {k: (1 + 0.2 * rng.standard_normal(shape[1:])).astype(np.float32) if k in ("scale", "var") else (0.2 * rng.standard_normal(shape[1:])).astype(np.float32) for k in ("scale", "bias", "mean", "var")}
+    p = {
+        k: (1 + 0.2 * rng.standard_normal(shape[1:])).astype(np.float32)
+        if k in ("scale", "var")
+        else (0.2 * rng.standard_normal(shape[1:])).astype(np.float32)
+        for k in ("scale", "bias", "mean", "var")
+    }
     model = one_node("BatchNormalization", shape, 7, p, spatial=0)
     x = x_of(shape)
-    expected = ((p["scale"] * (x.astype(np.float64) - p["mean"]) / np.sqrt(p["var"].astype(np.float64) + 1e-5)) + p["bias"]).astype(np.float32)
+    expected = (
+        (p["scale"] * (x.astype(np.float64) - p["mean"]) / np.sqrt(p["var"].astype(np.float64) + 1e-5)) + p["bias"]
+    ).astype(np.float32)
     np.testing.assert_allclose(oracle.evaluate(model, {"x": x})["y"], expected, rtol=1e-6, atol=1e-6)
 
 
@@ -139,7 +154,8 @@ def test_batchnorm_training_outputs_still_train():
 
 
 def lrn_spec(x, size, alpha, beta, bias, window=None):
-    """square_sum[n, c, ...] = sum of X[n, i, ...]^2 for i in [max(0, c - floor((size-1)/2)), min(C-1, c + ceil((size-1)/2))].
+    """square_sum[n, c, ...] = sum of X[n, i, ...]^2 for i in [max(0, c - floor((size-1)/2)), min(C-1, c +
+    ceil((size-1)/2))].
 
     ``window`` (below, above) replaces the specification's window (to describe a runtime that differs).
     """
@@ -162,7 +178,9 @@ LRN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("shape,attrs,scale", LRN_CASES, ids=[f"{'x'.join(map(str, s))}-size{a['size']}" for s, a, _ in LRN_CASES])
+@pytest.mark.parametrize(
+    "shape,attrs,scale", LRN_CASES, ids=[f"{'x'.join(map(str, s))}-size{a['size']}" for s, a, _ in LRN_CASES]
+)
 def test_lrn_sums_over_the_channel_window(shape, attrs, scale):
     model = one_node("LRN", shape, 13, **attrs)
     x = x_of(shape, scale=scale)
@@ -171,7 +189,8 @@ def test_lrn_sums_over_the_channel_window(shape, attrs, scale):
     even = attrs["size"] % 2 == 0
     verdicts = check_runtimes(model, x, expected, refused_by=("onnxruntime:cpu",) if even else ())
     if even and verdicts.get("openvino:CPU"):
-        # Measured (OpenVINO 2026.4): an even size sums the symmetric window [c - floor((size-1)/2), c + floor((size-1)/2)]
+        # Measured (OpenVINO 2026.4): an even size sums the symmetric window [c - floor((size-1)/2), c +
+        # floor((size-1)/2)]
         # (size 4: 3 channels) while dividing alpha by size; the specification's window is `size` channels wide.
         # ONNX Runtime refuses even sizes, so no default case uses one.
         half = (attrs["size"] - 1) // 2
@@ -208,7 +227,11 @@ def coerced_spec(op: str, x: np.ndarray, axis: int, opset: int) -> np.ndarray:
         out = (np.arange(moved.shape[-1]) == moved.argmax(-1)[..., None]).astype(np.float64)
     else:
         e = np.exp(moved - moved.max(-1, keepdims=True))
-        out = e / e.sum(-1, keepdims=True) if op == "Softmax" else (moved - moved.max(-1, keepdims=True)) - np.log(e.sum(-1, keepdims=True))
+        out = (
+            e / e.sum(-1, keepdims=True)
+            if op == "Softmax"
+            else (moved - moved.max(-1, keepdims=True)) - np.log(e.sum(-1, keepdims=True))
+        )
     return np.moveaxis(out, -1, a).astype(np.float32)
 
 
@@ -228,7 +251,11 @@ SOFTMAX_CASES = [
 ]
 
 
-@pytest.mark.parametrize("op,shape,opset,axis", SOFTMAX_CASES, ids=[f"{o}-{'x'.join(map(str, s))}-opset{v}-axis{a}" for o, s, v, a in SOFTMAX_CASES])
+@pytest.mark.parametrize(
+    "op,shape,opset,axis",
+    SOFTMAX_CASES,
+    ids=[f"{o}-{'x'.join(map(str, s))}-opset{v}-axis{a}" for o, s, v, a in SOFTMAX_CASES],
+)
 def test_softmax_family_coerces_to_2d_before_opset13(op, shape, opset, axis):
     attrs = {} if axis is None else {"axis": axis}
     model = one_node(op, shape, opset, **attrs)
@@ -267,7 +294,8 @@ def test_softmax_nonfinite_inputs_follow_the_formula():
 
 @pytest.mark.parametrize("shape", [(2, 8, 16), (1, 4, 5, 6), (1, 3, 4, 5, 2)], ids=lambda s: "x".join(map(str, s)))
 def test_global_max_pool_reduces_every_spatial_axis(shape):
-    """GlobalMaxPool: max over D1..Dn per (n, c), dims kept; the stock kernel is right only for 4-D input (magika is 1-D)."""
+    """GlobalMaxPool: max over D1..Dn per (n, c), dims kept; the stock kernel is right only for 4-D input (magika is
+    1-D)."""
     model = one_node("GlobalMaxPool", shape, 13)
     x = x_of(shape)
     expected = np.empty(shape[:2] + (1,) * (len(shape) - 2), np.float32)
@@ -297,17 +325,38 @@ def _outs(v: float) -> dict[str, np.ndarray]:
 
 def test_agreement_fallback_names_the_disagreeing_runtime():
     ort = _outs(1.0)
-    both = worker.judge_by_agreement(None, {}, ort, {}, None, "NotImplementedError: Op X", independent={"openvino:CPU": _outs(1.0), "ncnn:cpu": _outs(1.0)})
-    assert both.label == "agreement of openvino:CPU and ncnn:cpu" and both.reference is not None and "could not run it" in both.note
+    both = worker.judge_by_agreement(
+        None,
+        {},
+        ort,
+        {},
+        None,
+        "NotImplementedError: Op X",
+        independent={"openvino:CPU": _outs(1.0), "ncnn:cpu": _outs(1.0)},
+    )
+    assert (
+        both.label == "agreement of openvino:CPU and ncnn:cpu"
+        and both.reference is not None
+        and "could not run it" in both.note
+    )
     # the independent runtimes agree and the reference backend differs: they judge it (it fails)
-    against = worker.judge_by_agreement(None, {}, _outs(2.0), {}, None, "x", independent={"openvino:CPU": _outs(1.0), "ncnn:cpu": _outs(1.0)})
+    against = worker.judge_by_agreement(
+        None, {}, _outs(2.0), {}, None, "x", independent={"openvino:CPU": _outs(1.0), "ncnn:cpu": _outs(1.0)}
+    )
     assert against.reference is not None and not FP32(_outs(2.0), against.reference)
     # they disagree: the one on the reference backend's side wins, the other is named
-    split = worker.judge_by_agreement(None, {}, ort, {}, None, "x", independent={"openvino:CPU": _outs(3.0), "ncnn:cpu": _outs(1.0)})
-    assert split.label == "majority of onnxruntime:cpu and ncnn:cpu; openvino:CPU disagrees" and "openvino:CPU disagrees" in split.note
+    split = worker.judge_by_agreement(
+        None, {}, ort, {}, None, "x", independent={"openvino:CPU": _outs(3.0), "ncnn:cpu": _outs(1.0)}
+    )
+    assert (
+        split.label == "majority of onnxruntime:cpu and ncnn:cpu; openvino:CPU disagrees"
+        and "openvino:CPU disagrees" in split.note
+    )
     assert FP32(ort, split.reference)
     # nobody agrees: no verdict
-    none = worker.judge_by_agreement(None, {}, ort, {}, None, "x", independent={"openvino:CPU": _outs(3.0), "ncnn:cpu": _outs(5.0)})
+    none = worker.judge_by_agreement(
+        None, {}, ort, {}, None, "x", independent={"openvino:CPU": _outs(3.0), "ncnn:cpu": _outs(5.0)}
+    )
     assert none.reference is None and none.label.startswith("no majority") and "no verdict" in none.note
     # one independent runtime: agreement passes, disagreement has no verdict
     alone = worker.judge_by_agreement(None, {}, ort, {}, None, "x", independent={"openvino:CPU": _outs(1.0)})
@@ -318,7 +367,8 @@ def test_agreement_fallback_names_the_disagreeing_runtime():
 
 @pytest.mark.skipif(not usable("openvino:CPU"), reason="openvino:CPU is not usable here")
 def test_oracle_that_cannot_run_a_model_falls_back_to_the_independent_runtimes(monkeypatch):
-    """A model with an operator the oracle lacks (simulated): onnxruntime:cpu judged by OpenVINO (and ncnn where usable)."""
+    """A model with an operator the oracle lacks (simulated): onnxruntime:cpu judged by OpenVINO (and ncnn where
+    usable)."""
 
     def unsupported(*args, **kwargs):
         raise NotImplementedError("the oracle has no kernel for this operator (simulated)")

@@ -86,7 +86,9 @@ def digits_report(digits_data):
 
 def test_every_device_x_precision_has_a_row(digits_report):
     devices = _usable()
-    assert [(c.device, c.precision) for c in digits_report.cells] == [(d, p) for d in devices for p in ("fp32", "fp16", "int8")]
+    assert [(c.device, c.precision) for c in digits_report.cells] == [
+        (d, p) for d in devices for p in ("fp32", "fp16", "int8")
+    ]
     assert digits_report.metric == "labels"
     assert digits_report.data.samples == 360 and digits_report.data.kind == "samples"
     assert digits_report.data.shapes == {"image": (1, 1, 8, 8)}
@@ -123,7 +125,9 @@ def test_speed_memory_energy_and_compile_figures(digits_report):
         assert c.throughput_ips > 0 and c.throughput_scenario == "single-stream"
         assert c.iterations >= 20
         assert c.peak_rss_mib and c.peak_rss_mib > 0
-        assert (c.energy_per_inference_mj is None) != (c.energy_unavailable is None)  # a figure or the reason, never both
+        assert (c.energy_per_inference_mj is None) != (
+            c.energy_unavailable is None
+        )  # a figure or the reason, never both
         assert c.compile_cold_s is not None and c.compile_cold_s > 0
         assert c.compile_warm_s is not None and c.compile_warm_s > 0
 
@@ -131,7 +135,9 @@ def test_speed_memory_energy_and_compile_figures(digits_report):
 def test_size_on_disk_names_the_artefact(digits_report):
     onnx_size = len(zoo.load("digits").serialized())
     ort32 = digits_report.cell("onnxruntime:cpu", "fp32")
-    assert abs(ort32.size.size_bytes - onnx_size) < 100 and "ONNX" in ort32.size.what  # the model with its batch dim fixed
+    assert (
+        abs(ort32.size.size_bytes - onnx_size) < 100 and "ONNX" in ort32.size.what
+    )  # the model with its batch dim fixed
     ort8 = digits_report.cell("onnxruntime:cpu", "int8")
     assert "QDQ" in ort8.size.what and ort8.size.size_bytes < onnx_size / 2
     ort16 = digits_report.cell("onnxruntime:cpu", "fp16")
@@ -154,7 +160,10 @@ def test_recommendation_is_the_fastest_within_budget(digits_report):
     within = sorted((c for c in digits_report.cells if c.measured and c.within_budget), key=lambda c: c.latency_p50_ms)
     assert (rec.best.device, rec.best.precision) == (within[0].device, within[0].precision)
     assert "within the 1% accuracy budget" in rec.best.why and "top-1" in rec.best.why
-    assert rec.runner_up is not None and (rec.runner_up.device, rec.runner_up.precision) == (within[1].device, within[1].precision)
+    assert rec.runner_up is not None and (rec.runner_up.device, rec.runner_up.precision) == (
+        within[1].device,
+        within[1].precision,
+    )
     assert "slower" in rec.runner_up.why
 
 
@@ -167,7 +176,18 @@ def test_reports_text_json_html(digits_report, tmp_path):
     assert data["schema"] == "nnport.port/1" and len(data["cells"]) == len(digits_report.cells)
     assert data["recommendation"]["best"]["device"] == digits_report.recommendation.best.device
     row = data["cells"][0]
-    assert {"latency_p50_ms", "latency_p99_ms", "throughput_ips", "peak_rss_mib", "energy_unavailable", "size", "compile_cold_s", "compile_warm_s", "labels", "accuracy"} <= set(row)
+    assert {
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "throughput_ips",
+        "peak_rss_mib",
+        "energy_unavailable",
+        "size",
+        "compile_cold_s",
+        "compile_warm_s",
+        "labels",
+        "accuracy",
+    } <= set(row)
     page = digits_report.write_html(tmp_path / "r.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "recommended" in page
     assert page.count("class='point'") == sum(1 for c in digits_report.cells if c.measured)
@@ -180,11 +200,23 @@ def test_reports_text_json_html(digits_report, tmp_path):
 
 def test_cli_port_digits(digits_data, tmp_path, capsys):
     out_json, out_html = tmp_path / "p.json", tmp_path / "p.html"
-    argv = ["port", "zoo:digits", *digits_data.port_args(), "-d", "onnxruntime:cpu", "-p", "fp32,int8", "--max-accuracy-drop", "0.5%"]
+    argv = [
+        "port",
+        "zoo:digits",
+        *digits_data.port_args(),
+        "-d",
+        "onnxruntime:cpu",
+        "-p",
+        "fp32,int8",
+        "--max-accuracy-drop",
+        "0.5%",
+    ]
     argv += ["--objective", "size", "--json", str(out_json), "--html", str(out_html), "--input-shapes", "image:1x1x8x8"]
     assert main(argv) == 0
     out = capsys.readouterr()
-    assert "recommended for size: onnxruntime:cpu int8" in out.out  # the QDQ file is the smallest, and within 0.5 points
+    assert (
+        "recommended for size: onnxruntime:cpu int8" in out.out
+    )  # the QDQ file is the smallest, and within 0.5 points
     assert "[2/2] onnxruntime:cpu int8: ok" in out.err  # the progress display (one line per row off a terminal)
     data = json.loads(out_json.read_text())
     assert data["max_accuracy_drop"] == pytest.approx(0.005) and data["objective"] == "size"
@@ -208,7 +240,9 @@ def test_cli_bad_choices_exit_2_with_the_choices(argv, needle, capsys):
 
 
 def test_api_bad_choices_name_the_choices():
-    with pytest.raises(InputError, match=r"unknown objective 'speed'; choose one of \['latency', 'throughput', 'energy', 'size'\]"):
+    with pytest.raises(
+        InputError, match=r"unknown objective 'speed'; choose one of \['latency', 'throughput', 'energy', 'size'\]"
+    ):
         port(zoo.load("digits"), objective="speed")
     with pytest.raises(InputError, match=r"unknown precision\(s\) \['bf16'\]; choose from \['fp32', 'fp16', 'int8'\]"):
         port(zoo.load("digits"), precisions=["fp32", "bf16"])
@@ -233,14 +267,24 @@ def test_data_not_matching_names_the_input_and_the_file(tmp_path):
     folder = _samples(tmp_path / "d", [_digit(0), _digit(1), {"image": _digit(2)["image"].astype(np.float64)}])
     with pytest.raises(InputError) as exc:
         port(zoo.load("digits"), folder, devices=["onnxruntime:cpu"])
-    assert "data file s002.npz" in str(exc.value) and "input 'image' has dtype float64, expected float32" in str(exc.value)
+    assert "data file s002.npz" in str(exc.value) and "input 'image' has dtype float64, expected float32" in str(
+        exc.value
+    )
 
     folder = _samples(tmp_path / "e", [_digit(0), {"pixels": _digit(1)["image"]}])
-    with pytest.raises(InputError, match=r"data file s001.npz does not match the model's inputs: missing input\(s\) \['image'\]; unexpected input\(s\) \['pixels'\]"):
+    with pytest.raises(
+        InputError,
+        match=r"data file s001.npz does not match the model's inputs: missing input\(s\) \['image'\]; unexpected "
+        r"input\(s\) \['pixels'\]",
+    ):
         port(zoo.load("digits"), folder, devices=["onnxruntime:cpu"])
 
     folder = _samples(tmp_path / "f", [_digit(0), {"image": np.zeros((1, 1, 9, 9), np.float32)}])
-    with pytest.raises(InputError, match=r"data file s001.npz .*input 'image' has shape \[1, 1, 9, 9\], expected \[1, 1, 8, 8\].*fixed from the first sample, s000.npz"):
+    with pytest.raises(
+        InputError,
+        match=r"data file s001.npz .*input 'image' has shape \[1, 1, 9, 9\], expected \[1, 1, 8, 8\].*fixed from "
+        r"the first sample, s000.npz",
+    ):
         port(zoo.load("digits"), folder, devices=["onnxruntime:cpu"])
 
 
@@ -248,7 +292,9 @@ def test_label_count_mismatch_is_a_clear_error(tmp_path):
     folder = _samples(tmp_path / "d", [_digit(i) for i in range(5)])
     labels = tmp_path / "labels.txt"
     labels.write_text("1\n2\n3\n4\n")
-    with pytest.raises(InputError, match=r"the labels \(.*labels.txt\) hold 4 classes but the data \(.*\) holds 5 samples"):
+    with pytest.raises(
+        InputError, match=r"the labels \(.*labels.txt\) hold 4 classes but the data \(.*\) holds 5 samples"
+    ):
         port(zoo.load("digits"), folder, labels, devices=["onnxruntime:cpu"])
     labels.write_text("1\n2\nseven\n")
     with pytest.raises(InputError, match="line 3: 'seven' is not an integer class id"):
@@ -322,7 +368,9 @@ def test_image_folder_end_to_end(tmp_path):
     for i in range(4):
         pixels = (zoo.labelled("digits").feeds["image"][i, 0] * 16).clip(0, 255).astype(np.uint8)
         Image.fromarray(pixels).resize((32, 32)).save(folder / f"{i}.png")
-    report = port(zoo.load("digits"), folder, preprocess="none", devices=["onnxruntime:cpu"], precisions=["fp32"], **FAST)
+    report = port(
+        zoo.load("digits"), folder, preprocess="none", devices=["onnxruntime:cpu"], precisions=["fp32"], **FAST
+    )
     assert report.data.kind == "images" and report.data.samples == 4 and report.data.shapes == {"image": (1, 1, 8, 8)}
     assert report.cell("onnxruntime:cpu", "fp32").status == "ok"
 
@@ -343,11 +391,16 @@ def test_label_output_among_several(tmp_path):
     folder = _samples(tmp_path / "d", [{"x": rng.standard_normal((1, 8)).astype(np.float32)} for _ in range(6)])
     labels = tmp_path / "l.txt"
     labels.write_text("".join(f"{int(np.load(f)['x'].argmax())}\n" for f in sorted(folder.iterdir())))
-    with pytest.raises(InputError, match=r"several outputs \['logits', 'probs'\]: name the one whose argmax is the class with --label-output NAME"):
+    with pytest.raises(
+        InputError,
+        match=r"several outputs \['logits', 'probs'\]: name the one whose argmax is the class with --label-output NAME",
+    ):
         port(_two_outputs(), folder, labels, devices=["onnxruntime:cpu"])
     with pytest.raises(InputError, match="--label-output 'scores' is not an output"):
         port(_two_outputs(), folder, labels, label_output="scores", devices=["onnxruntime:cpu"])
-    report = port(_two_outputs(), folder, labels, label_output="probs", devices=["onnxruntime:cpu"], precisions=["fp32"], **FAST)
+    report = port(
+        _two_outputs(), folder, labels, label_output="probs", devices=["onnxruntime:cpu"], precisions=["fp32"], **FAST
+    )
     cell = report.cell("onnxruntime:cpu", "fp32")
     assert cell.labels.output == "probs" and cell.labels.top1 == 1.0 and report.reference_score == 1.0
     assert cell.labels.top5 == 1.0  # 8 classes: top-5 is measured too
@@ -355,7 +408,9 @@ def test_label_output_among_several(tmp_path):
 
 def test_throughput_objective_measures_streams():
     with pytest.warns(PortDataWarning):
-        report = port(zoo.load("digits"), devices=["onnxruntime:cpu"], precisions=["fp32", "fp16"], objective="throughput", **FAST)
+        report = port(
+            zoo.load("digits"), devices=["onnxruntime:cpu"], precisions=["fp32", "fp16"], objective="throughput", **FAST
+        )
     cores = len(os.sched_getaffinity(0))
     for c in report.cells:
         assert c.throughput_scenario == (f"multi-stream x{cores}" if cores > 1 else "single-stream")
@@ -390,7 +445,17 @@ def test_ctrl_c_returns_the_partial_report():
 def test_sigint_to_the_command_prints_the_partial_report(tmp_path):
     env = {**os.environ, "NNPORT_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nnport", "port", "zoo:digits", "-d", "onnxruntime:cpu", "--json", str(tmp_path / "partial.json")],
+        [
+            sys.executable,
+            "-m",
+            "nnport",
+            "port",
+            "zoo:digits",
+            "-d",
+            "onnxruntime:cpu",
+            "--json",
+            str(tmp_path / "partial.json"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -407,7 +472,11 @@ def test_sigint_to_the_command_prints_the_partial_report(tmp_path):
     assert proc.returncode == 130, err
     assert "(PARTIAL: interrupted)" in out and "interrupted (Ctrl-C) after 1 of 3 rows" in out
     data = json.loads((tmp_path / "partial.json").read_text())
-    assert data["interrupted"] and data["cells"][0]["status"] == "ok" and data["cells"][2]["status"] in ("not run", "interrupted")
+    assert (
+        data["interrupted"]
+        and data["cells"][0]["status"] == "ok"
+        and data["cells"][2]["status"] in ("not run", "interrupted")
+    )
 
 
 def test_a_device_failing_mid_way_keeps_its_row_and_the_rest_goes_on():
@@ -460,11 +529,19 @@ def _cell(device, precision, score, p50, size=1000, energy=None, ips=None):
 
 
 def test_recommend_within_budget_with_runner_up_and_ruled_out():
-    cells = [_cell("a:cpu", "fp32", 0.95, 10.0, 4000), _cell("a:cpu", "int8", 0.90, 4.0, 1000), _cell("b:cpu", "fp16", 0.945, 6.0, 2000)]
+    cells = [
+        _cell("a:cpu", "fp32", 0.95, 10.0, 4000),
+        _cell("a:cpu", "int8", 0.90, 4.0, 1000),
+        _cell("b:cpu", "fp16", 0.945, 6.0, 2000),
+    ]
     r = _report(cells)
     assert (r.recommendation.best.device, r.recommendation.best.precision) == ("b:cpu", "fp16")
     assert r.recommendation.runner_up.precision == "fp32" and "1.67x slower" in r.recommendation.runner_up.why
-    assert len(r.recommendation.over_budget) == 1 and "a:cpu int8: p50 4 ms, but top-1 90.00% drops +5.00 points below the reference (budget 1%)" in r.recommendation.over_budget[0]
+    assert (
+        len(r.recommendation.over_budget) == 1
+        and "a:cpu int8: p50 4 ms, but top-1 90.00% drops +5.00 points below the reference (budget 1%)"
+        in r.recommendation.over_budget[0]
+    )
     assert _report(cells, objective="size").recommendation.best.precision == "fp16"
     assert _report(cells, objective="size", budget=0.06).recommendation.best.precision == "int8"
     assert _report(cells, objective="throughput").recommendation.best.precision == "fp16"
@@ -474,17 +551,34 @@ def test_recommend_within_budget_with_runner_up_and_ruled_out():
 
 def test_recommend_says_why_not():
     r = _report([_cell("a:cpu", "fp32", 0.95, 10.0)], objective="energy")
-    assert r.recommendation is None and "energy per inference is unavailable on every row (rapl: no powercap)" in r.no_recommendation
-    r = _report([_cell("a:cpu", "fp32", 0.95, 10.0, energy=2.0), _cell("b:cpu", "fp32", 0.95, 5.0, energy=3.0)], objective="energy")
+    assert (
+        r.recommendation is None
+        and "energy per inference is unavailable on every row (rapl: no powercap)" in r.no_recommendation
+    )
+    r = _report(
+        [_cell("a:cpu", "fp32", 0.95, 10.0, energy=2.0), _cell("b:cpu", "fp32", 0.95, 5.0, energy=3.0)],
+        objective="energy",
+    )
     assert r.recommendation.best.device == "a:cpu" and "more energy" in r.recommendation.runner_up.why
     r = _report([_cell("a:cpu", "int8", 0.80, 1.0)])
-    assert r.recommendation is None and "no row is within the accuracy budget of 1%: the smallest drop is +15.00 points" in r.no_recommendation
+    assert (
+        r.recommendation is None
+        and "no row is within the accuracy budget of 1%: the smallest drop is +15.00 points" in r.no_recommendation
+    )
 
 
 # -- slow: a real browser, a real detector -------------------------------------------------------------
 
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _chromium():
@@ -493,10 +587,18 @@ def _chromium():
         return found
     if shutil.which("apt-get") and os.geteuid() == 0:
         subprocess.run(["apt-get", "update", "-qq"], capture_output=True, timeout=600)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], capture_output=True, timeout=900, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            capture_output=True,
+            timeout=900,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
         found = shutil.which("chromium")
     if not found:
-        pytest.skip("Debian's chromium is not installed and `apt-get install -y chromium` could not install it (needs root and a package mirror)")
+        pytest.skip(
+            "Debian's chromium is not installed and `apt-get install -y chromium` could not install it "
+            "(needs root and a package mirror)"
+        )
     return found
 
 
@@ -507,7 +609,12 @@ def test_html_report_renders_in_headless_chromium(digits_report, tmp_path):
     browser = _chromium()
     page = digits_report.write_html(tmp_path / "port.html")
     shot = tmp_path / "port.png"
-    run = subprocess.run([browser, *CHROMIUM_FLAGS, "--window-size=1400,1100", f"--screenshot={shot}", page.as_uri()], capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [browser, *CHROMIUM_FLAGS, "--window-size=1400,1100", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert shot.is_file(), run.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert pixels.shape[:2] == (1100, 1400)
@@ -515,7 +622,9 @@ def test_html_report_renders_in_headless_chromium(digits_report, tmp_path):
     assert rec_box.sum() > 20_000
     ring = np.all(np.abs(pixels - (34, 170, 34)) <= 40, axis=-1)  # the ring and label marking it on the plot (#2a2)
     assert ring.sum() > 100
-    box_rows = np.where(rec_box.sum(axis=1) > 300)[0]  # rows the box spans (anti-aliased text elsewhere can match a few pixels)
+    box_rows = np.where(rec_box.sum(axis=1) > 300)[
+        0
+    ]  # rows the box spans (anti-aliased text elsewhere can match a few pixels)
     assert ring[box_rows.max() :].any()  # the ring is drawn below the box, in the plot
     keep = os.environ.get("NNPORT_KEEP_SCREENSHOT")
     if keep:
@@ -555,11 +664,20 @@ def test_real_detector_on_photos(tmp_path):
     model = _detector()
     images, cal = _photos(tmp_path / "images", 6, seed=2), _photos(tmp_path / "calibration", 12, seed=1)
     report = port(
-        model, images, devices=["onnxruntime:cpu"], preprocess="yolo", calibration=cal, shapes={"images": (1, 3, 320, 320)}, **FAST
+        model,
+        images,
+        devices=["onnxruntime:cpu"],
+        preprocess="yolo",
+        calibration=cal,
+        shapes={"images": (1, 3, 320, 320)},
+        **FAST,
     )
     assert report.metric == "cosine" and report.data.kind == "images"
     int8 = report.cell("onnxruntime:cpu", "int8")
     assert int8.status == "ok" and [a.label for a in int8.accuracy] == ["output0", "output0[:,0:4]", "output0[:,4:22]"]
     assert all(a.cosine > 0.95 for a in int8.accuracy)
     assert report.recommendation is not None
-    assert math.isfinite(int8.latency_p50_ms) and int8.size.size_bytes < report.cell("onnxruntime:cpu", "fp32").size.size_bytes / 3
+    assert (
+        math.isfinite(int8.latency_p50_ms)
+        and int8.size.size_bytes < report.cell("onnxruntime:cpu", "fp32").size.size_bytes / 3
+    )

@@ -142,11 +142,26 @@ def test_fetch_extracts_only_onnx_checks_the_hash_and_caches(tmp_path, monkeypat
     def download(package, version, into):
         calls.append((package, version))
         wheel = into / f"{package}-{version}-py3-none-any.whl"
-        wheel.write_bytes(_fake_wheel({"pkg/models/a.onnx": payload, "pkg/models/b.onnx": b"other", "pkg/__init__.py": b"", "pkg/big.bin": b"x" * 100}))
+        wheel.write_bytes(
+            _fake_wheel(
+                {
+                    "pkg/models/a.onnx": payload,
+                    "pkg/models/b.onnx": b"other",
+                    "pkg/__init__.py": b"",
+                    "pkg/big.bin": b"x" * 100,
+                }
+            )
+        )
         return wheel
 
     monkeypatch.setattr(corpus, "_download_wheel", download)
-    entry = replace(corpus.CORPUS[0], package="fakepkg", version="1.0", member="pkg/models/a.onnx", sha256=hashlib.sha256(payload).hexdigest())
+    entry = replace(
+        corpus.CORPUS[0],
+        package="fakepkg",
+        version="1.0",
+        member="pkg/models/a.onnx",
+        sha256=hashlib.sha256(payload).hexdigest(),
+    )
     path = corpus.fetch(entry)
     assert path == tmp_path / "cache" / "corpus" / "fakepkg-1.0" / "pkg" / "models" / "a.onnx"
     assert path.read_bytes() == payload and (path.parent / "b.onnx").is_file()
@@ -168,7 +183,8 @@ def test_fetch_extracts_only_onnx_checks_the_hash_and_caches(tmp_path, monkeypat
 
 
 def test_unfetchable_model_is_a_skip_with_the_reason(tmp_path, monkeypatch):
-    """Offline (or no registry): CorpusUnavailable with why, and the conformance worker reports a skip, not a pass or a fail."""
+    """Offline (or no registry): CorpusUnavailable with why, and the conformance worker reports a skip, not a pass or a
+    fail."""
     from nnport.conformance import worker
 
     monkeypatch.setenv("NNPORT_CACHE_DIR", str(tmp_path / "empty"))
@@ -176,12 +192,16 @@ def test_unfetchable_model_is_a_skip_with_the_reason(tmp_path, monkeypatch):
     entry = DEFAULT[0]
     with pytest.raises(corpus.CorpusUnavailable, match="not cached"):
         corpus.fetch(entry)
-    assert all(o.status == "skip" and "not cached" in o.reason for o in corpus.run_isolated(entry, ["raw:openvino:CPU"]))
+    assert all(
+        o.status == "skip" and "not cached" in o.reason for o in corpus.run_isolated(entry, ["raw:openvino:CPU"])
+    )
     res = worker.run_task({"case": entry.id, "device": "onnxruntime:cpu"})
     assert res["status"] == "skip" and "not cached" in res["reason"], res
 
     def no_registry(package, version, into):
-        raise corpus.CorpusUnavailable(f"pip download --no-deps {package}=={version} failed (exit status 1): ERROR: No matching distribution")
+        raise corpus.CorpusUnavailable(
+            f"pip download --no-deps {package}=={version} failed (exit status 1): ERROR: No matching distribution"
+        )
 
     monkeypatch.delenv(corpus.OFFLINE_ENV)
     monkeypatch.setattr(corpus, "_download_wheel", no_registry)
@@ -190,7 +210,9 @@ def test_unfetchable_model_is_a_skip_with_the_reason(tmp_path, monkeypatch):
 
 
 def test_pip_failure_message_is_kept(tmp_path):
-    with pytest.raises(corpus.CorpusUnavailable, match=r"pip download --no-deps nnport-no-such-package-xyz==0\.0\.0 failed"):
+    with pytest.raises(
+        corpus.CorpusUnavailable, match=r"pip download --no-deps nnport-no-such-package-xyz==0\.0\.0 failed"
+    ):
         corpus._download_wheel("nnport-no-such-package-xyz", "0.0.0", tmp_path)
 
 
@@ -225,7 +247,11 @@ def test_feeds_are_deterministic_shaped_and_not_noise(entry, fetched):
     graph = onnx.load(str(entry.path()), load_external_data=False).graph
     dtypes = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type) for i in graph.input}
     for name, value in a.items():
-        assert value.shape == tuple(entry.shapes[name]) and value.dtype == dtypes[name], (name, value.shape, value.dtype)
+        assert value.shape == tuple(entry.shapes[name]) and value.dtype == dtypes[name], (
+            name,
+            value.shape,
+            value.dtype,
+        )
         np.testing.assert_array_equal(value, b[name])
         assert np.all(np.isfinite(value)) if value.dtype.kind == "f" else True
     for name, value in a.items():
@@ -313,14 +339,24 @@ def _judge(entry, device, mode, table):
     if mine.status == "skip":
         pytest.skip(mine.reason)
     raw_name = corpus.raw_target(device)
-    raw = table.get((entry.id, raw_name)) if raw_name else corpus.Outcome(entry.id, "raw:onnxruntime:cpu", "pass", "the reference itself")
-    detail = f"nnport: {mine.status}: {mine.reason[:900]} | raw: {raw.status if raw else 'not run'}: {(raw.reason if raw else '')[:300]}"
-    # never a wrong answer, a crash or a hang: it agrees, or it refuses (at compile, or at the first run when lazy) with a reason
+    raw = (
+        table.get((entry.id, raw_name))
+        if raw_name
+        else corpus.Outcome(entry.id, "raw:onnxruntime:cpu", "pass", "the reference itself")
+    )
+    detail = (
+        f"nnport: {mine.status}: {mine.reason[:900]} | raw: {raw.status if raw else 'not run'}: "
+        f"{(raw.reason if raw else '')[:300]}"
+    )
+    # never a wrong answer, a crash or a hang: it agrees, or it refuses (at compile, or at the first run when lazy) with
+    # a reason
     assert mine.status in CLEAN and (mine.status == "pass" or mine.reason), detail
     if raw is not None and raw.agrees:
         assert mine.agrees, "the raw runtime agrees with ONNX Runtime and nnport does not: " + detail
     if mine.agrees:
-        assert "unstable_outputs" not in mine.details, f"two runs of the same feeds differ: {mine.details['unstable_outputs']}"
+        assert "unstable_outputs" not in mine.details, (
+            f"two runs of the same feeds differ: {mine.details['unstable_outputs']}"
+        )
 
 
 BACKEND_LIMITS: dict[tuple[str, str, str], str] = {}
@@ -357,11 +393,19 @@ def test_judging_fails_where_it_must():
     device = "openvino:CPU"
 
     def table(mine, raw):
-        return {(entry.id, f"nnport:{device}:shapes"): corpus.Outcome(entry.id, f"nnport:{device}:shapes", *mine), (entry.id, "raw:openvino:CPU"): corpus.Outcome(entry.id, "raw:openvino:CPU", *raw)}
+        return {
+            (entry.id, f"nnport:{device}:shapes"): corpus.Outcome(entry.id, f"nnport:{device}:shapes", *mine),
+            (entry.id, "raw:openvino:CPU"): corpus.Outcome(entry.id, "raw:openvino:CPU", *raw),
+        }
 
     _judge(entry, device, "shapes", table(("pass",), ("pass",)))
     _judge(entry, device, "shapes", table(("refused", "UnsupportedModel: no"), ("refused", "frontend: no")))
-    for bad in [(("mismatch", "max abs 3"), ("mismatch", "x")), (("crash", "SIGSEGV"), ("refused", "x")), (("refused", "no"), ("pass",)), (("refused", ""), ("error", "x"))]:
+    for bad in [
+        (("mismatch", "max abs 3"), ("mismatch", "x")),
+        (("crash", "SIGSEGV"), ("refused", "x")),
+        (("refused", "no"), ("pass",)),
+        (("refused", ""), ("error", "x")),
+    ]:
         with pytest.raises(AssertionError):
             _judge(entry, device, "shapes", table(*bad))
 
@@ -372,7 +416,11 @@ def _misbehaving(fetched, targets, timeout_s):
 
     entry = next(e for e in DEFAULT if e.name == "ch_ppocr_mobile_v2.0_cls")  # has Conv (crashing) and Relu (hanging)
     _require(fetched, entry)
-    env = {**os.environ, "NNPORT_PLUGINS": "test_conformance_plugins", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "NNPORT_PLUGINS": "test_conformance_plugins",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    }
     out = corpus.run_isolated(entry, targets, env=env, timeout_s=timeout_s)
     assert [o.target for o in out] == list(targets)
     return out
@@ -381,7 +429,9 @@ def _misbehaving(fetched, targets, timeout_s):
 def test_isolation_turns_a_crash_and_a_wrong_answer_into_results(fetched):
     """Misbehaving test backends (tests/test_conformance_plugins.py): abort -> ``crash``, perturbed outputs ->
     ``mismatch``; the next target still runs, in a fresh child."""
-    out = _misbehaving(fetched, ["nnport:crashing:cpu:lazy", "nnport:wrong:cpu:lazy", "nnport:onnxruntime:cpu:lazy"], 120)
+    out = _misbehaving(
+        fetched, ["nnport:crashing:cpu:lazy", "nnport:wrong:cpu:lazy", "nnport:onnxruntime:cpu:lazy"], 120
+    )
     assert out[0].status == "crash" and "SIGABRT" in out[0].reason, out[0]
     assert out[1].status == "mismatch" and out[1].max_abs_error and out[1].max_abs_error > 1e-4, out[1]
     assert out[2].status == "pass", out[2]
@@ -399,12 +449,24 @@ def test_report_marks_where_nnport_is_worse_than_raw():
     results = [
         corpus.Outcome(entry.id, "raw:openvino:CPU", "pass", max_abs_error=1e-6),
         corpus.Outcome(entry.id, "nnport:openvino:CPU:shapes", "refused", "UnsupportedModel: nope"),
-        corpus.Outcome(entry.id, "nnport:openvino:CPU:lazy", "mismatch", "x", max_abs_error=0.5, max_rel_error=2.0, worst_output="y"),
+        corpus.Outcome(
+            entry.id,
+            "nnport:openvino:CPU:lazy",
+            "mismatch",
+            "x",
+            max_abs_error=0.5,
+            max_rel_error=2.0,
+            worst_output="y",
+        ),
         corpus.Outcome(entry.id, "nnport:onnxruntime:cpu:lazy", "pass", max_abs_error=0.0),
     ]
     worse = corpus.worse_than_raw(results)
     assert [w[0].target for w in worse] == ["nnport:openvino:CPU:shapes", "nnport:openvino:CPU:lazy"]
     text = corpus.markdown(results, [entry], backends=["onnxruntime:cpu", "openvino:CPU"])
-    assert corpus.REGENERATE in text and "**mismatch**: max abs err 0.5" in text and "**refused**: UnsupportedModel: nope" in text
+    assert (
+        corpus.REGENERATE in text
+        and "**mismatch**: max abs err 0.5" in text
+        and "**refused**: UnsupportedModel: nope" in text
+    )
     assert "| openvino:CPU | 0/1 | 0/1 | 1/1 |" in text
     json.dumps([r.to_dict() for r in results])

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 import nnport
+from fakes import install, make_backend
 from nnport import zoo
 from nnport.data import random_feeds
-
-from fakes import install, make_backend
 
 
 @pytest.fixture
@@ -186,9 +185,8 @@ def test_device_ids_are_checked_by_the_core(mlp, ids, backend, expected):
 
 
 def test_backend_names_are_unique_regardless_of_case():
-    from nnport.manager import create_plugin_manager
-
     from fakes import BackendPlugin
+    from nnport.manager import create_plugin_manager
 
     pm = create_plugin_manager(builtins=False, entrypoints=False, blocked=[])
     pm.register(BackendPlugin(make_backend("acme")), "first")

@@ -15,7 +15,9 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto as T, helper as h, numpy_helper as nh
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
 
 import nnport
 from nnport import InputError, UnsupportedModel
@@ -70,7 +72,11 @@ def dynamic_rank_model() -> onnx.ModelProto:
         h.make_node("Conv", ["r", "w"], ["y"], pads=[1, 1]),
     ]
     graph = h.make_graph(
-        nodes, "dyn_rank", [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4, "len"])], [h.make_tensor_value_info("y", T.FLOAT, ["batch", 8, "len"])], inits
+        nodes,
+        "dyn_rank",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", 4, "len"])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["batch", 8, "len"])],
+        inits,
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     model.ir_version = 9
@@ -198,7 +204,9 @@ def test_ncnn_converts_each_feed_shape_on_first_use(cache_dir, ir_version):
     done = compiled.info["specializations"]
     # batch 2 reuses the 16x16 conversion's per-sample loop: two conversions for three calls
     assert [d["shapes"] for d in done] == [{"x[2]": 32, "x[3]": 48}, {"x[2]": 16, "x[3]": 16}]
-    m = nnport.measure(compiled, {"x": feeds_of((1, 3, 16, 16))["x"]}, min_iterations=3, min_duration_s=0.01, warmup=1, energy=False)
+    m = nnport.measure(
+        compiled, {"x": feeds_of((1, 3, 16, 16))["x"]}, min_iterations=3, min_duration_s=0.01, warmup=1, energy=False
+    )
     assert m.latency_p50_ms > 0
 
 
@@ -214,7 +222,14 @@ def test_specialisations_are_cached_on_disk_across_processes(cache_dir, tmp_path
         "print(json.dumps(c.info['specializations']))\n"
     )
     env = {**os.environ, "NNPORT_CACHE_DIR": str(cache_dir)}
-    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    runs = [
+        json.loads(
+            subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        for _ in range(2)
+    ]
     assert runs[0][0]["cache_hit"] is False
     assert runs[1][0]["cache_hit"] is True
 
@@ -303,7 +318,8 @@ def test_cli_input_shapes(tmp_path, capsys):
 
 
 def test_shapes_fall_back_to_the_graph_as_shipped_when_only_the_static_graph_fails():
-    """shapes= is never worse than no shapes: a runtime failing on the static rewrite gets the model as shipped, feeds pinned."""
+    """shapes= is never worse than no shapes: a runtime failing on the static rewrite gets the model as shipped, feeds
+    pinned."""
     from fakes import install
 
     class StaticRefusing(nnport.Backend):

@@ -25,7 +25,14 @@ from onnx import TensorProto, helper
 import nnport
 from nnport import zoo
 from nnport.data import random_feeds
-from nnport.errors import BackendUnavailable, CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
+from nnport.errors import (
+    BackendUnavailable,
+    CompileError,
+    ExecutionError,
+    InputError,
+    UnsupportedModel,
+    UnsupportedPrecision,
+)
 from nnport.plugins import _tensorrt_util as util
 from nnport.plugins.tensorrt import TensorRTBackend, _driver_status, _libcuda
 from nnport.types import CompileOptions, Device, TensorSpec
@@ -41,7 +48,13 @@ def trt_ready():
 
 
 def _device(index: int = 0, cc: str = "8.9", name: str = "NVIDIA GeForce RTX 4090") -> Device:
-    return Device(id=f"tensorrt:cuda:{index}", backend="tensorrt", kind="gpu", name=name, properties={"index": index, "compute_capability": cc})
+    return Device(
+        id=f"tensorrt:cuda:{index}",
+        backend="tensorrt",
+        kind="gpu",
+        name=name,
+        properties={"index": index, "compute_capability": cc},
+    )
 
 
 def _model(nodes, inputs, outputs, initializers=(), opset=17) -> nnport.Model:
@@ -98,16 +111,39 @@ OK_DRIVER = util.DriverStatus(library="libcuda.so.1", version=12040, init_result
     [
         (dict(has_tensorrt=False, has_cuda_python=False, driver=NO_DRIVER), "the tensorrt package is not installed"),
         (dict(has_tensorrt=True, has_cuda_python=False, driver=NO_DRIVER), "cuda-python is not installed"),
-        (dict(has_tensorrt=True, driver=NO_DRIVER), "no NVIDIA driver: the CUDA driver library (libcuda) was not found (libcuda.so.1: cannot open"),
+        (
+            dict(has_tensorrt=True, driver=NO_DRIVER),
+            "no NVIDIA driver: the CUDA driver library (libcuda) was not found (libcuda.so.1: cannot open",
+        ),
         (dict(has_tensorrt=True, driver=None), "no NVIDIA driver"),
         (
-            dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so.1", version=11080, init_result=0, device_count=1), required_major=12, required_by="tensorrt-cu12"),
+            dict(
+                has_tensorrt=True,
+                driver=util.DriverStatus(library="libcuda.so.1", version=11080, init_result=0, device_count=1),
+                required_major=12,
+                required_by="tensorrt-cu12",
+            ),
             "the NVIDIA driver is too old: it supports CUDA 11.8, but tensorrt-cu12 needs CUDA 12.x",
         ),
-        (dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so.1", version=12040, init_result=100)), "cuInit failed: no CUDA device was found (CUDA_ERROR_NO_DEVICE)"),
-        (dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so.1", version=12040, init_result=999)), "CUDA_ERROR_UNKNOWN"),
-        (dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so.1", version=12040, init_result=0, device_count=0)), "no CUDA device: the NVIDIA driver reports 0 GPUs"),
-        (dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so", error="missing symbol: cuInit")), "could not be used: missing symbol"),
+        (
+            dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so.1", version=12040, init_result=100)),
+            "cuInit failed: no CUDA device was found (CUDA_ERROR_NO_DEVICE)",
+        ),
+        (
+            dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so.1", version=12040, init_result=999)),
+            "CUDA_ERROR_UNKNOWN",
+        ),
+        (
+            dict(
+                has_tensorrt=True,
+                driver=util.DriverStatus(library="libcuda.so.1", version=12040, init_result=0, device_count=0),
+            ),
+            "no CUDA device: the NVIDIA driver reports 0 GPUs",
+        ),
+        (
+            dict(has_tensorrt=True, driver=util.DriverStatus(library="libcuda.so", error="missing symbol: cuInit")),
+            "could not be used: missing symbol",
+        ),
         (dict(has_tensorrt=True, driver=OK_DRIVER, required_major=12, required_by="tensorrt-cu12"), None),
         (dict(has_tensorrt=True, driver=OK_DRIVER, required_major=None), None),
     ],
@@ -124,7 +160,9 @@ def test_driver_newer_than_required_is_fine_but_older_major_is_not():
     ok = util.DriverStatus(library="libcuda.so.1", version=13010, init_result=0, device_count=1)
     assert util.probe_reason(has_tensorrt=True, driver=ok, required_major=12, required_by="x") is None
     old = util.DriverStatus(library="libcuda.so.1", version=12090, init_result=0, device_count=1)
-    assert "CUDA 12.9" in util.probe_reason(has_tensorrt=True, driver=old, required_major=13, required_by="tensorrt-cu13")
+    assert "CUDA 12.9" in util.probe_reason(
+        has_tensorrt=True, driver=old, required_major=13, required_by="tensorrt-cu13"
+    )
 
 
 def test_this_machines_driver_status_is_consistent_with_libcuda():
@@ -162,11 +200,15 @@ def test_cuda_versions_and_cuinit_codes_read_as_words():
 
 
 def test_cuda_result_unpacks_and_translates_errors():
-    CudaError = enum.IntEnum("cudaError_t", {"cudaSuccess": 0, "cudaErrorMemoryAllocation": 2, "cudaErrorInvalidValue": 1})
+    CudaError = enum.IntEnum(
+        "cudaError_t", {"cudaSuccess": 0, "cudaErrorMemoryAllocation": 2, "cudaErrorInvalidValue": 1}
+    )
     assert util.cuda_result((CudaError.cudaSuccess,), "cudaStreamSynchronize") is None
     assert util.cuda_result((CudaError.cudaSuccess, 1234), "cudaMalloc") == 1234
     assert util.cuda_result((0, 1, 2), "x") == (1, 2)
-    with pytest.raises(ExecutionError, match=r"CUDA cudaMalloc\(64\) failed: cudaErrorMemoryAllocation \(2\) \(out of GPU memory\)"):
+    with pytest.raises(
+        ExecutionError, match=r"CUDA cudaMalloc\(64\) failed: cudaErrorMemoryAllocation \(2\) \(out of GPU memory\)"
+    ):
         util.cuda_result((CudaError.cudaErrorMemoryAllocation, 0), "cudaMalloc(64)")
     with pytest.raises(ExecutionError, match=r"cudaMemcpyAsync failed: error 1 \(1\)"):
         util.cuda_result((1,), "cudaMemcpyAsync")
@@ -181,16 +223,32 @@ def test_real_cuda_python_api_surface_and_error_translation():
     from nnport.plugins.tensorrt import _cudart
 
     rt = _cudart()
-    for name in ("cudaSetDevice", "cudaMalloc", "cudaFree", "cudaMemcpyAsync", "cudaStreamCreate", "cudaStreamSynchronize",
-                 "cudaStreamDestroy", "cudaEventCreate", "cudaEventRecord", "cudaEventElapsedTime", "cudaEventDestroy"):
+    for name in (
+        "cudaSetDevice",
+        "cudaMalloc",
+        "cudaFree",
+        "cudaMemcpyAsync",
+        "cudaStreamCreate",
+        "cudaStreamSynchronize",
+        "cudaStreamDestroy",
+        "cudaEventCreate",
+        "cudaEventRecord",
+        "cudaEventElapsedTime",
+        "cudaEventDestroy",
+    ):
         assert callable(getattr(rt, name)), name
-    assert int(rt.cudaMemcpyKind.cudaMemcpyHostToDevice.value) == 1 and int(rt.cudaMemcpyKind.cudaMemcpyDeviceToHost.value) == 2
+    assert (
+        int(rt.cudaMemcpyKind.cudaMemcpyHostToDevice.value) == 1
+        and int(rt.cudaMemcpyKind.cudaMemcpyDeviceToHost.value) == 2
+    )
     assert int(rt.cudaStream_t()) == 0  # execute_async_v3 gets int(stream)
     result = rt.cudaGetDeviceCount()
     if int(result[0].value) == 0:
         assert util.cuda_result(result, "cudaGetDeviceCount") >= 1
     else:
-        with pytest.raises(ExecutionError, match=rf"CUDA cudaGetDeviceCount failed: {result[0].name} \({int(result[0].value)}\)"):
+        with pytest.raises(
+            ExecutionError, match=rf"CUDA cudaGetDeviceCount failed: {result[0].name} \({int(result[0].value)}\)"
+        ):
             util.cuda_result(result, "cudaGetDeviceCount")
 
 
@@ -258,7 +316,11 @@ def test_profile_from_dims_shapes_and_explicit_ranges():
 
 
 def test_shared_symbol_gets_one_range_in_every_input():
-    specs = (TensorSpec("a", ("batch", 3), np.float32), TensorSpec("b", ("batch", "seq"), np.int64), TensorSpec("c", (5,), np.float32))
+    specs = (
+        TensorSpec("a", ("batch", 3), np.float32),
+        TensorSpec("b", ("batch", "seq"), np.int64),
+        TensorSpec("c", (5,), np.float32),
+    )
     p = util.derive_profile(specs, {"dims": {"batch": [2, 4, 8], "seq": 7}})
     assert set(p) == {"a", "b"}
     assert p["a"] == ((2, 3), (4, 3), (8, 3)) and p["b"] == ((2, 7), (4, 7), (8, 7))
@@ -275,11 +337,17 @@ def test_shared_symbol_gets_one_range_in_every_input():
         ({"shapes": {"x": [0, 64]}}, r"integers >= 1"),
         ({"shapes": {"x": "4,64"}}, r"sequence of integers"),
         ({"shapes": {"x": [2.5, 64]}}, r"integers >= 1"),
-        ({"profile": {"x": {"min": [4, 64], "opt": [2, 64], "max": [8, 64]}}}, r"min <= opt <= max .* axis 0 has min 4, opt 2, max 8"),
+        (
+            {"profile": {"x": {"min": [4, 64], "opt": [2, 64], "max": [8, 64]}}},
+            r"min <= opt <= max .* axis 0 has min 4, opt 2, max 8",
+        ),
         ({"profile": {"x": {"min": [1, 64], "max": [8, 64]}}}, r"missing \['opt'\]"),
         ({"profile": {"x": {"min": [1, 64], "opt": [1, 64], "max": [8, 64], "best": [1, 64]}}}, r"unknown \['best'\]"),
         ({"profile": {"x": [1, 8, 16]}}, r"\{'min': shape"),
-        ({"profile": {"x": [[1, 64], [2, 64], [3, 64]]}, "shapes": {"x": [1, 64]}}, r"both extra\['profile'\] and extra\['shapes'\]"),
+        (
+            {"profile": {"x": [[1, 64], [2, 64], [3, 64]]}, "shapes": {"x": [1, 64]}},
+            r"both extra\['profile'\] and extra\['shapes'\]",
+        ),
         ({"dims": {"batch": [8, 4, 16]}}, r"min <= opt <= max"),
         ({"dims": {"batch": 0}}, r">= 1"),
         ({"dims": {"batch": "many"}}, r"an integer or \[min, opt, max\]"),
@@ -320,7 +388,12 @@ def test_model_precisions_see_casts_and_subgraphs():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
     casts = _model(
-        [helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16), helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT)], [x], [y]
+        [
+            helper.make_node("Cast", ["x"], ["h"], to=TensorProto.FLOAT16),
+            helper.make_node("Cast", ["h"], ["y"], to=TensorProto.FLOAT),
+        ],
+        [x],
+        [y],
     )
     assert util.model_precisions(casts.proto) == {"fp16"}
     cond = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
@@ -396,7 +469,15 @@ def test_compile_without_tensorrt_is_backend_unavailable(tmp_path):
 
 def test_tensorrt_dtypes_map_to_numpy():
     DataType = enum.Enum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8 FP8 BF16 INT64 INT4 FP4")
-    expected = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_, "UINT8": np.uint8, "INT64": np.int64}
+    expected = {
+        "FLOAT": np.float32,
+        "HALF": np.float16,
+        "INT8": np.int8,
+        "INT32": np.int32,
+        "BOOL": np.bool_,
+        "UINT8": np.uint8,
+        "INT64": np.int64,
+    }
     for name, dtype in expected.items():
         assert util.numpy_dtype(DataType[name]) == np.dtype(dtype)
         assert util.numpy_dtype(f"DataType.{name}") == np.dtype(dtype)
@@ -411,16 +492,26 @@ NODES = [("fc1", "Gemm"), ("act", "Relu"), ("head", "CustomTopK")]
 
 
 def test_parser_error_names_node_and_reason():
-    err = util.parser_error([(2, "No importer registered for op: CustomTopK. Attempting to import as plugin.", "UNSUPPORTED_NODE")], NODES, device="tensorrt:cuda:0")
+    err = util.parser_error(
+        [(2, "No importer registered for op: CustomTopK. Attempting to import as plugin.", "UNSUPPORTED_NODE")],
+        NODES,
+        device="tensorrt:cuda:0",
+    )
     assert isinstance(err, UnsupportedModel)
     text = str(err)
-    assert text.startswith("backend 'tensorrt', device 'tensorrt:cuda:0': TensorRT's ONNX parser rejected the model (error):")
-    assert "node 2 'head' (CustomTopK): No importer registered for op: CustomTopK" in text and "[UNSUPPORTED_NODE]" in text
+    assert text.startswith(
+        "backend 'tensorrt', device 'tensorrt:cuda:0': TensorRT's ONNX parser rejected the model (error):"
+    )
+    assert (
+        "node 2 'head' (CustomTopK): No importer registered for op: CustomTopK" in text and "[UNSUPPORTED_NODE]" in text
+    )
 
 
 def test_parser_error_prefers_tensorrt_node_names_and_classifies():
     # TensorRT 10 reports node_name/node_operator itself; those win over the graph lookup
-    err = util.parser_error([(0, "Invalid Node - fc1: weights must be constant", "INVALID_NODE", "fc1_trt", "Gemm")], NODES)
+    err = util.parser_error(
+        [(0, "Invalid Node - fc1: weights must be constant", "INVALID_NODE", "fc1_trt", "Gemm")], NODES
+    )
     assert type(err) is CompileError
     assert "node 0 'fc1_trt' (Gemm): Invalid Node" in str(err)
     # a message saying "unsupported" without a code still means UnsupportedModel (so selection falls back)
@@ -430,13 +521,21 @@ def test_parser_error_prefers_tensorrt_node_names_and_classifies():
     assert "rejected the model (error): Graph has a cycle [INVALID_GRAPH]" in str(graph) and "node" not in str(graph)
     # node given by name, duplicates merged, count reported
     many = util.parser_error([("act", "bad input"), ("act", "bad input"), (5, "out of range index")], NODES)
-    assert "(2 errors)" in str(many) and "node 'act': bad input" in str(many) and "node 5: out of range index" in str(many)
+    assert (
+        "(2 errors)" in str(many) and "node 'act': bad input" in str(many) and "node 5: out of range index" in str(many)
+    )
     assert "without an error description" in str(util.parser_error([], NODES))
 
 
 # -- engine cache ---------------------------------------------------------------------------------------------
 
-BASE = dict(model_hash="ab" * 32, options_key=CompileOptions().key(), trt_version="10.13.0.35", compute_capability="8.9", gpu_name="NVIDIA L4")
+BASE = dict(
+    model_hash="ab" * 32,
+    options_key=CompileOptions().key(),
+    trt_version="10.13.0.35",
+    compute_capability="8.9",
+    gpu_name="NVIDIA L4",
+)
 
 
 def test_engine_cache_key_is_stable_and_depends_on_everything():
@@ -471,7 +570,11 @@ def test_engine_cache_path(tmp_path):
 
 def test_stage_times_are_medians_with_units():
     s = util.summarize_stage_times([(0.1, 2.0, 0.05), (0.3, 1.0, 0.07), (0.2, 3.0, 0.06)])
-    assert s["h2d_ms"] == pytest.approx(0.2) and s["compute_ms"] == pytest.approx(2.0) and s["d2h_ms"] == pytest.approx(0.06)
+    assert (
+        s["h2d_ms"] == pytest.approx(0.2)
+        and s["compute_ms"] == pytest.approx(2.0)
+        and s["d2h_ms"] == pytest.approx(0.06)
+    )
     assert s["gpu_total_ms"] == pytest.approx(2.15) and s["stage_samples"] == 3
     for bad in ([], [(1.0, 2.0)], [(float("nan"), 1.0, 1.0)], [(-0.1, 1.0, 1.0)]):
         with pytest.raises(ValueError):
@@ -502,7 +605,9 @@ def test_plugin_imports_no_sdk_and_backends_json_gives_the_reason():
 
 def test_cli_backends_json_lists_tensorrt_with_its_reason():
     env = {**os.environ, "NNPORT_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    out = subprocess.run([sys.executable, "-m", "nnport", "backends", "--json"], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "nnport", "backends", "--json"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     row = next(r for r in json.loads(out.stdout) if r["name"] == "tensorrt")
     assert row["reason"] == PROBE and row["available"] is (PROBE is None)
@@ -566,7 +671,9 @@ def test_dynamic_batch_within_and_outside_the_profile(trt_ready):
     assert compiled.info["profile"]["x"] == {"min": [1, 64], "opt": [4, 64], "max": [8, 64]}
     for batch in (1, 3, 8):
         feeds = random_feeds(model.inputs, seed=batch, dim_values={"batch": batch})
-        np.testing.assert_allclose(compiled.run(feeds)["probs"], _reference(model, feeds)["probs"], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(
+            compiled.run(feeds)["probs"], _reference(model, feeds)["probs"], rtol=1e-3, atol=1e-4
+        )
     big = random_feeds(model.inputs, dim_values={"batch": 9})
     with pytest.raises(InputError, match=r"outside the range the TensorRT engine was built for"):
         compiled.run(big)
@@ -577,7 +684,8 @@ def test_unsupported_operator_is_a_parser_error_naming_the_node(trt_ready):
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
     node = helper.make_node("NoSuchOp", ["x"], ["y"], name="mystery", domain="com.example")
     proto = helper.make_model(
-        helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+        helper.make_graph([node], "g", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
     )
     with pytest.raises(UnsupportedModel, match="mystery"):
         TensorRTBackend().compile(nnport.load(proto, check=False), nnport.devices("tensorrt")[0], CompileOptions())

@@ -69,7 +69,18 @@ def vendor_site(tmp_path_factory):
     (src / "nnport_acme.py").write_text(MODULE)
     site = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -81,11 +92,15 @@ def vendor_site(tmp_path_factory):
 def run_with_vendor(site, code):
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("NNPORT_DISABLE_PLUGIN_AUTOLOAD", None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_vendor_backend_is_listed(vendor_site):
-    proc = run_with_vendor(vendor_site, "import sys; from nnport.cli import main; sys.exit(main(['backends', '--json']))")
+    proc = run_with_vendor(
+        vendor_site, "import sys; from nnport.cli import main; sys.exit(main(['backends', '--json']))"
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["name"]: r for r in json.loads(proc.stdout)}
     assert rows["acme"]["status"] == "available"
@@ -146,7 +161,7 @@ py-modules = ["nnport_acmeort", "nnport_acmeabort", "nnport_acmelegacy"]
 
 TEMPLATE_MODULES = {
     # what the README invites: copy (here: subclass) the template and change the name
-    "nnport_acmeort": '''
+    "nnport_acmeort": """
 import nnport
 from nnport.plugins.onnxruntime import OnnxRuntimeBackend
 
@@ -160,9 +175,9 @@ class AcmeOrtBackend(OnnxRuntimeBackend):
 @nnport.hookimpl
 def nnport_register_backends(register):
     register(AcmeOrtBackend)
-''',
+""",
     # the same, with a compile that takes the process down
-    "nnport_acmeabort": '''
+    "nnport_acmeabort": """
 import os
 import nnport
 from nnport.plugins.onnxruntime import OnnxRuntimeBackend
@@ -180,9 +195,9 @@ class AcmeAbortBackend(OnnxRuntimeBackend):
 @nnport.hookimpl
 def nnport_register_backends(register):
     register(AcmeAbortBackend)
-''',
+""",
     # a copy of the old template that still hard-codes the reference's ids
-    "nnport_acmelegacy": '''
+    "nnport_acmelegacy": """
 import nnport
 from nnport.plugins.onnxruntime import OnnxRuntimeBackend
 from nnport.types import Device
@@ -194,13 +209,14 @@ class AcmeLegacyBackend(OnnxRuntimeBackend):
     priority = 3
 
     def devices(self):
-        return [Device(id="onnxruntime:cpu", backend=self.name, kind="cpu", name="copied", properties={"provider": "CPUExecutionProvider"})]
+        props = {"provider": "CPUExecutionProvider"}
+        return [Device(id="onnxruntime:cpu", backend=self.name, kind="cpu", name="copied", properties=props)]
 
 
 @nnport.hookimpl
 def nnport_register_backends(register):
     register(AcmeLegacyBackend)
-''',
+""",
 }
 
 
@@ -212,7 +228,18 @@ def template_site(tmp_path_factory):
         (src / f"{name}.py").write_text(text)
     site = tmp_path_factory.mktemp("site-acmeort")
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site), str(src)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -248,12 +275,17 @@ def test_template_subclass_gets_device_ids_of_its_own(template_site):
 
 
 def test_backend_claiming_another_backends_id_is_broken_and_never_wins(template_site):
-    listing = run_with_vendor(template_site, "import sys; from nnport.cli import main; sys.exit(main(['backends', '--json']))")
+    listing = run_with_vendor(
+        template_site, "import sys; from nnport.cli import main; sys.exit(main(['backends', '--json']))"
+    )
     assert listing.returncode == 0, listing.stderr
     rows = {r["name"]: r for r in json.loads(listing.stdout)}
     legacy = rows["acmelegacy"]
     assert legacy["status"] == "broken", legacy
-    assert "'onnxruntime:cpu' is not acmelegacy:<local id>" in legacy["reason"] and "backend 'onnxruntime'" in legacy["reason"]
+    assert (
+        "'onnxruntime:cpu' is not acmelegacy:<local id>" in legacy["reason"]
+        and "backend 'onnxruntime'" in legacy["reason"]
+    )
     assert rows["onnxruntime"]["status"] == "available" and rows["acmeort"]["status"] == "available"
     proc = run_with_vendor(
         template_site,
@@ -274,8 +306,14 @@ def test_backend_claiming_another_backends_id_is_broken_and_never_wins(template_
     assert owner == "OnnxRuntimeBackend"  # the id resolves to its owner, never to the copy
     assert "acmelegacy" not in backends
     assert error.startswith("DeviceIdConflict backend 'acmelegacy' is broken: device id 'onnxruntime:cpu'")
-    gate = run_with_vendor(template_site, "import sys; from nnport.cli import main; sys.exit(main(['conformance', '--backend', 'acmelegacy', '-k', 'zoo/mlp', '-j', '1']))")
-    assert gate.returncode == 2 and "acmelegacy" in gate.stderr and "is broken" in gate.stderr, gate.stdout + gate.stderr
+    gate = run_with_vendor(
+        template_site,
+        "import sys; from nnport.cli import main; sys.exit(main(['conformance', '--backend', "
+        "'acmelegacy', '-k', 'zoo/mlp', '-j', '1']))",
+    )
+    assert gate.returncode == 2 and "acmelegacy" in gate.stderr and "is broken" in gate.stderr, (
+        gate.stdout + gate.stderr
+    )
 
 
 def test_conformance_tests_the_vendor_backend_not_the_reference(template_site, tmp_path):
@@ -283,7 +321,8 @@ def test_conformance_tests_the_vendor_backend_not_the_reference(template_site, t
     report = tmp_path / "r.json"
     proc = run_with_vendor(
         template_site,
-        f"import sys; from nnport.cli import main; sys.exit(main(['conformance', '--backend', 'acmeabort', '--backend', 'acmeort', '-k', 'zoo/mlp', '-j', '1', '--json', {str(report)!r}]))",
+        "import sys; from nnport.cli import main; sys.exit(main(['conformance', '--backend', 'acmeabort', "
+        f"'--backend', 'acmeort', '-k', 'zoo/mlp', '-j', '1', '--json', {str(report)!r}]))",
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     results = {r["device"]: r for r in json.loads(report.read_text())["results"]}

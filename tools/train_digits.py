@@ -47,9 +47,14 @@ class DigitsCNN(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
         )
         self.classifier = nn.Linear(64 * 2 * 2, 10)
 
@@ -78,14 +83,16 @@ def main() -> int:
     digits = load_digits()
     images = (digits.images / 16.0).astype(np.float32)[:, None]
     labels = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(images, labels, test_size=0.2, stratify=labels, random_state=SEED)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=0.2, stratify=labels, random_state=SEED
+    )
 
     model = DigitsCNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, EPOCHS)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    for epoch in range(EPOCHS):
+    for _epoch in range(EPOCHS):
         model.train()
         order = torch.from_numpy(rng.permutation(len(xt)))
         for start in range(0, len(xt), 32):
@@ -120,7 +127,10 @@ def main() -> int:
     proto.graph.name = "digits"
     proto.doc_string = "CNN trained on scikit-learn's digits (8x8, pixels/16); logits for the digits 0-9"
     meta = proto.metadata_props.add()
-    meta.key, meta.value = "nnport.training", json.dumps({"seed": SEED, "epochs": EPOCHS, "torch": torch.__version__, "test_accuracy": test_acc})
+    meta.key, meta.value = (
+        "nnport.training",
+        json.dumps({"seed": SEED, "epochs": EPOCHS, "torch": torch.__version__, "test_accuracy": test_acc}),
+    )
     onnx.checker.check_model(proto)
     onnx.save(proto, str(onnx_path))
     calibration = rng.permutation(len(x_train))[:128]
