@@ -348,9 +348,14 @@ class MnnProgram:
             """The first call on the owner thread reads the output's layout: static shapes keep it."""
             if get_ident() != owner:
                 return general(feeds)
-            out = general(feeds)
-            var = forward([const(np.ascontiguousarray(feeds[name]), feeds[name].shape, NCHW, mnn_dtype)])[0]
-            self._steady = general if var.data_format == NC4HW4 else plain
+            a = feeds[name]
+            try:
+                var = forward([const(a, a.shape, NCHW, mnn_dtype)])[0]
+                packed = var.data_format == NC4HW4
+                out = {out_name: array((convert(var, NCHW) if packed else var).read())}
+            except Exception as exc:
+                raise ExecutionError(f"MNN failed to run model {model_name!r}: {type(exc).__name__}: {exc}") from exc
+            self._steady = general if packed else plain
             if self.run_checked is first:
                 self.run_checked = self._steady
             return out
@@ -361,7 +366,7 @@ class MnnProgram:
             a = feeds[name]  # any strides: MNN.expr.const reads them (see the module docstring)
             try:  # the output is NCHW (checked on the first call; the data_format test costs ~5% of a small model's call)
                 return {out_name: array(forward([const(a, a.shape, NCHW, mnn_dtype)])[0].read())}  # a copy: read() views memory the next call overwrites
-            except (RuntimeError, SystemError, TypeError) as exc:
+            except Exception as exc:  # MNN raises bare SystemError/RuntimeError; no cost when nothing is raised
                 raise ExecutionError(f"MNN failed to run model {model_name!r}: {type(exc).__name__}: {exc}") from exc
 
         one = first

@@ -725,3 +725,18 @@ def test_static_model_whose_seeded_inputs_the_reference_cannot_run_is_checked_at
         assert "first run's shapes" in str(exc)
     else:
         np.testing.assert_allclose(got["y"], np.abs(feeds["x"]).sum(axis=-1, keepdims=True), rtol=1e-6)
+
+
+def test_a_nan_reference_does_not_let_a_wrong_shape_through(tmp_path):
+    """ReduceLogSum over axis -1 (axes an initializer): MNN 3.6.1 reduces over every axis. Seeded inputs make the
+    reference NaN (log of negative sums); the shape still decides."""
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
+    graph = helper.make_graph([helper.make_node("ReduceLogSum", ["x", "axes"], ["y"], keepdims=1)], "rls", [_vi("x", [4, 12])], [_vi("y", [4, 1])], [axes])
+    model = nnport.load(_model(graph, 18))
+    try:
+        compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
+    except UnsupportedModel as exc:
+        assert "shape [1, 1] vs [4, 1]" in str(exc)
+    else:
+        feeds = {"x": np.random.default_rng(0).uniform(0.1, 1.0, (4, 12)).astype(np.float32)}
+        assert compiled.run(feeds)["y"].shape == (4, 1)
