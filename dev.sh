@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nnport's set-up and run script: `bash dev.sh demo` (the main job) or `bash dev.sh test`.
+# nnport's set-up and run script: `bash dev.sh demo` (the main job), `bash dev.sh test`, `bash dev.sh lint`.
 # Creates .venv, installs nnport non-editable with every runtime installable here,
 # pnnx without its torch dependency, and Mesa's lavapipe Vulkan driver when apt is usable.
 set -euo pipefail
@@ -38,6 +38,28 @@ setup_litert() {
   echo "== onnx2tf: $env/bin/onnx2tf ($(du -sh "$env" | cut -f1)); nnport finds it there (or set NNPORT_ONNX2TF=$env)"
 }
 
+# ruff (lint + format check) and mypy (strict on core/), configured in pyproject.toml; .ci/run runs it before the tests.
+lint() {
+  echo "== ruff check, ruff format --check"
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check .
+  # mypy knows no package-dir mapping: it checks the package laid out as installed (nnport = core/, with
+  # nnport.plugins = plugins/ and nnport.conformance = conformance/), built from symlinks to the sources.
+  echo "== mypy"
+  local tree
+  tree="$(mktemp -d)"
+  mkdir "$tree/nnport"
+  for f in core/*.py; do ln -s "$PWD/$f" "$tree/nnport/"; done
+  ln -s "$PWD/plugins" "$tree/nnport/plugins"
+  ln -s "$PWD/conformance" "$tree/nnport/conformance"
+  set +e
+  MYPYPATH="$tree" "$VENV/bin/mypy" -p nnport
+  local rc=$?
+  set -e
+  rm -rf "$tree"
+  return "$rc"
+}
+
 case "${1:-}" in
   demo)
     setup
@@ -53,12 +75,16 @@ case "${1:-}" in
     if [ "$rc" = 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi
     exit "$rc"
     ;;
+  lint)
+    if [ "${2:-}" != --no-setup ]; then setup; fi
+    lint
+    ;;
   setup)
     setup
     if [ "${2:-}" = litert ]; then setup_litert; fi
     ;;
   *)
-    echo "usage: bash dev.sh demo | test [pytest args] | setup [litert]" >&2
+    echo "usage: bash dev.sh demo | test [pytest args] | lint [--no-setup] | setup [litert]" >&2
     exit 2
     ;;
 esac

@@ -347,7 +347,7 @@ class Comparator:
         exact = ref.dtype.kind in "iub"
         if exact:
             atol = rtol = scale_tol = 0.0
-        base = dict(
+        base: dict[str, Any] = dict(
             name=name,
             ref_shape=tuple(ref.shape),
             ref_dtype=str(ref.dtype),

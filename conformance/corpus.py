@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from nnport.data import save_arrays
 from nnport.errors import NnportError
 
 SAMPLE_RATE = 16000
@@ -1306,7 +1307,7 @@ def run_isolated(
     remaining = list(targets)
     with tempfile.TemporaryDirectory(prefix="nnport-corpus-") as tmp:
         ref_path = os.path.join(tmp, "reference.npz")
-        np.savez(ref_path, **{f"o{i}": v for i, v in enumerate(reference.values())})
+        save_arrays(ref_path, {f"o{i}": v for i, v in enumerate(reference.values())})
         names = list(reference)
         while remaining:
             log = open(os.path.join(tmp, f"child-{len(results)}.log"), "w+b")

@@ -425,7 +425,9 @@ def prepare(
             f"the reference ({reference}) cannot run {loaded.name!r}: {type(exc).__name__}: {exc}"
         ) from exc
     values.update(feeds)
-    tolerances = {k: v for k, v in {"atol": atol, "rtol": rtol, "scale_tol": scale_tol}.items() if v is not None}
+    tolerances: dict[str, Any] = {
+        k: v for k, v in {"atol": atol, "rtol": rtol, "scale_tol": scale_tol}.items() if v is not None
+    }
     comparator = Comparator(precision=precision, **tolerances)
     comparator.check_names(list(values))  # a mapping may name any tensor; a typo raises
     candidates = [t for t in tensors if t in graph.data and t in values and np.asarray(values[t]).dtype.kind == "f"]
@@ -606,13 +608,14 @@ class _Search:
         outputs = tuple(self.checks[(n, "whole")] for n in s.model.output_names if (n, "whole") in self.checks)
         result: dict[str, Any] = {"outputs": outputs, "node": None}
         if not whole.ok:
-            hint = ""
+            advice = ""
             if "disagree" in whole.error:  # a backend that checks its own conversion refused a wrong one
-                hint = "; to find where, turn the backend's own check off (ncnn: --option ncnn_verify=false)"
+                advice = "; to find where, turn the backend's own check off (ncnn: --option ncnn_verify=false)"
             result.update(
                 status="failed",
                 message=f"{self.device} cannot run the whole model ({whole.describe()}); "
-                f"nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure){hint}",
+                f"nothing to compare (`nnport reduce --mode compile` or `--mode crash` isolates such a failure)"
+                f"{advice}",
             )
             return result
         if fast and not offers_intermediates(self.device):

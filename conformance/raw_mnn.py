@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from nnport.data import save_arrays
+
 TARGETS = ("raw:mnn:cpu", "nnport:mnn:cpu:shapes", "nnport:mnn:cpu:lazy")
 
 
@@ -153,7 +155,7 @@ def run_all(
         reference = reference_outputs(entry)
         with tempfile.TemporaryDirectory(prefix="nnport-raw-mnn-ref-") as tmp:
             ref = os.path.join(tmp, "reference.npz")
-            np.savez(ref, **{f"o{i}": v for i, v in enumerate(reference.values())})
+            save_arrays(ref, {f"o{i}": v for i, v in enumerate(reference.values())})
             for target in TARGETS:
                 task = json.dumps(
                     {

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from nnport.data import save_arrays
 from nnport.errors import NnportError
 
 from .compare import Tol
@@ -209,8 +210,8 @@ def reduce(
         device, precision=precision, threads=threads, extra=extra, isolate=isolate, timeout_s=timeout_s
     ) as runner:
         r = _Reducer(s, runner, mode, pattern, say, same_failure)
-        result = r.run(strategy, linear_limit)
-    result = _result(s, device, mode, strategy, result, r.trials, time.perf_counter() - start)
+        found = r.run(strategy, linear_limit)
+    result = _result(s, device, mode, strategy, found, r.trials, time.perf_counter() - start)
     if out_dir is not None and result.status == "reduced":
         result = write(result, s, out_dir, device)
     return result
@@ -480,8 +481,8 @@ def write(result: ReduceResult, s: Session, out_dir: str | Path, device: str) ->
         "report": out / "report.json",
     }
     onnx.save(result.proto, str(files["model"]))
-    np.savez(files["inputs"], **{k: np.asarray(v) for k, v in result.feeds.items()})
-    np.savez(files["reference_outputs"], **{k: np.asarray(s.values[k]) for k in result.outputs})
+    save_arrays(files["inputs"], {k: np.asarray(v) for k, v in result.feeds.items()})
+    save_arrays(files["reference_outputs"], {k: np.asarray(s.values[k]) for k in result.outputs})
     files["repro"].write_text(repro_script(result, device, s))
     result = dataclasses.replace(result, files={k: str(v) for k, v in files.items()})
     files["report"].write_text(json.dumps(result.to_dict(), indent=2, default=str))

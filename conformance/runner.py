@@ -286,8 +286,10 @@ def resolve_targets(names: Sequence[str] | None) -> list[Target]:
             )
         else:
             targets.append(Target(usable[0].id, backend))
-    seen: set[str] = set()
-    return [t for t in targets if not (t.device in seen or seen.add(t.device))]
+    unique: dict[str, Target] = {}
+    for t in targets:
+        unique.setdefault(t.device, t)
+    return list(unique.values())
 
 
 # -- the worker pool ------------------------------------------------------------------------
@@ -454,7 +456,7 @@ class Pool:
             "tolerances": dict(task.tolerances),
             "shapes": {k: list(v) for k, v in task.shapes.items()},
         }
-        base = dict(case=task.case, device=task.device, backend=task.backend)
+        base: dict[str, Any] = dict(case=task.case, device=task.device, backend=task.backend)
         try:
             worker.send(payload)
             answer = worker.receive(start + task.timeout_s)

@@ -69,7 +69,7 @@ CUSTOM_OP = {"face_landmark_with_attention": "Landmarks2TransformMatrix"}
 try:  # a wheel that cannot be fetched is the same kind of skip as a corpus model's
     from .corpus import CorpusUnavailable as _Unavailable
 except ImportError:  # pragma: no cover - the corpus module absent
-    _Unavailable = NnportError  # type: ignore[misc,assignment]
+    _Unavailable = NnportError  # type: ignore[assignment]
 
 
 class TfliteModelsUnavailable(_Unavailable):

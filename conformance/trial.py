@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from nnport.data import save_arrays
+
 STATUSES = ("ok", "compile-error", "run-error", "unsupported", "crash", "timeout")
 STARTUP_TIMEOUT_S = 120.0
 """How long a new worker may take to import nnport and find its plugins (not counted in a trial's timeout)."""
@@ -189,7 +191,7 @@ class TrialRunner:
         model_path.write_bytes(proto.SerializeToString())
         names = list(feeds)
         feeds_path = Path(f"{stem}-feeds.npz")
-        np.savez(feeds_path, **{f"t{i}": np.asarray(feeds[n]) for i, n in enumerate(names)})
+        save_arrays(feeds_path, {f"t{i}": np.asarray(feeds[n]) for i, n in enumerate(names)})
         out_path = Path(f"{stem}-out.npz")
         task = {
             "model": str(model_path),
@@ -339,7 +341,7 @@ def _serve_one(task: dict[str, Any]) -> dict[str, Any]:
     }
     if result.ok:
         names = list(result.outputs)
-        np.savez(task["out"], **{f"t{i}": result.outputs[n] for i, n in enumerate(names)})
+        save_arrays(task["out"], {f"t{i}": result.outputs[n] for i, n in enumerate(names)})
         answer["names"] = names
     return answer
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from nnport.data import save_arrays
+
 REFERENCE_DEVICE = "onnxruntime:cpu"
 ORACLE = "onnx.reference"
 
@@ -85,7 +87,7 @@ def _reference_outputs(
         del compiled
     if path is not None:
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **outputs)
+        save_arrays(tmp, outputs)
         os.replace(tmp, path)
     return outputs
 
@@ -159,15 +161,15 @@ def run_task(task: dict[str, Any]) -> dict[str, Any]:
     import nnport
 
     precision = task.get("precision", "fp32")
-    extra = {"calibration": _calibration(case, model, feeds)} if precision == "int8" else {}
+    extra: dict[str, Any] = {"calibration": _calibration(case, model, feeds)} if precision == "int8" else {}
     try:
         t = time.perf_counter()
         compiled = nnport.compile(model, device, fallback=False, precision=precision, threads=threads, **extra)
         timings["compile_s"] = time.perf_counter() - t
     except (WorkerCrashed, DeviceLost, DeviceNotFound) as exc:  # a farm device: its worker or its node died
-        status = _remote_status(exc, device)
-        if status is not None:
-            return {**result, "status": status, "reason": f"compile: {_short(exc)}"}
+        remote = _remote_status(exc, device)
+        if remote is not None:
+            return {**result, "status": remote, "reason": f"compile: {_short(exc)}"}
         return {**result, "status": "fail", "reason": f"compile failed: {type(exc).__name__}: {_short(exc)}"}
     except (UnsupportedModel, UnsupportedPrecision, BackendUnavailable) as exc:
         return {**result, "status": "skip", "reason": f"unsupported: {_short(exc)}"}

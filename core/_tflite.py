@@ -124,8 +124,10 @@ def dequantize(array: np.ndarray, params: dict[str, Any]) -> np.ndarray:
         shape[params["axis"]] = -1
         scales = np.asarray(params["scales"], np.float32).reshape(shape)
         zero_points = np.asarray(params["zero_points"], np.float32).reshape(shape)
-        return (array.astype(np.float32) - zero_points) * scales
-    return (array.astype(np.float32) - np.float32(params["zero_point"])) * np.float32(params["scale"])
+        real: np.ndarray = (array.astype(np.float32) - zero_points) * scales
+        return real
+    real = (array.astype(np.float32) - np.float32(params["zero_point"])) * np.float32(params["scale"])
+    return real
 
 
 def quantize(real: np.ndarray, params: dict[str, Any], dtype: Any) -> np.ndarray:

@@ -128,7 +128,8 @@ def _choice_key(model: Model, devices: Sequence[Device], options: CompileOptions
 
 def _fastest_choices() -> dict[str, str]:
     try:
-        return json.loads((cache_root() / "fastest.json").read_text())
+        choices: dict[str, str] = json.loads((cache_root() / "fastest.json").read_text())
+        return choices
     except (OSError, ValueError):
         return {}
 
@@ -182,7 +183,9 @@ def _compile_on(pm: Any, model: Model, dev: Device, options: CompileOptions) -> 
 
 def _hook_compile(pm: Any, backend: Any, model: Model, dev: Device, options: CompileOptions) -> CompiledModel:
     try:
-        compiled = pm.hook.nnport_compile(backend=backend, model=model, device=dev, options=options)
+        compiled: CompiledModel | None = pm.hook.nnport_compile(
+            backend=backend, model=model, device=dev, options=options
+        )
     except NnportError:
         raise
     except Exception as exc:
@@ -228,10 +231,11 @@ def measure(
     if inputs is not None:
         compiled.check_feeds(inputs)
         check_batch(compiled, inputs, settings.batch)
-        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        shapes: dict[str, tuple[int, ...]] | None = {k: tuple(v.shape) for k, v in inputs.items()}
     else:
         shapes = batch_shapes(compiled, settings.batch)  # None for batch 1; raises when the batch is fixed
     binding = pm.hook.nnport_allocate(backend=backend, compiled=compiled, shapes=shapes)
     if inputs is not None:
         binding.inputs.update(inputs)
-    return pm.hook.nnport_measure(backend=backend, compiled=compiled, binding=binding, settings=settings)
+    result: Measurement = pm.hook.nnport_measure(backend=backend, compiled=compiled, binding=binding, settings=settings)
+    return result

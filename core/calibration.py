@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .compiled import feed_problems
+from .data import save_arrays
 from .errors import InputError
 from .types import TensorSpec
 
@@ -223,6 +224,6 @@ def save_samples(
     paths = []
     for i, sample in enumerate(samples):
         path = out / f"{prefix}_{i:0{width}d}.npz"
-        np.savez(path, **{k: np.ascontiguousarray(v) for k, v in sample.items()})
+        save_arrays(path, {k: np.ascontiguousarray(v) for k, v in sample.items()})
         paths.append(path)
     return paths

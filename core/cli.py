@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import save_arrays
 from .errors import InputError, NnportError
 
 COMMAND_MODULES = [
@@ -204,7 +205,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     feeds = parse_inputs(args.input) or random_feeds(compiled.inputs, seed=args.seed)
     outputs = compiled.run(feeds)
     if args.output:
-        np.savez(args.output, **outputs)
+        save_arrays(args.output, outputs)
     summary = {
         "model": model.name,
         "device": compiled.device.id,

@@ -209,15 +209,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     results: list[dict[str, Any]] = []
     for spec in device_specs:
-        if settings.progress is not None:
-            settings.progress.label = spec
-            settings.progress.note(f"nnport bench: {model.name} on {spec}: compiling")
+        progress = settings.progress if isinstance(settings.progress, _Progress) else None
+        if progress is not None:
+            progress.label = spec
+            progress.note(f"nnport bench: {model.name} on {spec}: compiling")
         try:
             results.append(bench_one(model, spec, options, settings, inputs, warm=not args.no_warm_compile))
         except NnportError as exc:
             results.append({"device": spec, "error": f"{type(exc).__name__}: {exc}"})
-        if settings.progress is not None:
-            settings.progress.note(f"nnport bench: {model.name} on {spec}: done")
+        if progress is not None:
+            progress.note(f"nnport bench: {model.name} on {spec}: done")
 
     report = {
         "nnport_bench": BENCH_FORMAT,
@@ -261,7 +262,7 @@ def _usable_devices() -> list[str]:
 
 
 def bench_one(
-    model: Any, spec: str, options: Any, settings: MeasureSettings, inputs: dict | None, *, warm: bool = True
+    model: Any, spec: str, options: Any, settings: MeasureSettings, inputs: dict[str, Any] | None, *, warm: bool = True
 ) -> dict[str, Any]:
     """Cold compile, warm (cached) compile, then measure: one column of the table."""
     from . import compile as nn_compile

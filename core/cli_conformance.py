@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .data import save_arrays
 from .errors import InputError, NnportError
 
 
@@ -402,7 +403,7 @@ def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
     if missing:
         feeds.update(random_feeds(missing, seed=args.seed))
     if args.save_inputs:
-        np.savez(args.save_inputs, **feeds)
+        save_arrays(args.save_inputs, feeds)
     reference = _reference_outputs(model, args.reference, feeds)
     saved: dict[str, np.ndarray] = {f"reference/{k}": v for k, v in reference.items()}
     rows: list[dict[str, Any]] = []
@@ -424,7 +425,7 @@ def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
         entry["reasons"] = result.reasons()
         rows.append(entry)
     if args.save_outputs:
-        np.savez(args.save_outputs, **saved)
+        save_arrays(args.save_outputs, saved)
     passed = all(r["passed"] for r in rows)
     return rows, feeds, model, passed
 

@@ -92,11 +92,13 @@ class CompiledModel:
 
     def thread_binding(self) -> Binding:
         """This thread's binding, allocated once through ``nnport_allocate``."""
-        binding = getattr(self._local, "binding", None)
+        binding: Binding | None = getattr(self._local, "binding", None)
         if binding is None:
             binding = _manager.get_plugin_manager().hook.nnport_allocate(
                 backend=self.backend, compiled=self, shapes=None
             )
+            if binding is None:
+                raise RuntimeError(f"no nnport_allocate implementation returned a binding for {self.device.id}")
             self._local.binding = binding
         return binding
 
@@ -132,7 +134,7 @@ class CompiledModel:
 
 def _check_for(spec: TensorSpec) -> tuple[str, np.dtype, tuple[int, ...] | None, int, tuple[tuple[int, int], ...]]:
     """(name, dtype, whole shape if static, rank, fixed axes) for the fast check."""
-    static = tuple(spec.shape) if not spec.is_dynamic else None
+    static = tuple(d for d in spec.shape if isinstance(d, int)) if not spec.is_dynamic else None
     fixed = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, int))
     return (spec.name, spec.dtype, static, len(spec.shape), fixed)
 

@@ -67,7 +67,7 @@ def compressed_precision(model: Any) -> str | None:
     proto = load(model).proto
     if proto is None:
         return None
-    marked = {p.key: p.value for p in proto.metadata_props}.get(PRECISION_KEY)
+    marked: str | None = {p.key: p.value for p in proto.metadata_props}.get(PRECISION_KEY)
     if marked in COMPRESSED_PRECISIONS:
         return marked
     ops = {n.op_type for n in proto.graph.node}
@@ -256,12 +256,12 @@ def _static_int8(
         quantize_static,
     )
 
-    class _Reader(CalibrationDataReader):
+    class _Reader(CalibrationDataReader):  # type: ignore[misc]  # onnxruntime ships no type information
         def __init__(self, data: Sequence[Mapping[str, np.ndarray]]) -> None:
             self._data = list(data)
             self._it = iter(self._data)
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
+        def get_next(self) -> Mapping[str, np.ndarray] | None:
             return next(self._it, None)
 
         def rewind(self) -> None:
@@ -441,7 +441,7 @@ def _have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def save(model: Model, path: str | os.PathLike) -> Path:
+def save(model: Model, path: str | os.PathLike[str]) -> Path:
     """Write a (compressed) model to ``path`` as one ONNX file; returns the path."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -551,9 +551,9 @@ def _delta(
     cosine = float(flat_r @ flat_o / denom) if denom > 0 else (1.0 if not np.any(diff) else 0.0)
     top1 = top5 = None
     classes = None
-    rows_r = [_class_rows(r) for r in ref]
-    if all(r is not None for r in rows_r):
-        rows_o = [_class_rows(o) for o in out]
+    rows_r = [rows for rows in map(_class_rows, ref) if rows is not None]
+    rows_o = [rows for rows in map(_class_rows, out) if rows is not None]
+    if len(rows_r) == len(ref) and len(rows_o) == len(out):
         rr = np.concatenate(rows_r)
         oo = np.concatenate(rows_o)
         ref_top = rr.argmax(axis=1)
@@ -939,19 +939,19 @@ def _calibration_shapes(source: Model, calibration: Any) -> dict[str, tuple[int,
 
 
 def _device_result(
-    device,
-    path,
-    source,
-    target,
-    compile_precision,
-    calibration,
-    eval_feeds,
-    expected,
-    threads,
-    min_duration_s,
-    min_rounds,
-    method,
-    segments=None,
+    device: str,
+    path: Any,
+    source: Model,
+    target: Model,
+    compile_precision: str,
+    calibration: Any,
+    eval_feeds: Sequence[Mapping[str, np.ndarray]],
+    expected: Sequence[Mapping[str, np.ndarray]],
+    threads: int | None,
+    min_duration_s: float,
+    min_rounds: int,
+    method: str,
+    segments: Any = None,
 ) -> DeviceResult:
     from . import compile as nn_compile
 
@@ -1059,7 +1059,8 @@ def label_accuracy(
                 name = output or compiled.outputs[0].name
                 scores = np.concatenate([compiled.run(chunk)[name] for chunk in chunks])
                 predicted = scores.reshape(total, -1).argmax(axis=1)
-                info = {k: compiled.info[k] for k in ("int8", "inference_precision", "precision") if k in compiled.info}
+                keys = ("int8", "inference_precision", "precision")
+                info: dict[str, Any] = {k: compiled.info[k] for k in keys if k in compiled.info}
                 rows.append(
                     LabelAccuracy(
                         compiled.device.id, precision, "ok", total, int(np.sum(predicted == labels)), info=info

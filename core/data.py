@@ -9,7 +9,9 @@ default; other floats get uniform values in a range (Polygraphy's
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +48,8 @@ def image_like(shape: Sequence[int], rng: np.random.Generator) -> np.ndarray:
     img = (a * (1 - fx) + b * fx) * (1 - fy) + (cc * (1 - fx) + d * fx) * fy
     img = img + 0.05 * rng.standard_normal(img.shape)
     mean, std = 0.45, 0.25
-    return ((img - mean) / std).astype(np.float32)
+    out: np.ndarray = ((img - mean) / std).astype(np.float32)
+    return out
 
 
 def random_array(
@@ -89,3 +92,8 @@ def random_feeds(
         rng_range = value_ranges.get(spec.name, value_ranges.get(""))
         feeds[spec.name] = random_array(spec, shape, rng, rng_range)
     return feeds
+
+
+def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, Any]) -> None:
+    """Write named arrays to one ``.npz`` file (``numpy.savez``), the form ``--input`` and ``--save-*`` use."""
+    np.savez(path, **arrays)

@@ -8,33 +8,54 @@ can replace a step by returning a non-None result first, or wrap it with
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 from . import graph_edges
 from .hookspecs import hookimpl
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .backend import Backend
+    from .compiled import CompiledModel
+    from .measure import Measurement, MeasureSettings
+    from .model import Model
+    from .types import Binding, CompileOptions, Device
+
 
 @hookimpl(trylast=True)
-def nnport_compile(backend, model, device, options):
+def nnport_compile(backend: Backend, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
     # backend.compile(model, ...), except that outputs nnport can answer itself (an input passed
     # through, a constant, a repeated output) are served on the nnport side: see nnport.graph_edges
     return graph_edges.compile(backend, model, device, options)
 
 
 @hookimpl(trylast=True)
-def nnport_allocate(backend, compiled, shapes):
+def nnport_allocate(backend: Backend, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None) -> Binding:
     return backend.allocate(compiled, shapes)
 
 
 @hookimpl(trylast=True)
-def nnport_execute(backend, compiled, binding):
+def nnport_execute(backend: Backend, compiled: CompiledModel, binding: Binding) -> bool:
     backend.execute(compiled, binding)
     return True
 
 
 @hookimpl(trylast=True)
-def nnport_measure(backend, compiled, binding, settings):
+def nnport_measure(
+    backend: Backend, compiled: CompiledModel, binding: Binding, settings: MeasureSettings
+) -> Measurement:
     return backend.measure(compiled, binding, settings)
 
 
 @hookimpl(trylast=True)
-def nnport_intermediates(backend, model, device, options, tensors, feeds):
+def nnport_intermediates(
+    backend: Backend,
+    model: Model,
+    device: Device,
+    options: CompileOptions,
+    tensors: Sequence[str],
+    feeds: Mapping[str, np.ndarray],
+) -> Any:
     return backend.intermediates(model, device, options, tensors, feeds)

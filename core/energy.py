@@ -619,7 +619,7 @@ def meter_status(pm: Any = None) -> list[dict[str, Any]]:
 
 
 @hookimpl
-def nnport_energy_meters(register):
+def nnport_energy_meters(register: Callable[[EnergyMeter], None]) -> None:
     register(RaplMeter())
     register(NvmlMeter())
     register(HwmonMeter())

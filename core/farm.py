@@ -63,7 +63,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 _address_override: str | None = None
 _connected: str | None = None
-_children: dict[int, subprocess.Popen] = {}
+_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class FarmError(NnportError):
@@ -297,7 +297,7 @@ def node_alive(node_id: str) -> bool:
     """Whether the cluster still counts ``node_id`` as alive (a GCS call)."""
     import ray
 
-    for n in ray.nodes():
+    for n in ray.nodes():  # type: ignore[no-untyped-call]
         if n.get("NodeID") == node_id:
             return bool(n.get("Alive"))
     return False
@@ -461,7 +461,7 @@ def _helper(command: str, env: Mapping[str, str], payload: Mapping[str, Any], ti
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip()[-1500:]
         raise FarmError(f"nnport farm {command} failed (exit {proc.returncode}): {tail}")
-    answer = json.loads(lines[-1])
+    answer: dict[str, Any] = json.loads(lines[-1])
     if answer.get("error"):
         raise FarmError(answer["error"])
     return answer
@@ -585,7 +585,7 @@ def _default_ip() -> str:
         return "127.0.0.1"
 
 
-def _wait_started(proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
+def _wait_started(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace") if log_path.exists() else ""

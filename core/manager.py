@@ -158,7 +158,7 @@ class NnportPluginManager(pluggy.PluginManager):
                 plugin = impl.plugin_name
                 collected: list[type[Backend]] = []
 
-                def register(cls: type[Backend], _collected: list = collected) -> None:
+                def register(cls: type[Backend], _collected: list[type[Backend]] = collected) -> None:
                     if not (isinstance(cls, type) and issubclass(cls, Backend)):
                         raise TypeError(f"register() expects a nnport.Backend subclass, got {cls!r}")
                     if not cls.name:

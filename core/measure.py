@@ -241,7 +241,7 @@ def host_context() -> dict[str, Any]:
     try:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        usable = os.cpu_count()
+        usable = os.cpu_count() or 1
     try:
         import psutil
 
@@ -505,7 +505,7 @@ def _failure(exc: BaseException, compiled: CompiledModel, where: str) -> BaseExc
 
 
 def _single_stream(
-    execute: Callable,
+    execute: Callable[[CompiledModel, Binding], object],
     compiled: CompiledModel,
     binding: Binding,
     settings: MeasureSettings,
@@ -548,7 +548,7 @@ def _single_stream(
 
 
 def _multi_stream(
-    execute: Callable,
+    execute: Callable[[CompiledModel, Binding], object],
     compiled: CompiledModel,
     bindings: list[Binding],
     settings: MeasureSettings,
@@ -631,7 +631,7 @@ def _allocate_like(backend: Backend, compiled: CompiledModel, binding: Binding) 
     from .manager import get_plugin_manager
 
     shapes = {k: tuple(v.shape) for k, v in binding.inputs.items()}
-    other = get_plugin_manager().hook.nnport_allocate(backend=backend, compiled=compiled, shapes=shapes)
+    other: Binding | None = get_plugin_manager().hook.nnport_allocate(backend=backend, compiled=compiled, shapes=shapes)
     if other is None:
         raise MeasurementError(
             f"no nnport_allocate implementation returned a binding for stream of {compiled.device.id}"

@@ -50,7 +50,7 @@ class Model:
         """The ONNX bytes (cached): what ONNX-consuming runtimes are given."""
         if self.format != "onnx":
             raise ModelLoadError(f"model {self.name!r} is in {self.format} format, not ONNX")
-        cached = self.metadata.get("_bytes")
+        cached: bytes | None = self.metadata.get("_bytes")
         if cached is None:
             cached = self.proto.SerializeToString()
             self.metadata["_bytes"] = cached
@@ -107,7 +107,8 @@ def load(
         if fmt == "tflite":
             from ._tflite import load_tflite
 
-            return load_tflite(path, inputs, outputs)
+            loaded: Model = load_tflite(path, inputs, outputs)
+            return loaded
         if fmt is not None:
             return _native(path, fmt, inputs, outputs)
         proto = _parse(path.read_bytes(), str(path))

@@ -272,7 +272,7 @@ class PortReport:
             "cells": [c.to_dict() for c in self.cells],
         }
 
-    def write_json(self, path: str | os.PathLike) -> Path:
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)
         out.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
         return out
@@ -289,7 +289,7 @@ class PortReport:
 
         return html_report(self)
 
-    def write_html(self, path: str | os.PathLike) -> Path:
+    def write_html(self, path: str | os.PathLike[str]) -> Path:
         out = Path(path)
         out.write_text(self.to_html())
         return out
@@ -431,7 +431,7 @@ def port(
         metric=metric,
         reference_device=reference_device,
         reference_score=_label_score(expected, label_name, evaluation.labels).top1
-        if evaluation.labels is not None
+        if evaluation.labels is not None and label_name is not None
         else 1.0,
         data=evaluation.info,
         skipped_devices=skipped,
@@ -510,7 +510,7 @@ class _Job:
 
         started = time.perf_counter()
         calibration = self.evaluation.calibration if cell.precision == "int8" else None
-        options = dict(
+        options: dict[str, Any] = dict(
             precision=cell.precision,
             calibration=calibration,
             shapes=self.evaluation.shapes,
@@ -734,7 +734,7 @@ def _check_label_count(expected: Sequence[Mapping[str, np.ndarray]], name: str |
 
 
 def _label_score(outputs: Sequence[Mapping[str, np.ndarray]], name: str, labels: np.ndarray) -> LabelScore:
-    scores = np.concatenate([_rows(np.asarray(o[name], dtype=np.float64)) for o in outputs])  # type: ignore[misc]
+    scores = np.concatenate([_rows(np.asarray(o[name], dtype=np.float64)) for o in outputs])
     top1 = int(np.sum(scores.argmax(axis=1) == labels))
     top5 = None
     if scores.shape[1] > 5:
@@ -1220,7 +1220,7 @@ def image_shape(spec: TensorSpec, mode: str, given: Sequence[int] | None) -> tup
             f"input {spec.name!r} {list(spec.shape)} has an open image size: {size}x{size} taken ({mode}'s "
             "usual size); pass --input-shapes to choose"
         )
-    return tuple(int(d) for d in dims), layout, note
+    return tuple(int(d) for d in dims if d is not None), layout, note
 
 
 def preprocess_image(path: Path, dtype: np.dtype, shape: Sequence[int], layout: str, mode: str) -> np.ndarray:
@@ -1242,17 +1242,19 @@ def preprocess_image(path: Path, dtype: np.dtype, shape: Sequence[int], layout: 
         raise InputError(f"cannot read image {str(path)!r}: {type(exc).__name__}: {exc}") from exc
     if mode == "imagenet":
         scale = max(h, w) / 0.875 / min(img.size)
-        img = img.resize((max(w, round(img.width * scale)), max(h, round(img.height * scale))), Image.BILINEAR)
+        img = img.resize(
+            (max(w, round(img.width * scale)), max(h, round(img.height * scale))), Image.Resampling.BILINEAR
+        )
         left, top = (img.width - w) // 2, (img.height - h) // 2
         img = img.crop((left, top, left + w, top + h))
     elif mode == "yolo":
         r = min(h / img.height, w / img.width)
         nw, nh = max(1, round(img.width * r)), max(1, round(img.height * r))
         canvas = Image.new(img.mode, (w, h), YOLO_PAD if channels == 1 else (YOLO_PAD,) * 3)
-        canvas.paste(img.resize((nw, nh), Image.BILINEAR), ((w - nw) // 2, (h - nh) // 2))
+        canvas.paste(img.resize((nw, nh), Image.Resampling.BILINEAR), ((w - nw) // 2, (h - nh) // 2))
         img = canvas
     else:
-        img = img.resize((w, h), Image.BILINEAR)
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
     pixels = np.asarray(img, dtype=np.uint8)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
@@ -1297,7 +1299,7 @@ def recommend(report: PortReport) -> None:
             "--objective latency, throughput or size"
         )
         return
-    ranked.sort(key=lambda c: (c.figure(objective), c.accuracy_drop or 0.0))  # type: ignore[arg-type,return-value]
+    ranked.sort(key=lambda c: (c.figure(objective) or 0.0, c.accuracy_drop or 0.0))
     within = [c for c in ranked if c.within_budget]
     if not within:
         best_drop = min(ranked, key=lambda c: c.accuracy_drop if c.accuracy_drop is not None else math.inf)

@@ -502,8 +502,8 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
         return "<p class='norec'>No row was measured: nothing to plot.</p>"
     left, right, top, bottom = 78, 190, 24, 54
     pw, ph = width - left - right, height - top - bottom
-    lat = [c.latency_p50_ms for c in cells]  # type: ignore[misc]
-    lo_x, hi_x = min(lat), max(lat)  # type: ignore[type-var]
+    lat = [c.latency_p50_ms or 0.0 for c in cells]  # measured rows have a latency
+    lo_x, hi_x = min(lat), max(lat)
     log_x = hi_x / lo_x > 20 if lo_x > 0 else False
     if log_x:
         x0, x1 = math.log10(lo_x) - 0.1, math.log10(hi_x) + 0.1
@@ -577,19 +577,19 @@ def pareto_svg(report: PortReport, width: int = 760, height: int = 440) -> str:
         )
     front = pareto_front(cells)
     if len(front) > 1:
-        pts = " ".join(f"{fx(c.latency_p50_ms):.1f},{fy(scale * (c.score or 0.0)):.1f}" for c in front)  # type: ignore[arg-type]
+        pts = " ".join(f"{fx(c.latency_p50_ms or 0.0):.1f},{fy(scale * (c.score or 0.0)):.1f}" for c in front)
         out.append(f"<polyline points='{pts}' fill='none' stroke='#888' stroke-width='1.5' stroke-dasharray='3 3'/>")
     backends = sorted({c.backend for c in report.cells})
     color = {b: BACKEND_COLORS[i % len(BACKEND_COLORS)] for i, b in enumerate(backends)}
     rec = report.recommendation
     placed: list[tuple[float, float, float, float]] = []  # label boxes, so that labels never overlap
     for c in cells:
-        x, y = fx(c.latency_p50_ms), fy(scale * (c.score or 0.0))  # type: ignore[arg-type]
+        x, y = fx(c.latency_p50_ms or 0.0), fy(scale * (c.score or 0.0))
         is_best = rec is not None and (c.device, c.precision) == (rec.best.device, rec.best.precision)
         if is_best:
             placed.append((x + 14, y - 22, x + 100, y - 6))
     for c in cells:
-        x, y = fx(c.latency_p50_ms), fy(scale * (c.score or 0.0))  # type: ignore[arg-type]
+        x, y = fx(c.latency_p50_ms or 0.0), fy(scale * (c.score or 0.0))
         tip = (
             f"{c.label}: p50 {c.latency_p50_ms:.4g} ms, {metric_header(report)} {score_text(report, c.score)}, "
             f"drop {drop_text(report, c.accuracy_drop)}"

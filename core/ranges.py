@@ -378,9 +378,8 @@ def output_segments(
     absent.
     """
     producer = {o: n for n in proto.graph.node for o in n.output}
-    traced: dict[
-        str, tuple[Any, list[int]]
-    ] = {}  # output -> (concat node, permutation from concat axes to output axes)
+    # output -> (concat node, permutations from concat axes to output axes)
+    traced: dict[str, tuple[Any, list[list[int]]]] = {}
     for output in proto.graph.output:
         node = producer.get(output.name)
         perms: list[list[int]] = []
@@ -393,7 +392,7 @@ def output_segments(
                 perms.append(perm)
             node = producer.get(node.input[0])
         if node is not None and node.op_type in JOIN_OPS and len(node.input) >= 2:
-            traced[output.name] = (node, [p for p in reversed(perms)])  # type: ignore[misc]
+            traced[output.name] = (node, list(reversed(perms)))
     if not traced:
         return {}
     wanted = [i for node, _ in traced.values() for i in node.input]
@@ -404,8 +403,9 @@ def output_segments(
     constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
     segments: dict[str, list[Segment]] = {}
     for output, (node, perms) in traced.items():
-        arrays = [values.get(i, constants.get(i)) for i in node.input]
-        if any(a is None for a in arrays):
+        maybe = [values.get(i, constants.get(i)) for i in node.input]
+        arrays = [a for a in maybe if a is not None]
+        if len(arrays) != len(maybe):
             continue
         axis = _axis(node, arrays[0].ndim)
         out_axis = axis

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .backend import Backend
 from .errors import BackendUnavailable, DeviceIdConflict, DeviceNotFound, NnportError
@@ -42,7 +43,7 @@ class BackendStatus:
     priority: int = 0
     source: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "vendor": self.vendor,

@@ -166,7 +166,7 @@ def fix_axes(model: Model, sizes: Mapping[tuple[str, int], int]) -> Model:
         return model
     memo = model.metadata.setdefault("_fixed_axes", {})
     key = tuple(sorted(sizes.items()))
-    cached = memo.get(key)
+    cached: Model | None = memo.get(key)
     if cached is None:
         cached = _rewrite(model, sizes, symbols)
         memo[key] = cached

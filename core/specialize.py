@@ -137,7 +137,9 @@ def _compile_static(backend: Backend, model: Model, device: Device, options: Com
     """One specialisation through the ``nnport_compile`` hook, so compile wrappers apply."""
     from .manager import get_plugin_manager
 
-    compiled = get_plugin_manager().hook.nnport_compile(backend=backend, model=model, device=device, options=options)
+    compiled: CompiledModel | None = get_plugin_manager().hook.nnport_compile(
+        backend=backend, model=model, device=device, options=options
+    )
     if compiled is None:
         raise CompileError("no plugin compiled the specialised model", backend=backend.name, device=device.id)
     if isinstance(compiled.native, Specializations):  # the fixed model still has open dims: the backend cannot fix them
@@ -171,20 +173,20 @@ class SpecializingBackend(Backend):
         return self.real.compile(model, device, options)
 
     def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inner = compiled.native.for_feeds(feeds)
+        inner: CompiledModel = compiled.native.for_feeds(feeds)
         return inner.backend.run(inner, feeds)
 
     def allocate(self, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None = None) -> Binding:
         from .data import random_feeds
 
         feeds = random_feeds(compiled.inputs, shapes=shapes)
-        inner = compiled.native.for_feeds(feeds)
+        inner: CompiledModel = compiled.native.for_feeds(feeds)
         binding = inner.backend.allocate(inner, {k: v.shape for k, v in feeds.items()})
         binding.extra["specialization"] = inner
         return binding
 
     def _inner(self, compiled: CompiledModel, binding: Binding) -> CompiledModel:
-        inner = compiled.native.for_feeds(binding.inputs)
+        inner: CompiledModel = compiled.native.for_feeds(binding.inputs)
         if binding.extra.get("specialization") is not inner:
             # the binding was made for other shapes (inputs replaced by hand): rebind for these
             fresh = inner.backend.allocate(inner, {k: v.shape for k, v in binding.inputs.items()})

@@ -351,7 +351,7 @@ def _float_index_inputs(proto: Any) -> list[str]:
 
     initializers = {i.name for i in proto.graph.initializer}
     rewritten: list[str] = []
-    casts = []
+    casts: list[Any] = []
     for value in proto.graph.input:
         t = value.type.tensor_type
         if value.name in initializers or not value.type.HasField("tensor_type"):
@@ -389,8 +389,8 @@ def _lookups_as_matmul(proto: Any, index_of: Mapping[str, str]) -> None:
 
     tables = {i.name: i for i in proto.graph.initializer}
     nodes = list(proto.graph.node)
-    new_nodes = []
-    added = []
+    new_nodes: list[Any] = []
+    added: list[Any] = []
     for node in nodes:
         to = next((a.i for a in node.attribute if a.name == "to"), None)
         if node.op_type == "Cast" and to == 1 and node.input[0] in index_of:  # ids -> float: the float input itself

@@ -373,9 +373,10 @@ class LiteRtProgram:
         self.quantization = {p.name: p.quant for p in (*in_ports, *out_ports) if p.quant}
         self.float_io = float_io and bool(self.quantization)
         if self.float_io:  # present float32 specs; quantise/dequantise at the boundary
-            in_specs = [TensorSpec(s.name, s.shape, np.float32) for s in in_specs]
+            in_specs = [TensorSpec(s.name, s.shape, np.dtype(np.float32)) for s in in_specs]
             out_specs = [
-                TensorSpec(s.name, s.shape, np.float32) if s.name in self.quantization else s for s in out_specs
+                TensorSpec(s.name, s.shape, np.dtype(np.float32)) if s.name in self.quantization else s
+                for s in out_specs
             ]
         self._in = tuple(in_ports)
         self._out = tuple(out_ports)

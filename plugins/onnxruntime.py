@@ -178,7 +178,7 @@ class OnnxRuntimeBackend(Backend):
         # call) and its print-and-retry EP fallback, which nnport reports
         # through selection instead of doing silently.
         inner = getattr(session, "_sess", None)
-        compiled.info["_native_run"] = inner.run if hasattr(inner, "run") else None
+        compiled.info["_native_run"] = inner.run if inner is not None and hasattr(inner, "run") else None
         return compiled
 
     def _converted(self, model: Model, device: Device, options: CompileOptions) -> Model:
@@ -243,7 +243,7 @@ class OnnxRuntimeBackend(Backend):
                 [model.hash, options.key(), device.id, ort.__version__, platform.machine(), platform.processor()]
             ).encode()
         ).hexdigest()[:24]
-        return Path(options.cache_dir) / "onnxruntime" / f"{model.name}-{key}.onnx"
+        return Path(options.cache_dir or ".") / "onnxruntime" / f"{model.name}-{key}.onnx"
 
     # -- run -------------------------------------------------------------------------
 

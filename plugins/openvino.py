@@ -332,7 +332,7 @@ class OpenVinoBackend(Backend):
         try:
             if model.format == "onnx":
                 return core.read_model(model.serialized())
-            if model.format == "openvino-ir":
+            if model.format == "openvino-ir" and model.path is not None:
                 return core.read_model(str(model.path), str(Path(model.path).with_suffix(".bin")))
         except Exception as exc:
             raise _read_error(exc, model, self.name, device.id) from exc

@@ -144,7 +144,7 @@ def _has_cuda_python() -> bool:
 def _installed_distributions() -> dict[str, str]:
     found = {}
     for dist in importlib.metadata.distributions():
-        name = dist.metadata.get("Name") or ""
+        name = dist.metadata["Name"] or ""
         low = name.lower().replace("_", "-")
         if low.startswith("tensorrt") or low in ("cuda-python", "cuda-bindings"):
             found[name] = dist.version
