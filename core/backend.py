@@ -16,7 +16,7 @@ Rules every backend follows (see specs/backend-contract.md):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -121,7 +121,3 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
-
-
-def backend_info(cls: type[Backend]) -> dict[str, Any]:
-    return {"name": cls.name, "vendor": cls.vendor, "priority": cls.priority}

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import RANDOM_SEED_BASE, calibration_feeds, missing_calibration_message
+from .calibration import RANDOM_SEED_BASE, calibration_feeds
 from .errors import CompileError, InputError, NnportError, UnsupportedModel
 from .model import Model, drop_initializer_inputs, load
 
@@ -1080,8 +1080,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def missing_calibration(what: str = "int8 static quantization") -> InputError:
-    """The error raised when int8 is asked for without calibration data."""
-    return InputError(missing_calibration_message(what))

@@ -189,13 +189,3 @@ def nnport_energy_meters(register: Callable[[Any], None]) -> None:
 
     *Returns* nothing; return values are ignored.
     """
-
-
-def _hook_names() -> list[str]:
-    return [name for name, obj in globals().items() if name.startswith("nnport_") and callable(obj)]
-
-
-def hook_signature(name: str) -> Any:
-    import inspect
-
-    return inspect.signature(globals()[name])

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backend import Backend
 from .errors import BackendUnavailable, DeviceIdConflict, DeviceNotFound, NnportError
 from .manager import NnportPluginManager
 from .types import KINDS, Device
@@ -264,7 +263,3 @@ def _resolve_one(pm: NnportPluginManager, spec: str | Device) -> list[Device]:
 
 def _ids(devices: Sequence[Device]) -> list[str]:
     return [d.id for d in devices]
-
-
-def backend_of(pm: NnportPluginManager, device: Device) -> Backend:
-    return pm.backend(device.backend)
