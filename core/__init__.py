@@ -30,9 +30,9 @@ from .errors import (
 )
 from .hookspecs import hookimpl, hookspec
 from .manager import get_plugin_manager
-from .measure import Measurement, MeasureSettings
+from .measuring import Measurement, MeasureSettings
 from .model import Model, load
-from .port import PortCell, PortReport, port
+from .porting import PortCell, PortReport, port
 from .types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ import numpy as np
 from .compiled import CompiledModel
 from .errors import BackendUnavailable, CompileError, NnportError, NoDeviceCouldCompile
 from .manager import get_plugin_manager
-from .measure import Measurement, MeasureSettings, batch_shapes, check_batch
+from .measuring import Measurement, MeasureSettings, batch_shapes, check_batch
 from .model import Model, load
 from .paths import cache_root
 from .selection import BackendStatus, all_devices, backend_devices, backend_statuses, candidates

@@ -24,7 +24,7 @@ from .types import Binding, Capabilities, CompileOptions, Device
 
 if TYPE_CHECKING:
     from .compiled import CompiledModel
-    from .measure import Measurement, MeasureSettings
+    from .measuring import Measurement, MeasureSettings
     from .model import Model
 
 
@@ -84,7 +84,7 @@ class Backend:
 
     def measure(self, compiled: CompiledModel, binding: Binding, settings: MeasureSettings) -> Measurement:
         """Time ``execute`` on ``binding``; the default is nnport's timing loop."""
-        from .measure import default_measure
+        from .measuring import default_measure
 
         return default_measure(self, compiled, binding, settings)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MeasurementError, NnportError
-from .measure import SCENARIOS, MeasureSettings, MemoryWatch, host_context
+from .measuring import SCENARIOS, MeasureSettings, MemoryWatch, host_context
 
 BENCH_FORMAT = 1
 
@@ -266,7 +266,7 @@ def bench_one(
 ) -> dict[str, Any]:
     """Cold compile, warm (cached) compile, then measure: one column of the table."""
     from . import compile as nn_compile
-    from . import measure
+    from .api import measure
 
     memory = MemoryWatch()
     memory.start()

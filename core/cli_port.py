@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
-from .port import OBJECTIVES, PRECISIONS, PREPROCESS, PortProgress, PortReport, parse_drop
+from .porting import OBJECTIVES, PRECISIONS, PREPROCESS, PortProgress, PortReport, parse_drop
 
 
 def register(sub: Any) -> None:
@@ -146,7 +146,7 @@ def run_and_print(
     Returns the exit status: 0 with a recommendation and no failed row, 1
     otherwise, 130 when interrupted (the partial report is still printed and written).
     """
-    from .port import port
+    from .porting import port
 
     out = out or sys.stdout
     progress = ProgressLine(sys.stderr)

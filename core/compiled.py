@@ -77,7 +77,7 @@ class CompiledModel:
         elif named:
             feeds = {**feeds, **named}
         self.check_feeds(feeds)
-        pm = _manager._manager or _manager.get_plugin_manager()
+        pm = _manager.get_plugin_manager()
         if pm.version != self._pm_version:
             self._direct = pm.only_default_executes()
             self._pm_version = pm.version

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from .backend import Backend
     from .compiled import CompiledModel
-    from .measure import Measurement, MeasureSettings
+    from .measuring import Measurement, MeasureSettings
     from .model import Model
     from .types import Binding, CompileOptions, Device
 

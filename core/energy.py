@@ -29,9 +29,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from .manager import NnportPluginManager
 
 
 class MeterError(RuntimeError):
@@ -499,7 +502,7 @@ class EnergyResult:
         return "; ".join(f"{name}: {why}" for name, why in self.reasons.items())
 
 
-def collect_meters(pm: Any = None) -> tuple[list[EnergyMeter], dict[str, str]]:
+def collect_meters(pm: NnportPluginManager | None = None) -> tuple[list[EnergyMeter], dict[str, str]]:
     """Fresh meter instances from every ``nnport_energy_meters`` implementation.
 
     Returns (meters, reasons): a plugin whose implementation raises, or that
@@ -511,17 +514,17 @@ def collect_meters(pm: Any = None) -> tuple[list[EnergyMeter], dict[str, str]]:
         pm = get_plugin_manager()
     meters: list[EnergyMeter] = []
     reasons: dict[str, str] = {}
-    for impl in pm.hook.nnport_energy_meters.get_hookimpls():
 
-        def register(meter: EnergyMeter) -> None:
-            if not isinstance(meter, EnergyMeter):
-                raise TypeError(f"register() expects an nnport.energy.EnergyMeter instance, got {meter!r}")
-            meters.append(meter)
+    def register(meter: EnergyMeter) -> None:
+        if not isinstance(meter, EnergyMeter):
+            raise TypeError(f"register() expects an nnport.energy.EnergyMeter instance, got {meter!r}")
+        meters.append(meter)
 
+    for plugin, call in pm.per_plugin("nnport_energy_meters"):
         try:
-            impl.function(register=register)
+            call(register=register)
         except Exception as exc:
-            reasons[f"plugin {impl.plugin_name}"] = f"registering meters failed: {type(exc).__name__}: {exc}"
+            reasons[f"plugin {plugin}"] = f"registering meters failed: {type(exc).__name__}: {exc}"
     return meters, reasons
 
 
@@ -591,7 +594,7 @@ class EnergySession:
         self.running = []
 
 
-def meter_status(pm: Any = None) -> list[dict[str, Any]]:
+def meter_status(pm: NnportPluginManager | None = None) -> list[dict[str, Any]]:
     """Every registered meter with ``usable`` and its reason (``nnport meters``)."""
     meters, reasons = collect_meters(pm)
     rows = []

@@ -329,7 +329,7 @@ def node_facts() -> dict[str, Any]:
     from . import __version__
     from .api import devices
     from .manager import get_plugin_manager
-    from .measure import cpu_model
+    from .measuring import cpu_model
 
     pm = get_plugin_manager()
     found = []

@@ -47,7 +47,7 @@ from .errors import UnsupportedPrecision
 from .types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
 if TYPE_CHECKING:
-    from .measure import Measurement, MeasureSettings
+    from .measuring import Measurement, MeasureSettings
     from .model import Model
 
 RUNTIME, INPUT, CONSTANT, ALIAS = "runtime", "input", "constant", "alias"
@@ -596,7 +596,7 @@ class ServingBackend(Backend):
     def measure(self, compiled: CompiledModel, binding: Binding, settings: MeasureSettings) -> Measurement:
         inner, inner_binding = self._sync(compiled, binding)
         if inner is None or inner_binding is None:
-            from .measure import default_measure
+            from .measuring import default_measure
 
             return default_measure(self, compiled, binding, settings)
         return inner.backend.measure(inner, inner_binding, settings)

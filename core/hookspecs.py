@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from .backend import Backend
     from .compiled import CompiledModel
-    from .measure import Measurement, MeasureSettings
+    from .measuring import Measurement, MeasureSettings
     from .model import Model
     from .types import Binding, CompileOptions, Device
 
@@ -34,8 +34,10 @@ def nnport_register_backends(register: Callable[[type[Backend]], None]) -> None:
 
     *Called by* the plugin manager the first time backends are listed
     (``nnport.backends()``, ``nnport.devices()``, ``nnport.compile()``); each
-    plugin's implementation is called on its own, so one that raises is listed
-    as broken and the others still register.
+    plugin's implementation is called on its own through pluggy
+    (``NnportPluginManager.per_plugin``: wrappers run, arguments as the
+    implementation asks), so one that raises is listed as broken and the others
+    still register.
 
     :param register: callable taking a ``nnport.Backend`` subclass.
 

@@ -25,7 +25,7 @@ import logging
 import os
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,9 @@ class NnportPluginManager(pluggy.PluginManager):
         self.sources: dict[str, str] = {}
         self._backends: dict[str, RegisteredBackend] | None = None
         self._instances: dict[str, Backend] = {}
+        self.device_cache: dict[str, Any] = {}
+        """Devices (or the exception listing them raised) per backend name, filled by ``nnport.selection``;
+        cleared whenever a plugin is (un)registered."""
         self._lock = threading.RLock()
 
     # -- bookkeeping ----------------------------------------------------------------
@@ -107,6 +110,21 @@ class NnportPluginManager(pluggy.PluginManager):
     def _changed(self) -> None:
         self.version += 1
         self._backends = None
+        self.device_cache.clear()
+
+    def per_plugin(self, hook_name: str) -> Iterator[tuple[str, pluggy.HookCaller]]:
+        """(plugin name, hook caller) for each plugin implementing ``hook_name``, in registration order.
+
+        Each caller is the real hook (``pm.hook.<name>``) restricted to that one plugin's implementation,
+        with every wrapper still around it: pluggy passes the arguments the implementation asks for and
+        runs the wrappers, and one plugin that raises is told apart from the others.  The register hooks
+        (``nnport_register_backends``, ``nnport_energy_meters``) are called this way.
+        """
+        caller: pluggy.HookCaller = getattr(self.hook, hook_name)
+        impls = [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
+        for impl in impls:
+            others = [i.plugin for i in impls if i.plugin is not impl.plugin]
+            yield impl.plugin_name, self.subset_hook_caller(hook_name, remove_plugins=others)
 
     def only_default_executes(self) -> bool:
         """True when no plugin but the core default implements ``nnport_execute``."""
@@ -154,8 +172,7 @@ class NnportPluginManager(pluggy.PluginManager):
             if self._backends is not None:
                 return self._backends
             found: dict[str, RegisteredBackend] = {}
-            for impl in self.hook.nnport_register_backends.get_hookimpls():
-                plugin = impl.plugin_name
+            for plugin, call in self.per_plugin("nnport_register_backends"):
                 collected: list[type[Backend]] = []
 
                 def register(cls: type[Backend], _collected: list[type[Backend]] = collected) -> None:
@@ -171,7 +188,7 @@ class NnportPluginManager(pluggy.PluginManager):
                     _collected.append(cls)
 
                 try:
-                    impl.function(register=register)
+                    call(register=register)
                 except Exception as exc:
                     self._broken(plugin, self.sources.get(plugin, "plugin"), exc)
                     continue

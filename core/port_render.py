@@ -14,10 +14,10 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .port import METRICS, PREPROCESS_TEXT, UNITS, _pct, drop_text, format_size
+from .porting import METRICS, PREPROCESS_TEXT, UNITS, _pct, drop_text, format_size
 
 if TYPE_CHECKING:
-    from .port import PortCell, PortReport
+    from .porting import PortCell, PortReport
 
 BACKEND_COLORS = [
     "#1f77b4",

@@ -92,7 +92,7 @@ def backend_statuses(pm: NnportPluginManager, *, check_devices: bool = False) ->
 
 
 def _id_conflict(pm: NnportPluginManager, name: str, list_devices: bool) -> DeviceIdConflict | None:
-    cache: dict[str, list[Device] | BaseException] = pm.__dict__.setdefault("_device_cache", {})
+    cache: dict[str, list[Device] | BaseException] = pm.device_cache
     if list_devices and name not in cache:
         try:
             backend_devices(pm, name)
@@ -144,7 +144,7 @@ def backend_devices(pm: NnportPluginManager, name: str) -> list[Device]:
     Raises ``DeviceIdConflict`` (a ``BackendUnavailable``) when the backend's
     ids break "one device id, one backend" (``check_device_ids``).
     """
-    cache: dict[str, list[Device] | BaseException] = pm.__dict__.setdefault("_device_cache", {})
+    cache: dict[str, list[Device] | BaseException] = pm.device_cache
     if name not in cache:
         reg = pm.registered_backends().get(name)
         if reg is None:

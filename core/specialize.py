@@ -42,7 +42,7 @@ from .shapes import fix_axes
 from .types import Binding, Capabilities, CompileOptions, Device
 
 if TYPE_CHECKING:
-    from .measure import Measurement, MeasureSettings
+    from .measuring import Measurement, MeasureSettings
     from .model import Model
 
 DEFAULT_MAX_SPECIALIZATIONS = 8

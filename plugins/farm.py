@@ -241,7 +241,7 @@ class FarmBackend(Backend):
         return compiled.native.run(feeds)
 
     def measure(self, compiled: CompiledModel, binding: Binding, settings: Any) -> Any:
-        from nnport.measure import Measurement
+        from nnport.measuring import Measurement
 
         payload = {k: v for k, v in asdict(settings).items() if k != "progress"}
         answer = compiled.native.lease.call(
@@ -571,7 +571,7 @@ class DeviceServer:
 
     def measure(self, handle: int, inputs: dict[str, np.ndarray], settings: dict[str, Any]) -> dict[str, Any]:
         import nnport
-        from nnport.measure import MeasureSettings
+        from nnport.measuring import MeasureSettings
 
         try:
             m = nnport.measure(self.models[handle], inputs, MeasureSettings(**settings))

@@ -438,3 +438,30 @@ def test_meters_cli_lists_reasons(capsys):
     for r in rows.values():
         assert r["usable"] == (r["reason"] is None)
         assert (r["reads"] is not None) == r["usable"]
+
+
+def test_meter_hook_runs_through_pluggy_wrappers_and_argument_subsets():
+    calls = []
+
+    class Observer:
+        @hookimpl(wrapper=True)
+        def nnport_energy_meters(self, register):
+            calls.append("wrapped")
+            return (yield)
+
+    class NoArguments:
+        @hookimpl
+        def nnport_energy_meters(self):
+            calls.append("no-arguments")
+
+    pm = get_plugin_manager()
+    pm.register(Observer(), "observer-meters")
+    pm.register(NoArguments(), "no-argument-meters")
+    try:
+        meters, reasons = collect_meters()
+    finally:
+        pm.unregister(name="observer-meters")
+        pm.unregister(name="no-argument-meters")
+    assert "no-arguments" in calls and calls.count("wrapped") >= 2  # around each plugin's implementation
+    assert not any("no-argument-meters" in k for k in reasons)
+    assert {type(x) for x in meters} >= {RaplMeter, NvmlMeter, HwmonMeter}

@@ -125,3 +125,78 @@ def test_probe_that_raises_lists_backend_unavailable(plugin_dir, monkeypatch):
     )
     row = {b.name: b for b in nnport.backends()}["badprobe"]
     assert row.status == "unavailable" and "driver query failed" in row.reason
+
+
+# -- the register hooks go through pluggy (issue 19, point 4) ----------------------------------------------------
+
+
+def test_register_backends_runs_through_pluggy_wrappers_and_argument_subsets(plugin_dir):
+    write_module(plugin_dir, "nnport_test_good", GOOD.format(name="wrapped"))
+    pm = create_plugin_manager(builtins=False, entrypoints=False, blocked=[])
+    import nnport_test_good
+
+    pm.register(nnport_test_good, "wrapped")
+    calls = []
+
+    class Observer:
+        @nnport.hookimpl(wrapper=True)
+        def nnport_register_backends(self, register):
+            calls.append("before")
+            result = yield
+            calls.append("after")
+            return result
+
+    class NoArguments:
+        """An implementation may take a subset of the spec's arguments (pluggy passes only those)."""
+
+        @nnport.hookimpl
+        def nnport_register_backends(self):
+            calls.append("no-arguments")
+
+    pm.register(Observer(), "observer")
+    pm.register(NoArguments(), "no-arguments")
+    assert "wrapped" in pm.registered_backends()
+    assert calls.count("no-arguments") == 1 and calls.count("before") == calls.count("after") == 2
+    assert not pm.broken
+
+
+def test_register_backends_failure_stays_with_its_plugin(plugin_dir):
+    write_module(plugin_dir, "nnport_test_good", GOOD.format(name="fine"))
+    pm = create_plugin_manager(builtins=False, entrypoints=False, blocked=[])
+    import nnport_test_good
+
+    class Raising:
+        @nnport.hookimpl
+        def nnport_register_backends(self, register):
+            raise RuntimeError("boom")
+
+    pm.register(nnport_test_good, "fine")
+    pm.register(Raising(), "raising")
+    assert "fine" in pm.registered_backends()
+    assert [b.name for b in pm.broken] == ["raising"] and "boom" in pm.broken[0].error
+
+
+def test_device_cache_is_public_and_cleared_when_plugins_change(plugin_dir):
+    write_module(plugin_dir, "nnport_test_good", GOOD.format(name="cached"))
+    pm = create_plugin_manager(builtins=False, entrypoints=False, blocked=[])
+    import nnport_test_good
+
+    from nnport.selection import backend_devices
+
+    pm.register(nnport_test_good, "cached")
+    assert [d.id for d in backend_devices(pm, "cached")] == ["cached:cpu"]
+    assert "cached" in pm.device_cache
+    pm.unregister(name="cached")
+    assert pm.device_cache == {}
+    assert "__dict__" not in open(nnport.selection.__file__).read()
+
+
+def test_measure_and_port_are_functions_and_their_modules_are_reachable():
+    import nnport.measuring
+    import nnport.porting
+
+    assert callable(nnport.measure) and callable(nnport.port)
+    assert nnport.measuring.MemoryWatch is not None and nnport.porting.PortReport is nnport.PortReport
+    import importlib.util
+
+    assert importlib.util.find_spec("nnport.measure") is None and importlib.util.find_spec("nnport.port") is None

@@ -16,7 +16,7 @@ import pytest
 import nnport
 from nnport import InputError, MeasurementError, MeasureSettings, hookimpl, zoo
 from nnport.manager import get_plugin_manager
-from nnport.measure import Measurement, MemoryWatch, latency_stats, stability_warnings
+from nnport.measuring import Measurement, MemoryWatch, latency_stats, stability_warnings
 
 ort = pytest.importorskip("onnxruntime")
 

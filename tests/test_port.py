@@ -25,7 +25,7 @@ import nnport
 from nnport import zoo
 from nnport.cli import main
 from nnport.errors import ExecutionError, InputError
-from nnport.port import (
+from nnport.porting import (
     Artefact,
     PortCell,
     PortData,

@@ -368,7 +368,7 @@ def port(
     its reason and the rest goes on; KeyboardInterrupt returns the partial report.
     """
     from . import compile as nn_compile
-    from .measure import host_context
+    from .measuring import host_context
 
     start = time.perf_counter()
     if objective not in OBJECTIVES:
@@ -506,7 +506,7 @@ class _Job:
     def run(self, cell: PortCell, cache: Path, emit: Callable[..., None]) -> None:
         """Fill ``cell``: compile cold and warm, accuracy, measurement; a failure stops the row, not the run."""
         from . import compile as nn_compile
-        from .measure import MemoryWatch
+        from .measuring import MemoryWatch
 
         started = time.perf_counter()
         calibration = self.evaluation.calibration if cell.precision == "int8" else None
@@ -593,8 +593,8 @@ class _Job:
         return min((a.cosine for a in cell.accuracy), default=None)
 
     def _measure(self, cell: PortCell, compiled: Any, emit: Callable[..., None]) -> None:
-        from . import measure as nn_measure
-        from .measure import MeasureSettings
+        from .api import measure as nn_measure
+        from .measuring import MeasureSettings
 
         def bar(done: int, elapsed: float, target: float) -> None:
             emit("measure", elapsed_s=elapsed, target_s=target, inferences=done)
