@@ -19,15 +19,21 @@ vendor backend that subclasses this one with ``name = "acme"`` lists
 the CPU provider after its own, as ONNX Runtime recommends, so nodes the
 accelerator lacks still run; which providers the session really got is kept in
 ``compiled.info["providers"]``.
+
+State the hot path needs lives in a typed object, ``compiled.native`` (an
+``OrtNative``: the session, its output names, the bound run function), never in
+``compiled.info``: ``info`` is for diagnostics a user reads, and every key a
+backend puts there is listed in ``specs/backend-contract.md``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +42,18 @@ import numpy as np
 from nnport import hookimpl
 from nnport.backend import Backend
 from nnport.compiled import CompiledModel, feed_problems
-from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel, UnsupportedPrecision
+from nnport.errors import (
+    CompileError,
+    ExecutionError,
+    InputError,
+    NnportError,
+    UnsupportedModel,
+    UnsupportedPrecision,
+)
 from nnport.model import Model
 from nnport.types import Binding, Capabilities, CompileOptions, Device
+
+log = logging.getLogger("nnport")
 
 # provider -> (device id suffix, kind, display name)
 PROVIDERS: dict[str, tuple[str, str, str]] = {
@@ -62,6 +77,34 @@ OPT_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
+
+
+class OrtNative:
+    """What ``compiled.native`` holds for ONNX Runtime: the session and what each run needs.
+
+    ``native_run`` is the session's native run (``session._sess.run(names, feeds,
+    run_options)``) where the installed ONNX Runtime has it, else None.  nnport has
+    already validated the feeds, so calling it skips ORT's Python-side
+    re-validation (~1.3 us of a ~7 us MLP call) and its print-and-retry EP
+    fallback, which nnport reports through selection instead of doing silently.
+    """
+
+    __slots__ = ("session", "output_names", "native_run")
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.output_names: list[str] = [o.name for o in session.get_outputs()]
+        inner = getattr(session, "_sess", None)
+        self.native_run: Callable[[list[str], Mapping[str, np.ndarray], Any], list[np.ndarray]] | None = (
+            inner.run if inner is not None and hasattr(inner, "run") else None
+        )
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{output name: array}`` for ``feeds`` (already validated by nnport)."""
+        names = self.output_names
+        if self.native_run is not None:
+            return dict(zip(names, self.native_run(names, feeds, None)))
+        return dict(zip(names, self.session.run(names, feeds)))
 
 
 class OnnxRuntimeBackend(Backend):
@@ -144,27 +187,33 @@ class OnnxRuntimeBackend(Backend):
         if options.hint == "throughput":
             so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
 
-        source: bytes | str = source_model.serialized()
+        session = None
         cache_hit = False
-        if options.cache_dir:
-            cached = self._cache_path(source_model, device, options)
-            if cached.exists():
-                source = str(cached)
+        cached = self._cache_path(source_model, device, options) if options.cache_dir else None
+        if cached is not None and cached.exists():
+            # The cached file is already optimized for this host and provider.
+            level = so.graph_optimization_level
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                session = ort.InferenceSession(str(cached), sess_options=so, providers=providers)
                 cache_hit = True
-                # The cached file is already optimized for this host and provider.
-                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            elif level_name != "disabled":
+            except Exception as exc:  # truncated or corrupt (a killed write, a full disk): compile again
+                log.info("onnxruntime: cached session file %s is unusable (%s); recompiling", cached, exc)
+                cached.unlink(missing_ok=True)
+                so.graph_optimization_level = level
+        if session is None:
+            if cached is not None and level_name != "disabled":
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 so.optimized_model_filepath = str(cached.with_suffix(".tmp.onnx"))
-        try:
-            session = ort.InferenceSession(source, sess_options=so, providers=providers)
-        except Exception as exc:
-            raise _compile_error(exc, self.name, device.id) from exc
-        if options.cache_dir and not cache_hit and so.optimized_model_filepath:
-            tmp = Path(so.optimized_model_filepath)
-            if tmp.exists():
-                os.replace(tmp, self._cache_path(source_model, device, options))
-        compiled = CompiledModel(self, model, device, options, native=session)
+            try:
+                session = ort.InferenceSession(source_model.serialized(), sess_options=so, providers=providers)
+            except Exception as exc:
+                raise _compile_error(exc, self.name, device.id) from exc
+            if cached is not None and so.optimized_model_filepath:
+                tmp = Path(so.optimized_model_filepath)
+                if tmp.exists():
+                    os.replace(tmp, cached)
+        compiled = CompiledModel(self, model, device, options, native=OrtNative(session))
         if source_model is not model:
             compiled.info["compressed_model"] = source_model
             compiled.info["compression"] = source_model.metadata.get(
@@ -172,13 +221,6 @@ class OnnxRuntimeBackend(Backend):
             )
         compiled.cache_hit = cache_hit if options.cache_dir else None
         compiled.info["providers"] = session.get_providers()
-        compiled.info["output_names"] = [o.name for o in session.get_outputs()]
-        # nnport has already validated the feeds, so call the session's native
-        # run and skip ORT's Python-side re-validation (~1.3 us of a ~7 us MLP
-        # call) and its print-and-retry EP fallback, which nnport reports
-        # through selection instead of doing silently.
-        inner = getattr(session, "_sess", None)
-        compiled.info["_native_run"] = inner.run if inner is not None and hasattr(inner, "run") else None
         return compiled
 
     def _converted(self, model: Model, device: Device, options: CompileOptions) -> Model:
@@ -223,10 +265,19 @@ class OnnxRuntimeBackend(Backend):
                 / f"{model.name}-{options.precision}-{digest}.onnx"
             )
             if cached.exists():
-                converted = load(cached)
-                object.__setattr__(converted, "name", f"{model.name}-{options.precision}")
-                converted.metadata["compression"] = {"precision": options.precision, "method": method, "cached": True}
-                return converted
+                try:
+                    converted = load(cached)
+                except NnportError as exc:  # truncated or corrupt: convert again
+                    log.info("onnxruntime: cached converted model %s is unusable (%s); converting again", cached, exc)
+                    cached.unlink(missing_ok=True)
+                else:
+                    object.__setattr__(converted, "name", f"{model.name}-{options.precision}")
+                    converted.metadata["compression"] = {
+                        "precision": options.precision,
+                        "method": method,
+                        "cached": True,
+                    }
+                    return converted
         converted = compress.quantize(model, options.precision, feeds, method, activations=activations)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -247,27 +298,20 @@ class OnnxRuntimeBackend(Backend):
 
     # -- run -------------------------------------------------------------------------
 
-    def allocate(self, compiled: CompiledModel, shapes: Mapping[str, Sequence[int]] | None = None) -> Binding:
-        binding = super().allocate(compiled, shapes)
-        binding.native = compiled.info["output_names"]
-        return binding
-
     def execute(self, compiled: CompiledModel, binding: Binding) -> None:
-        names = binding.native
+        native: OrtNative = compiled.native
         try:
-            values = compiled.native.run(names, binding.inputs)
+            binding.outputs = native.run(binding.inputs)
         except Exception as exc:
             raise _run_error(exc, compiled, binding.inputs) from exc
-        binding.outputs = dict(zip(names, values))
 
     def run(self, compiled: CompiledModel, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        info = compiled.info
-        names = info["output_names"]
-        native_run = info["_native_run"]
+        native: OrtNative = compiled.native
+        names, native_run = native.output_names, native.native_run  # OrtNative.run, inlined: the hot path
         try:
             if native_run is not None:
                 return dict(zip(names, native_run(names, feeds, None)))
-            return dict(zip(names, compiled.native.run(names, feeds)))
+            return dict(zip(names, native.session.run(names, feeds)))
         except Exception as exc:
             raise _run_error(exc, compiled, feeds) from exc
 
@@ -355,5 +399,5 @@ def _max_opset() -> int | None:
 
 
 @hookimpl
-def nnport_register_backends(register):
+def nnport_register_backends(register: Callable[[type[Backend]], None]) -> None:
     register(OnnxRuntimeBackend)

@@ -62,3 +62,32 @@ def test_every_backend_method_is_in_the_contract_spec():
     methods = [m for m in vars(nnport.Backend) if not m.startswith("_") and callable(getattr(nnport.Backend, m))]
     for method in methods:
         assert f"### `{method}(" in text, f"specs/backend-contract.md does not document Backend.{method}"
+
+
+def _documented_info_keys() -> set[str]:
+    text = (ROOT / "specs" / "backend-contract.md").read_text()
+    section = text.split("### `compiled.native` and `compiled.info`", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return {key for row in rows for key in re.findall(r"`([a-z0-9_]+)`", row.split("|")[1])}
+
+
+def test_every_compiled_info_key_is_in_the_contract_spec():
+    """``compiled.info`` is diagnostics, each key listed in specs/backend-contract.md (the backends installed here)."""
+    import nnport
+    from nnport import zoo
+
+    documented = _documented_info_keys()
+    assert {"providers", "graph_edges", "openvino_config", "tensorrt", "farm"} <= documented
+    wanted = ("onnxruntime:cpu", "openvino:CPU", "ncnn:cpu")
+    usable = {d.id for d in nnport.devices()}
+    seen: dict[str, set[str]] = {}
+    for device in [d for d in wanted if d in usable]:
+        for precision in ("fp32", "fp16"):
+            try:
+                compiled = nnport.compile(zoo.load("mlp"), device, fallback=False, precision=precision)
+            except nnport.NnportError:
+                continue
+            seen.setdefault(device, set()).update(compiled.info)
+    assert "onnxruntime:cpu" in seen
+    undocumented = {d: sorted(keys - documented) for d, keys in seen.items() if keys - documented}
+    assert not undocumented, f"compiled.info keys missing from specs/backend-contract.md: {undocumented}"

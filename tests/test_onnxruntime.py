@@ -118,11 +118,49 @@ def test_compile_cache(tmp_path):
     assert other.cache_hit is False  # different options, different key
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_compile_cache_file_is_recompiled(tmp_path, damage):
+    """A cached session file cut short (a killed write, a full disk) or overwritten is compiled again."""
+    model = zoo.load("cnn")
+    nnport.compile(model, "onnxruntime:cpu", cache_dir=tmp_path)
+    (path,) = (tmp_path / "onnxruntime").glob("*.onnx")
+    data = path.read_bytes()
+    path.write_bytes({"truncated": data[: len(data) // 3], "garbage": b"\x00not onnx" * 50, "empty": b""}[damage])
+    again = nnport.compile(model, "onnxruntime:cpu", cache_dir=tmp_path)
+    assert again.cache_hit is False
+    feeds = random_feeds(model.inputs)
+    reference = nnport.compile(model, "onnxruntime:cpu").run(feeds)["probs"]
+    np.testing.assert_allclose(again.run(feeds)["probs"], reference, rtol=1e-6, atol=1e-7)
+    assert path.read_bytes() == data  # rewritten whole
+    assert nnport.compile(model, "onnxruntime:cpu", cache_dir=tmp_path).cache_hit is True
+
+
+def test_corrupt_converted_model_cache_is_converted_again(tmp_path):
+    model = zoo.load("mlp")
+    first = nnport.compile(model, "onnxruntime:cpu", cache_dir=tmp_path, precision="fp16")
+    (converted,) = (tmp_path / "onnxruntime" / "converted").glob("*.onnx")
+    converted.write_bytes(converted.read_bytes()[:100])
+    again = nnport.compile(model, "onnxruntime:cpu", cache_dir=tmp_path / "fresh-sessions", precision="fp16")
+    assert again.info["compression"]["precision"] == "fp16"
+    feeds = random_feeds(model.inputs)
+    np.testing.assert_allclose(again.run(feeds)["probs"], first.run(feeds)["probs"], rtol=1e-3, atol=1e-4)
+
+
+def test_hot_path_state_is_typed_and_info_is_diagnostics(mlp_compiled):
+    from nnport.plugins.onnxruntime import OrtNative
+
+    native = mlp_compiled.native
+    assert isinstance(native, OrtNative) and native.output_names == [o.name for o in mlp_compiled.outputs]
+    assert not any(k.startswith("_") for k in mlp_compiled.info) and "output_names" not in mlp_compiled.info
+    feeds = random_feeds(mlp_compiled.inputs, seed=3)
+    np.testing.assert_array_equal(native.run(feeds)["probs"], mlp_compiled.run(feeds)["probs"])
+
+
 def test_options_are_applied():
     compiled = nnport.compile(
         zoo.load("mlp"), "onnxruntime:cpu", threads=1, extra={"graph_optimization_level": "disabled"}
     )
-    assert compiled.native.get_session_options().intra_op_num_threads == 1
+    assert compiled.native.session.get_session_options().intra_op_num_threads == 1
     with pytest.raises(nnport.NoDeviceCouldCompile, match="graph_optimization_level must be one of"):
         nnport.compile(zoo.load("mlp"), "onnxruntime:cpu", extra={"graph_optimization_level": "max"})
 
