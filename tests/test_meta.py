@@ -91,3 +91,29 @@ def test_every_compiled_info_key_is_in_the_contract_spec():
     assert "onnxruntime:cpu" in seen
     undocumented = {d: sorted(keys - documented) for d, keys in seen.items() if keys - documented}
     assert not undocumented, f"compiled.info keys missing from specs/backend-contract.md: {undocumented}"
+
+
+def test_packaging_one_version_a_license_and_type_information():
+    import importlib.metadata
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    import nnport
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "nnport.__version__"}
+    assert importlib.metadata.version("nnport") == nnport.__version__
+    assert project["project"]["license"] == "Apache-2.0" and project["project"]["license-files"] == ["LICENSE"]
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200]
+    assert (ROOT / "core" / "py.typed").exists() and "py.typed" in project["tool"]["setuptools"]["package-data"][
+        "nnport"
+    ]
+    assert "Typing :: Typed" in project["project"]["classifiers"]
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
+    assert first_block.strip().splitlines()[0].startswith("bash dev.sh demo") and "bash dev.sh test" in first_block
+    assert 'pip install "nnport[openvino,ncnn]"' in readme
