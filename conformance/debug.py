@@ -53,8 +53,10 @@ ORACLE = "onnx.reference"
 REFERENCE_DEVICE = "onnxruntime:cpu"
 
 
-class DebugError(NnportError):
-    """The debug session cannot start: the reference cannot run the model, bad feeds, no tensor to compare."""
+class DebugError(NnportError, ValueError):
+    """The debug session cannot start: the reference cannot run the model, bad feeds, no tensor to compare.
+
+    A problem with the input (the model or the feeds): the CLI exits 2."""
 
 
 # -- results ------------------------------------------------------------------------------

@@ -65,8 +65,8 @@ LINEAR_LIMIT = 32
 """After bisection, the linear passes run only on a model of at most this many nodes (each costs one trial per node)."""
 
 
-class ReduceError(NnportError):
-    """Bad arguments to ``reduce``."""
+class ReduceError(NnportError, ValueError):
+    """Bad arguments to ``reduce`` (the CLI exits 2)."""
 
 
 @dataclass(frozen=True)

@@ -106,15 +106,15 @@ def validate_json(doc: Mapping[str, Any]) -> list[str]:
 
 
 def load_json(path: str | Path) -> dict[str, Any]:
-    from nnport.errors import NnportError
+    from nnport.errors import InputError
 
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise NnportError(f"cannot read conformance report {str(path)!r}: {exc}") from exc
+        raise InputError(f"cannot read conformance report {str(path)!r}: {exc}") from exc
     problems = validate_json(doc)
     if problems:
-        raise NnportError(f"{str(path)!r} is not a conformance report: {'; '.join(problems[:5])}")
+        raise InputError(f"{str(path)!r} is not a conformance report: {'; '.join(problems[:5])}")
     return doc
 
 

@@ -102,17 +102,17 @@ def toml_module() -> Any:
 
 def load_expectations_file(path: str | os.PathLike) -> tuple[str | None, Expectations]:
     """Parse one TOML expectations file; returns (backend it is restricted to, entries)."""
-    from nnport.errors import NnportError
+    from nnport.errors import InputError
 
     toml = toml_module()
     try:
         with open(path, "rb") as fh:
             data = toml.load(fh)
     except (OSError, toml.TOMLDecodeError) as exc:
-        raise NnportError(f"cannot read expectations file {str(path)!r}: {exc}") from exc
+        raise InputError(f"cannot read expectations file {str(path)!r}: {exc}") from exc
     unknown = set(data) - {"xfail", "skip", "backend"}
     if unknown:
-        raise NnportError(
+        raise InputError(
             f"expectations file {str(path)!r} has unknown key(s) {sorted(unknown)}; expected [xfail], "
             "[skip] and backend"
         )
@@ -121,7 +121,7 @@ def load_expectations_file(path: str | os.PathLike) -> tuple[str | None, Expecta
         table = data.get(key, {})
         bad = [k for k, v in table.items() if not isinstance(v, str) or not v.strip()]
         if bad:
-            raise NnportError(
+            raise InputError(
                 f"expectations file {str(path)!r}: entries {bad} in [{key}] need a non-empty reason string"
             )
         tables[key] = dict(table)

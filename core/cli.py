@@ -1,21 +1,34 @@
 """The ``nnport`` command line (also ``python -m nnport``).
 
 Each sub-command lives in a module listed in ``COMMAND_MODULES`` that exposes
-``register(subparsers)``; the parser it adds sets ``func(args) -> int``.
-Any ``NnportError`` is printed on one line (``nnport: error: ...``) with exit
-status 2 and no traceback; ``NNPORT_TRACEBACK=1`` shows the traceback.
+``register(subparsers)``; the parser it adds sets ``func(args) -> int``.  A
+command parses, calls the API and prints; its logic is an API function.
+
+One convention for every command:
+
+- ``--json [FILE]``: the result as JSON to FILE; with no FILE (or ``-``) the JSON
+  goes to stdout, alone, and the human text goes to stderr;
+- exit status 0 ok, 1 a failed check or a runtime failure (``CompileError``,
+  ``ExecutionError``, a comparison that fails), 2 usage or bad input
+  (``InputError``, ``ModelLoadError``, ``DeviceNotFound``, a bad setting, a
+  missing extra); an ``NnportError`` is printed on one line (``nnport: error:
+  ...``) without a traceback (``NNPORT_TRACEBACK=1`` shows it);
+- ``-d/--device`` wherever a command takes devices; ``-v/--verbose`` shows
+  nnport's log (fallback attempts, cache recoveries) on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -34,19 +47,27 @@ COMMAND_MODULES = [
 """Modules contributing sub-commands; each has ``register(subparsers)``."""
 
 
+def exit_code(exc: NnportError) -> int:
+    """2 for usage or bad input (the ``ValueError``/``LookupError`` kinds: ``InputError``, ``ModelLoadError``,
+    ``DeviceNotFound``, a bad setting), 1 for a runtime failure (``CompileError``, ``ExecutionError``, ...)."""
+    return 2 if isinstance(exc, (ValueError, LookupError)) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _log_to_stderr(getattr(args, "verbose", 0))
     try:
-        return int(args.func(args) or 0)
+        with _json_on_stdout(args):
+            return int(args.func(args) or 0)
     except NnportError as exc:
         if os.environ.get("NNPORT_TRACEBACK"):
             raise
         print(f"nnport: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         print("nnport: interrupted", file=sys.stderr)
         return 130
@@ -59,17 +80,111 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="nnport", description="One contract over neural-network inference runtimes.")
     parser.add_argument("--version", action="version", version=f"nnport {__version__}")
+    _add_verbose(parser)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
+    for command in _subcommands(parser):
+        _add_verbose(command)
     return parser
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="show nnport's log on stderr (fallback attempts, cache recoveries); -vv: debug",
+    )
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                yield command
+                yield from _subcommands(command)
+
+
+def _log_to_stderr(verbose: int) -> None:
+    if not verbose:
+        return
+    log = logging.getLogger("nnport")
+    if not any(getattr(h, "_nnport_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("nnport: %(levelname)s: %(message)s"))
+        handler._nnport_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 # -- helpers shared by commands ---------------------------------------------------------
 
+_json_stdout: TextIO | None = None
+"""The real stdout while ``--json`` (no FILE) sends the human text to stderr."""
+
+
+def add_json_argument(p: argparse.ArgumentParser, what: str = "the result") -> None:
+    """``--json [FILE]``, the same on every command."""
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help=f"write {what} as JSON to FILE; without FILE (or '-') the JSON alone goes to stdout, the text to stderr",
+    )
+
+
+def json_to_stdout(args: argparse.Namespace) -> bool:
+    return getattr(args, "json", None) == "-"
+
+
+@contextlib.contextmanager
+def _json_on_stdout(args: argparse.Namespace) -> Iterator[None]:
+    """While a command runs with ``--json`` and no FILE, everything it prints goes to stderr (JSON excepted)."""
+    global _json_stdout
+    if not json_to_stdout(args):
+        yield
+        return
+    _json_stdout = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_stdout = None
+
+
+def write_json(args: argparse.Namespace, data: Any) -> None:
+    """The command's JSON, where ``--json`` said: a file, or stdout (alone); nothing without ``--json``."""
+    emit_json(getattr(args, "json", None), data)
+
+
+def emit_json(target: str | None, data: Any) -> None:
+    """``data`` as JSON to the file ``target``, or to stdout for ``-``; nothing for None."""
+    if not target:
+        return
+    text = json.dumps(data, indent=2, default=str)
+    if target == "-":
+        out = _json_stdout or sys.stdout
+        out.write(text + "\n")
+        out.flush()
+    else:
+        Path(target).write_text(text + "\n")
+        print(f"JSON written to {target}")
+
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+def require_extra(module: str, extra: str, command: str) -> None:
+    """Refuse (``InputError``: exit 2, one line) when ``command`` needs the ``nnport[extra]`` dependencies."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InputError(f"nnport {command} needs {module}: pip install 'nnport[{extra}]'")
 
 
 def parse_inputs(items: Sequence[str] | None) -> dict[str, np.ndarray]:
@@ -120,19 +235,19 @@ def table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("backends", help="list backends: available, unavailable (with why) or broken")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p = sub.add_parser("backends", help="list backends: available (with runtime versions), unavailable (why), broken")
+    add_json_argument(p, "the backends")
     p.add_argument(
         "--probe-only",
         action="store_true",
-        help="do not list devices (imports no SDK; device-id conflicts go unchecked)",
+        help="do not list devices nor read versions (imports no SDK; device-id conflicts go unchecked)",
     )
     p.set_defaults(func=cmd_backends)
 
     p = sub.add_parser("devices", help="list devices of every usable backend")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_argument(p, "the devices")
     p.add_argument("--all", action="store_true", help="include devices that are listed but unusable")
-    p.add_argument("--backend", help="only this backend's devices")
+    p.add_argument("--backend", "-b", help="only this backend's devices")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("run", help="run a model once on a device and print or save its outputs")
@@ -146,13 +261,14 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--output", "-o", help="save outputs to this .npz file")
     p.add_argument("--no-fallback", action="store_true", help="fail instead of trying the next device")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_json_argument(p, "a summary")
     add_shapes_argument(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="compile and run zoo models on every available backend, against the reference")
     p.add_argument("--models", nargs="*", default=None, help="zoo models (default: all)")
     p.add_argument("--no-port", action="store_true", help="skip the last part: nnport port on the digits classifier")
+    add_json_argument(p, "the zoo results")
     p.set_defaults(func=cmd_demo)
 
 
@@ -160,22 +276,25 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from . import backends
 
     rows = backends(check_devices=not args.probe_only)
-    if args.json:
-        print_json([r.to_dict() for r in rows])
-        return 0
+    write_json(args, [r.to_dict() for r in rows])
     print(
-        table([[r.name, r.vendor, r.status, r.reason or ""] for r in rows], ["backend", "vendor", "status", "reason"])
+        table(
+            [[r.name, r.vendor, r.status, _versions_text(r.versions), r.reason or ""] for r in rows],
+            ["backend", "vendor", "status", "versions", "reason"],
+        )
     )
     return 0
+
+
+def _versions_text(versions: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in versions.items())
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from . import devices
 
     found = devices(args.backend, include_unavailable=args.all)
-    if args.json:
-        print_json([d.to_dict() for d in found])
-        return 0
+    write_json(args, [d.to_dict() for d in found])
     print(
         table(
             [[d.id, d.kind, d.name, "yes" if d.available else f"no: {d.reason}"] for d in found],
@@ -220,9 +339,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for k, v in outputs.items()
         },
     }
-    if args.json:
-        print_json(summary)
-        return 0
+    write_json(args, summary)
     for dev, err in compiled.attempts:
         print(f"skipped {dev}: {err}")
     print(f"ran {model.name} on {compiled.device.id}")
@@ -240,10 +357,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .data import random_feeds
 
     print("nnport backends:")
+    statuses = backends(check_devices=True)
     print(
         table(
-            [[r.name, r.vendor, r.status, r.reason or ""] for r in backends()],
-            ["backend", "vendor", "status", "reason"],
+            [[r.name, r.vendor, r.status, _versions_text(r.versions), r.reason or ""] for r in statuses],
+            ["backend", "vendor", "status", "versions", "reason"],
         )
     )
     found = devices()
@@ -281,6 +399,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, results in accuracy.items():
         print(f"\n{name}: top-1 accuracy against the held-out labels (fp32): " + ", ".join(results))
     print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed")
+    header = ["model", "device", "max_abs_diff", "relative_diff", "status"]
+    write_json(
+        args,
+        {
+            "backends": [r.to_dict() for r in statuses],
+            "devices": [d.to_dict() for d in found],
+            "zoo": [dict(zip(header, row)) for row in rows],
+            "accuracy": accuracy,
+            "worst_relative_difference": worst,
+            "failures": failures,
+        },
+    )
     port_status = 0
     if "digits" in (args.models or zoo.names()) and not args.no_port:
         from .cli_port import demo as port_demo

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import MeasurementError, NnportError
+from .errors import ExecutionError, InputError, MeasurementError, NnportError
 from .measuring import SCENARIOS, MeasureSettings, MemoryWatch, host_context
 
 BENCH_FORMAT = 1
@@ -50,7 +50,7 @@ ROWS: list[tuple[str, str, str]] = [
 
 
 def register(sub: Any) -> None:
-    from .cli import add_shapes_argument
+    from .cli import add_json_argument, add_shapes_argument
 
     p = sub.add_parser(
         "bench",
@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
         action="append",
         help="device id, backend or kind (repeat for more columns; default: every usable device)",
     )
-    p.add_argument("--json", metavar="OUT.json", help="write every figure, the samples and the context to this file")
+    add_json_argument(p, "every figure, the samples and the context")
     p.add_argument("--plot", metavar="OUT.png", help="latency CDF per device as a PNG (needs matplotlib: nnport[plot])")
     p.add_argument(
         "--compare", nargs=2, metavar=("A.json", "B.json"), help="print the ratios B/A of two --json results and exit"
@@ -90,7 +90,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--threads", type=int, default=None, help="runtime threads per compiled model (default: the runtime's)"
     )
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--precision", "-p", default="fp32", choices=("fp32", "fp16", "int8"))
+    p.add_argument(
+        "--calibration",
+        "-c",
+        metavar="DIR|FILE|random",
+        help="int8 calibration data (a directory of .npy/.npz samples, one file, or 'random')",
+    )
     p.add_argument(
         "--hint",
         default=None,
@@ -110,7 +116,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("meters", help="list energy meters: usable, or why not")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_argument(p, "the meters")
     p.set_defaults(func=cmd_meters)
 
 
@@ -118,13 +124,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_meters(args: argparse.Namespace) -> int:
-    from .cli import print_json, table
+    from .cli import table, write_json
     from .energy import meter_status
 
     rows = meter_status()
-    if args.json:
-        print_json(rows)
-        return 0
+    write_json(args, rows)
     print(
         table(
             [
@@ -187,7 +191,7 @@ class _Progress:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .cli import parse_inputs, resolve_model, shapes_from
+    from .cli import exit_code, parse_inputs, resolve_model, shapes_from, write_json
 
     if args.compare:
         return compare_files(args.compare[0], args.compare[1], plot=args.plot)
@@ -200,7 +204,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         hint = args.hint or ("latency" if settings.scenario == "single-stream" else "throughput")
-        options = CompileOptions(threads=args.threads, precision=args.precision, hint=hint, shapes=shapes_from(args))
+        options = CompileOptions(
+            threads=args.threads,
+            precision=args.precision,
+            hint=hint,
+            shapes=shapes_from(args),
+            calibration=args.calibration,
+        )
     except ValueError as exc:
         raise MeasurementError(str(exc)) from exc
     model = resolve_model(args.model)
@@ -208,6 +218,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device_specs = args.device or _usable_devices()
 
     results: list[dict[str, Any]] = []
+    bad_input: list[bool] = []  # per failed device: was it the user's input (an unknown device, a bad feed)?
     for spec in device_specs:
         progress = settings.progress if isinstance(settings.progress, _Progress) else None
         if progress is not None:
@@ -217,6 +228,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             results.append(bench_one(model, spec, options, settings, inputs, warm=not args.no_warm_compile))
         except NnportError as exc:
             results.append({"device": spec, "error": f"{type(exc).__name__}: {exc}"})
+            bad_input.append(exit_code(exc) == 2)
         if progress is not None:
             progress.note(f"nnport bench: {model.name} on {spec}: done")
 
@@ -234,9 +246,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "results": results,
     }
     print(render_table(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
-        print(f"\nresults written to {args.json}")
+    write_json(args, report)
     if args.plot:
         plot_cdf(
             [(r["device"], r.get("samples_ms") or []) for r in results if "error" not in r],
@@ -246,9 +256,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"latency CDF written to {args.plot}")
     failed = [r for r in results if "error" in r]
     if failed and len(failed) == len(results):
-        raise MeasurementError(
-            "no device could be measured: " + "; ".join(f"{r['device']}: {r['error']}" for r in failed)
-        )
+        why = "no device could be measured: " + "; ".join(f"{r['device']}: {r['error']}" for r in failed)
+        raise InputError(why) if all(bad_input) else ExecutionError(why)
     return 1 if failed else 0
 
 
@@ -393,7 +402,7 @@ def _require_matplotlib() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise NnportError(
+        raise InputError(
             f"--plot needs matplotlib, which is not installed ({exc}): pip install 'nnport[plot]'"
         ) from exc
     return plt

@@ -18,13 +18,13 @@ interleaved.  A part below the precision's threshold is marked LOW; with
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import warnings
 from typing import Any
 
 
 def register(sub: Any) -> None:
-    from .cli import add_shapes_argument
+    from .cli import add_json_argument, add_shapes_argument
 
     p = sub.add_parser(
         "compress", help="write an fp16 or int8 (QDQ) ONNX model; --report gives accuracy delta and speedup"
@@ -89,7 +89,7 @@ def register(sub: Any) -> None:
         help="int8 static: quantize Concat/Split nodes whose parts span ranges far apart (kept float by default)",
     )
     p.add_argument("--duration", type=float, default=2.0, help="minimum seconds of interleaved timing per device")
-    p.add_argument("--json", metavar="FILE", help="write the report (or a summary) as JSON to FILE ('-' for stdout)")
+    add_json_argument(p, "the report (or a summary)")
     add_shapes_argument(p)
     p.set_defaults(func=cmd_compress)
 
@@ -97,8 +97,10 @@ def register(sub: Any) -> None:
 def cmd_compress(args: argparse.Namespace) -> int:
     from . import compress
     from .calibration import RandomCalibrationWarning
-    from .cli import resolve_model, shapes_from
+    from .cli import require_extra, resolve_model, shapes_from, write_json
     from .shapes import fix_shapes
+
+    require_extra("onnxruntime", "compress", "compress")  # the quantiser is onnxruntime.quantization
 
     model = fix_shapes(resolve_model(args.model), shapes_from(args))  # the compressed model keeps these static shapes
     activations = args.activations or ("int8" if any("tensorrt" in d.lower() for d in args.device or ()) else "uint8")
@@ -115,7 +117,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         )
     for w in caught:
         if issubclass(w.category, RandomCalibrationWarning):
-            print(f"nnport: warning: {w.message}")
+            print(f"nnport: warning: {w.message}", file=sys.stderr)
     path = compress.save(compressed, args.out)
     before, after = len(model.serialized()), len(compressed.serialized())
     info = compressed.metadata.get("compression", {})
@@ -165,11 +167,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             for line in failures:
                 print(f"  {line}")
             status = 1
-    if args.json:
-        text = json.dumps(summary, indent=2, default=str)
-        if args.json == "-":
-            print(text)
-        else:
-            with open(args.json, "w") as fh:
-                fh.write(text + "\n")
+        errors = [d for d in result.devices if d.status == "error"]
+        if errors:  # a device that could not be compared is a failed report, not a pass
+            print(f"nnport: {len(errors)} device(s) could not be compared:", file=sys.stderr)
+            for d in errors:
+                print(f"  {d.device}: {d.error}", file=sys.stderr)
+            status = 1
+    write_json(args, summary)
     return status

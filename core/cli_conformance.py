@@ -31,17 +31,20 @@ from .errors import InputError, NnportError
 
 
 def register(sub: Any) -> None:
-    from .cli import add_shapes_argument
+    from .cli import add_json_argument, add_shapes_argument
 
     p = sub.add_parser(
         "conformance", help="run the conformance suite: every case on every backend against the reference"
     )
     p.add_argument(
+        "--device",
+        "-d",
         "--backend",
         "-b",
+        dest="backend",
         action="append",
-        metavar="B",
-        help="backend name or device id (repeat); default: every available backend",
+        metavar="D",
+        help="device id or backend name (repeat; -b/--backend: the same); default: every available backend",
     )
     p.add_argument(
         "--cases",
@@ -64,7 +67,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--plugin", action="append", default=[], metavar="MODULE", help="load this plugin module (also in workers)"
     )
-    p.add_argument("--json", metavar="FILE", help="write the JSON report")
+    add_json_argument(p, "the report")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     p.add_argument("--html", metavar="FILE", help="write the HTML matrix")
     p.add_argument(
@@ -125,8 +128,14 @@ def register(sub: Any) -> None:
     p.add_argument("--save-inputs", metavar="FILE.npz", help="save the inputs used")
     p.add_argument("--load-inputs", metavar="FILE.npz", help="load inputs saved by --save-inputs")
     p.add_argument("--save-outputs", metavar="FILE.npz", help="save every device's outputs (keys DEVICE/OUTPUT)")
+    p.add_argument(
+        "--calibration",
+        "-c",
+        metavar="DIR|FILE|random",
+        help="int8 calibration data for the devices' compiles (a directory of .npy/.npz samples, one file, 'random')",
+    )
     add_shapes_argument(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_argument(p, "the comparison")
     p.set_defaults(func=cmd_compare)
 
 
@@ -161,7 +170,7 @@ def run_tolerances(args: argparse.Namespace) -> dict[str, float]:
             continue
         value = parse_tolerances([text], flag)
         if not isinstance(value, float):
-            raise NnportError(f"{flag} takes one number for every case (cases have different outputs), got {text!r}")
+            raise InputError(f"{flag} takes one number for every case (cases have different outputs), got {text!r}")
         found[key] = value
     return found
 
@@ -178,7 +187,7 @@ def check_targets(targets: Sequence[Any], requested: Sequence[str] | None, allow
     missing = [t for t in targets if t.unavailable]
     if missing:
         detail = "; ".join(f"{t.device}: {t.unavailable}" for t in missing)
-        raise NnportError(
+        raise InputError(
             f"cannot test the requested {'device' if len(missing) == 1 else 'devices'}: {detail} (see "
             "`nnport backends`; --allow-unavailable reports them as skips)"
         )
@@ -201,7 +210,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from nnport.conformance import cases as case_mod
     from nnport.conformance import reports, runner
 
-    from .cli import shapes_from
+    from .cli import require_extra, shapes_from, write_json
 
     _load_plugins(args.plugin)
     selected = case_mod.select(args.cases)
@@ -209,10 +218,11 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         for case in selected:
             print(f"{case.id}  {case.description}")
         return 0
+    require_extra("onnxruntime", "conformance", "conformance")  # the reference
     if not selected:
-        raise NnportError(f"no conformance case matches {args.cases}; try --list")
+        raise InputError(f"no conformance case matches {args.cases}; try --list")
     if args.jobs < 1:
-        raise NnportError(f"--jobs must be at least 1, got {args.jobs}")
+        raise InputError(f"--jobs must be at least 1, got {args.jobs}")
     baseline = reports.load_json(args.baseline) if args.baseline else None
     targets = runner.resolve_targets(args.backend)
     if not targets:
@@ -239,8 +249,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         retry_elsewhere=args.retry_elsewhere,
     )
     print(reports.matrix_text(report, color=sys.stdout.isatty(), only_problems=args.problems_only))
-    if args.json:
-        reports.write_json(report, args.json)
+    write_json(args, reports.to_json(report))
     if args.junit:
         reports.write_junit(report, args.junit)
     if args.html:
@@ -275,9 +284,9 @@ def parse_tolerances(items: Sequence[str], flag: str) -> float | dict[str, float
         try:
             number = float(value)
         except ValueError:
-            raise NnportError(f"{flag} expects VALUE or NAME:VALUE with a number, got {item!r}") from None
+            raise InputError(f"{flag} expects VALUE or NAME:VALUE with a number, got {item!r}") from None
         if number < 0:
-            raise NnportError(f"{flag} must not be negative, got {item!r}")
+            raise InputError(f"{flag} must not be negative, got {item!r}")
         found[name] = number
     if list(found) == [""]:
         return found[""]
@@ -314,22 +323,23 @@ def _stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    with _stdout_to_stderr(args.json):
-        rows, feeds, model, passed = _compare_devices(args)
-    from .cli import print_json, table
+    from .cli import json_to_stdout, require_extra, table, write_json
 
-    if args.json:
-        print_json(
-            {
-                "model": model.name,
-                "reference": args.reference,
-                "precision": args.precision,
-                "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
-                "devices": rows,
-                "passed": passed,
-            }
-        )
-        return 0 if passed else 1
+    if args.reference.startswith("onnxruntime"):
+        require_extra("onnxruntime", "onnxruntime", "compare")  # the reference
+    with _stdout_to_stderr(json_to_stdout(args)):
+        rows, feeds, model, passed = _compare_devices(args)
+    write_json(
+        args,
+        {
+            "model": model.name,
+            "reference": args.reference,
+            "precision": args.precision,
+            "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
+            "devices": rows,
+            "passed": passed,
+        },
+    )
     print(f"{model.name}: {len(rows)} device(s) against {args.reference} ({args.precision})")
     lines = []
     for r in rows:
@@ -410,7 +420,7 @@ def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
     for device in args.device:
         entry: dict[str, Any] = {"device": device, "passed": False, "error": None, "outputs": []}
         try:
-            compiled = nn_compile(model, device, fallback=False, precision=args.precision)
+            compiled = nn_compile(model, device, fallback=False, precision=args.precision, calibration=args.calibration)
             entry["device"] = compiled.device.id
             outputs = compiled.run(feeds)
         except NnportError as exc:

@@ -23,11 +23,11 @@ from typing import Any
 
 
 def register(sub: Any) -> None:
+    from .cli import add_json_argument
+
     p = sub.add_parser("debug", help="find the first node where a device's result diverges from the reference")
     _common(p)
-    p.add_argument(
-        "--json", nargs="?", const="-", metavar="FILE", help="write the report as JSON to FILE (default: stdout)"
-    )
+    add_json_argument(p, "the report")
     p.add_argument("--html", metavar="FILE", help="write an HTML page with the error along the graph")
     p.add_argument("--no-fast", action="store_true", help="do not use the backend's intermediates (cut path only)")
     p.set_defaults(func=cmd_debug)
@@ -68,9 +68,7 @@ def register(sub: Any) -> None:
         metavar="N",
         help="after bisecting, run the linear passes on at most N nodes (default 32)",
     )
-    p.add_argument(
-        "--json", nargs="?", const="-", metavar="FILE", help="write the result as JSON to FILE (default: stdout)"
-    )
+    add_json_argument(p, "the result")
     p.set_defaults(func=cmd_reduce)
 
 
@@ -172,33 +170,24 @@ def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _write_json(target: str, data: Any) -> None:
-    text = json.dumps(data, indent=2, default=str)
-    if target == "-":
-        print(text)
-    else:
-        Path(target).write_text(text)
-
-
 def cmd_debug(args: argparse.Namespace) -> int:
     from nnport.conformance import debug
 
+    from .cli import write_json
+
     report = debug.first_divergence(fast=not args.no_fast, **_kwargs(args))
-    if args.json == "-":
-        _write_json("-", report.to_dict())
-    else:
-        print(debug.to_text(report))
-        if args.json:
-            _write_json(args.json, report.to_dict())
-            print(f"wrote {args.json}")
+    write_json(args, report.to_dict())
+    print(debug.to_text(report))
     if args.html:
         Path(args.html).write_text(debug.to_html(report))
-        print(f"wrote {args.html}", file=sys.stderr if args.json == "-" else sys.stdout)
+        print(f"wrote {args.html}")
     return report.exit_code
 
 
 def cmd_reduce(args: argparse.Namespace) -> int:
     from nnport.conformance import reduce
+
+    from .cli import write_json
 
     result = reduce.reduce(
         mode=args.mode,
@@ -209,10 +198,6 @@ def cmd_reduce(args: argparse.Namespace) -> int:
         linear_limit=args.linear_limit,
         **_kwargs(args),
     )
-    if args.json == "-":
-        _write_json("-", result.to_dict())
-    else:
-        print(reduce.to_text(result))
-        if args.json:
-            _write_json(args.json, result.to_dict())
+    write_json(args, result.to_dict())
+    print(reduce.to_text(result))
     return result.exit_code

@@ -6,10 +6,10 @@ The commands parse, call ``nnport.farm`` and print; the logic lives there.
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from .errors import NnportError
+from .cli import add_json_argument, write_json
+from .errors import InputError
 
 
 def register(sub: Any) -> None:
@@ -37,32 +37,34 @@ def register(sub: Any) -> None:
         "--dashboard", action="store_true", help="head only: start Ray's dashboard too, bound to --ip (off by default)"
     )
     j.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the node to come up")
-    j.add_argument("--json", action="store_true", help="print the node's record as JSON")
+    add_json_argument(j, "the node's record")
     j.set_defaults(func=cmd_join)
 
     s = fsub.add_parser("status", help="the farm's nodes, devices (busy/idle) and versions, and the nodes started here")
     s.add_argument("--address", metavar="HOST:PORT", help="the farm (default: NNPORT_FARM, else a head started here)")
-    s.add_argument("--json", action="store_true", help="print JSON")
+    add_json_argument(s, "the farm's state")
     s.set_defaults(func=cmd_status)
 
     t = fsub.add_parser("stop", help="stop the nodes this host started (only those; never other Ray processes)")
     t.add_argument("names", nargs="*", help="node names (default: every node started here)")
-    t.add_argument("--json", action="store_true", help="print JSON")
+    add_json_argument(t, "what was stopped")
     t.set_defaults(func=cmd_stop)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
 def cmd_join(args: argparse.Namespace) -> int:
     from . import farm
+    from .cli import require_extra
 
+    require_extra("ray", "farm", "farm join")
     ports = None
     if args.worker_ports:
         lo, sep, hi = args.worker_ports.partition("-")
         if not sep or not lo.isdigit() or not hi.isdigit() or int(lo) > int(hi):
-            raise NnportError(f"--worker-ports expects MIN-MAX, got {args.worker_ports!r}")
+            raise InputError(f"--worker-ports expects MIN-MAX, got {args.worker_ports!r}")
         ports = (int(lo), int(hi))
     if args.port is not None and not args.head:
-        raise NnportError("--port sets the port of a new farm: use it with --head (a joining node takes --address)")
+        raise InputError("--port sets the port of a new farm: use it with --head (a joining node takes --address)")
     node = farm.join(
         head=args.head,
         address=args.address,
@@ -76,9 +78,7 @@ def cmd_join(args: argparse.Namespace) -> int:
         dashboard=args.dashboard,
         timeout_s=args.timeout,
     )
-    if args.json:
-        print(json.dumps(node.to_dict(), indent=2))
-        return 0
+    write_json(args, node.to_dict())
     role = "head of a new farm" if node.head else "node"
     print(
         f"started {role} {node.name!r} (pid {node.pid}) at {node.address}; devices: {', '.join(node.devices) or 'none'}"
@@ -93,12 +93,11 @@ def cmd_join(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from . import farm
-    from .cli import table
+    from .cli import require_extra, table
 
+    require_extra("ray", "farm", "farm status")
     st = farm.status(args.address)
-    if args.json:
-        print(json.dumps(st.to_dict(), indent=2, default=str))
-        return 0 if st.error is None else 1
+    write_json(args, st.to_dict())
     print(f"farm: {st.address or '-'}" + (f"  ({st.error})" if st.error else ""))
     rows = []
     for node in st.nodes:
@@ -157,9 +156,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from . import farm
 
     stopped = farm.stop(args.names or None)
-    if args.json:
-        print(json.dumps([n.name for n in stopped]))
-        return 0
+    write_json(args, [n.name for n in stopped])
     if not stopped:
         print("no node started on this host is recorded")
     for node in stopped:

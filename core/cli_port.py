@@ -20,7 +20,7 @@ from .porting import OBJECTIVES, PRECISIONS, PREPROCESS, PortProgress, PortRepor
 
 
 def register(sub: Any) -> None:
-    from .cli import add_shapes_argument
+    from .cli import add_json_argument, add_shapes_argument
 
     p = sub.add_parser(
         "port",
@@ -92,7 +92,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--html", metavar="REPORT.html", help="write the report as HTML, with a Pareto plot of latency against accuracy"
     )
-    p.add_argument("--json", metavar="REPORT.json", help="write every figure as JSON")
+    add_json_argument(p, "every figure")
     add_shapes_argument(p)
     p.set_defaults(func=cmd_port)
 
@@ -118,8 +118,9 @@ def _drop(text: str) -> float:
 
 
 def cmd_port(args: argparse.Namespace) -> int:
-    from .cli import resolve_model, shapes_from
+    from .cli import require_extra, resolve_model, shapes_from
 
+    require_extra("onnxruntime", "onnxruntime", "port")  # the fp32 reference is onnxruntime:cpu
     precisions = [p for group in args.precision for p in group] if args.precision else list(PRECISIONS)
     return run_and_print(
         resolve_model(args.model),
@@ -159,7 +160,11 @@ def run_and_print(
     if html:
         report.write_html(html)
         print(f"HTML report written to {html}", file=out)
-    if json_path:
+    if json_path == "-":
+        from .cli import emit_json
+
+        emit_json("-", report.to_dict())
+    elif json_path:
         report.write_json(json_path)
         print(f"JSON report written to {json_path}", file=out)
     return exit_status(report)

@@ -20,7 +20,7 @@ id is in, and selection uses none of its devices (``DeviceIdConflict``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BackendUnavailable, DeviceIdConflict, DeviceNotFound, NnportError
@@ -41,6 +41,7 @@ class BackendStatus:
     reason: str | None = None
     priority: int = 0
     source: str = ""
+    versions: dict[str, str] = field(default_factory=dict)  # runtime versions (read with check_devices)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class BackendStatus:
             "reason": self.reason,
             "priority": self.priority,
             "source": self.source,
+            "versions": dict(self.versions),
         }
 
 
@@ -69,10 +71,13 @@ def backend_statuses(pm: NnportPluginManager, *, check_devices: bool = False) ->
         except Exception as exc:  # a probe must not take the listing down
             reason = f"probe() raised {type(exc).__name__}: {exc}"
         status = "available" if reason is None else "unavailable"
+        versions: dict[str, str] = {}
         if reason is None:
             conflict = _id_conflict(pm, name, check_devices)
             if conflict is not None:
                 status, reason = "broken", conflict.reason
+            elif check_devices:
+                versions = _versions(pm, name)
         rows.append(
             BackendStatus(
                 name=name,
@@ -82,6 +87,7 @@ def backend_statuses(pm: NnportPluginManager, *, check_devices: bool = False) ->
                 reason=reason,
                 priority=reg.cls.priority,
                 source=pm.sources.get(reg.plugin, ""),
+                versions=versions,
             )
         )
     for b in pm.broken:
@@ -89,6 +95,14 @@ def backend_statuses(pm: NnportPluginManager, *, check_devices: bool = False) ->
             BackendStatus(name=b.name, vendor="", plugin=b.name, status="broken", reason=b.error, source=b.source)
         )
     return rows
+
+
+def _versions(pm: NnportPluginManager, name: str) -> dict[str, str]:
+    """The backend's runtime versions (its SDK is imported); empty when it cannot say."""
+    try:
+        return {str(k): str(v) for k, v in pm.backend(name).versions().items()}
+    except Exception as exc:  # a backend's versions() must not take the listing down
+        return {"error": f"versions() raised {type(exc).__name__}: {exc}"}
 
 
 def _id_conflict(pm: NnportPluginManager, name: str, list_devices: bool) -> DeviceIdConflict | None:

@@ -98,3 +98,150 @@ def test_demo_runs_every_zoo_model_on_the_reference():
     proc = nnport_cli("demo", "--models", "mlp", "cnn")
     assert "zoo models against the reference" in proc.stdout
     assert "mlp" in proc.stdout and "onnxruntime:cpu" in proc.stdout
+
+
+# -- one convention for every command (issue 19, point 3) ---------------------------------------------------------
+
+REFUSER = """
+import nnport
+from nnport.errors import CompileError
+from nnport.types import Device
+
+
+class Refuser(nnport.Backend):
+    name = "refuser"
+    vendor = "Test"
+    priority = 1000
+
+    def devices(self):
+        return [Device(id="refuser:cpu", backend="refuser", kind="cpu", name="refuses every model")]
+
+    def compile(self, model, device, options):
+        raise CompileError("refuses every model", backend=self.name, device=device.id)
+
+
+@nnport.hookimpl
+def nnport_register_backends(register):
+    register(Refuser)
+"""
+
+
+@pytest.fixture
+def refuser_env(tmp_path):
+    (tmp_path / "nnport_test_refuser.py").write_text(REFUSER)
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    return {"NNPORT_PLUGINS": "nnport_test_refuser", "PYTHONPATH": path}
+
+
+def test_exit_codes_tell_bad_input_from_a_runtime_failure(refuser_env):
+    usage = nnport_cli("run", check=False)  # argparse: a missing argument
+    assert usage.returncode == 2
+    bad_input = nnport_cli("run", "zoo:mlp", "-d", "quantum", check=False, env=refuser_env)
+    assert bad_input.returncode == 2 and "unknown device 'quantum'" in bad_input.stderr
+    failed = nnport_cli("run", "zoo:mlp", "-d", "refuser:cpu", "--no-fallback", check=False, env=refuser_env)
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.startswith("nnport: error: ") and "refuses every model" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+def test_verbose_shows_the_fallback_log(refuser_env):
+    args = ("run", "zoo:mlp", "-d", "refuser:cpu", "-d", "onnxruntime:cpu")
+    quiet = nnport_cli(*args, env=refuser_env)
+    assert "could not compile" not in quiet.stderr
+    loud = nnport_cli("-v", *args, env=refuser_env)
+    assert "nnport: INFO:" in loud.stderr and "refuser:cpu could not compile" in loud.stderr, loud.stderr
+    assert nnport_cli(*args, "--verbose", env=refuser_env).stderr == loud.stderr  # after the command too
+
+
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["backends"], "onnxruntime"),
+        (["devices"], "onnxruntime:cpu"),
+        (["run", "zoo:mlp", "-d", "onnxruntime:cpu"], "ran mlp on onnxruntime:cpu"),
+        (["meters"], "meter"),
+        (["compare", "zoo:mlp", "-d", "onnxruntime:cpu"], "all devices agree"),
+        (["compress", "zoo:mlp", "-p", "fp16", "-o", "{tmp}/m.onnx"], "wrote"),
+    ],
+)
+def test_json_without_a_file_is_pure_json_on_stdout_and_text_on_stderr(tmp_path, args, text):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    for flag in (["--json"], ["--json", "-"]):
+        proc = nnport_cli(*args, *flag)
+        json.loads(proc.stdout)  # nothing but the JSON
+        assert text in proc.stderr, proc.stderr
+    out = tmp_path / "out.json"
+    proc = nnport_cli(*args, "--json", str(out))
+    json.loads(out.read_text())
+    assert text in proc.stdout and f"JSON written to {out}" in proc.stdout
+
+
+def test_backends_show_runtime_versions():
+    rows = {r["name"]: r for r in json.loads(nnport_cli("backends", "--json").stdout)}
+    assert rows["onnxruntime"]["versions"]["onnxruntime"]
+    assert "versions" in nnport_cli("backends").stdout.splitlines()[0]
+    probe_only = {r["name"]: r for r in json.loads(nnport_cli("backends", "--probe-only", "--json").stdout)}
+    assert probe_only["onnxruntime"]["versions"] == {}  # no SDK imported
+
+
+def test_conformance_takes_device_and_backend_alike():
+    for flag in ("-d", "--device", "-b", "--backend"):
+        proc = nnport_cli("conformance", flag, "onnxruntime:cpu", "-k", "zoo/mlp", "--list")
+        assert "zoo/mlp" in proc.stdout
+
+
+def test_every_command_takes_json_and_verbose():
+    from nnport.cli import _subcommands, build_parser
+
+    for command in _subcommands(build_parser()):
+        if command.prog.endswith("nnport farm"):
+            continue
+        options = {s for a in command._actions for s in a.option_strings}
+        assert {"-v", "--verbose"} <= options, command.prog
+        assert "--json" in options, command.prog
+        takes_devices = any(a.dest in ("device", "backend") for a in command._actions if a.option_strings)
+        if takes_devices and not command.prog.endswith(" devices"):
+            assert {"-d", "--device"} <= options, command.prog
+
+
+# -- extras that match the commands (issue 19, point 2) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, module, extra",
+    [
+        (["compress", "zoo:mlp", "-p", "fp16", "-o", "{tmp}/m.onnx"], "onnxruntime", "compress"),
+        (["conformance", "-k", "zoo/mlp"], "onnxruntime", "conformance"),
+        (["compare", "zoo:mlp", "-d", "onnxruntime:cpu"], "onnxruntime", "onnxruntime"),
+        (["port", "zoo:mlp"], "onnxruntime", "onnxruntime"),
+        (["farm", "status"], "ray", "farm"),
+    ],
+)
+def test_a_command_missing_its_extra_names_it(tmp_path, monkeypatch, capsys, argv, module, extra):
+    from nnport.cli import main
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed: importlib.util.find_spec gives None
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"pip install 'nnport[{extra}]'" in err and err.strip().count("\n") == 0, err
+
+
+def test_extras_hold_what_their_commands_import():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    def names(extra):
+        return {req.split(">")[0].split("=")[0].split("[")[0].strip().lower() for req in extras[extra]}
+
+    assert "onnxruntime" in names("compress")
+    assert {"onnxruntime", "pytest"} <= names("conformance")
+    assert {"ruff", "mypy", "pytest"} <= names("dev")
+    assert "matplotlib" in names("plot") and "ray" in names("farm")
