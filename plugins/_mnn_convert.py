@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from nnport.data import save_arrays
 from nnport.errors import CompileError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
@@ -469,15 +470,18 @@ def _convert_in(
     return conv
 
 
+_TIE = (
+    "MNN ignores select_last_index=1 and returns the first index of a tie (node tests arg{max,min}_*_select_last_index)"
+)
 UNSUPPORTED_ATTRIBUTES = {
     (
         "ArgMax",
         "select_last_index",
-    ): "MNN ignores select_last_index=1 and returns the first index of a tie (node tests argmax/argmin_*_select_last_index)",
+    ): _TIE,
     (
         "ArgMin",
         "select_last_index",
-    ): "MNN ignores select_last_index=1 and returns the first index of a tie (node tests argmax/argmin_*_select_last_index)",
+    ): _TIE,
 }
 """(operator, attribute set to non-zero) that MNN converts but ignores; seeded random inputs have no ties to show it."""
 
@@ -626,12 +630,15 @@ def _guard(event, args):
     if event in BLOCK:
         raise PermissionError("nnport's MNN check worker refuses " + event)
 sys.addaudithook(_guard)
+task = json.loads(sys.argv[2])
+if task.get("memory_limit"):  # a runaway allocation fails here instead of paging the machine into the OOM killer
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (task["memory_limit"], task["memory_limit"]))
 import numpy as np
 from nnport.errors import NnportError
 from nnport.model import Model
 from nnport.plugins.mnn import MnnProgram
 from nnport.types import TensorSpec
-task = json.loads(sys.argv[2])
 specs = lambda rows: tuple(TensorSpec(n, tuple(s), d) for n, s, d in rows)
 model = Model(format="onnx", inputs=specs(task["inputs"]), outputs=specs(task["outputs"]), hash="", name=task["name"])
 status = {}
@@ -643,6 +650,8 @@ try:
     np.savez(task["out"], **{"o%d" % i: out[s.name] for i, s in enumerate(model.outputs)})
 except NnportError as exc:
     status["error"] = str(exc)
+except Exception as exc:  # MNN's bare SystemError and the like
+    status["error"] = type(exc).__name__ + ": " + str(exc)[:300]
 print(sys.argv[3] + json.dumps(status), flush=True)
 """
 """Runs the converted model once on the check inputs in a child process: a crash or a hang in MNN is a verdict."""
@@ -650,12 +659,32 @@ print(sys.argv[3] + json.dumps(status), flush=True)
 SIGNALS = {4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 11: "SIGSEGV"}
 
 
+def check_memory_limit(model_bytes: int = 0) -> int:
+    """Address-space limit of the check worker, in bytes (0: none).
+
+    ``NNPORT_MNN_CHECK_MEMORY_MB`` if set, else 3 GiB plus 4x the converted
+    model, at most half the memory available now.  A OneHot node test with a
+    garbage depth made MNN allocate until the kernel's OOM killer stopped it a
+    minute later, paging the whole machine; under the limit it fails at once.
+    """
+    env = os.environ.get("NNPORT_MNN_CHECK_MEMORY_MB")
+    if env:
+        return int(float(env) * (1 << 20))
+    want = (3 << 30) + 4 * max(0, model_bytes)
+    try:
+        with open("/proc/meminfo", encoding="ascii", errors="replace") as f:
+            available = next((int(line.split()[1]) << 10 for line in f if line.startswith("MemAvailable:")), 0)
+    except (OSError, ValueError):
+        available = 0
+    return int(min(want, available // 2)) if available else want
+
+
 class CheckFailed(Exception):
     """MNN crashed, hung or raised on the check inputs (in the check worker); the message says which."""
 
 
 def run_isolated(
-    path: str, model: Model, precision: str, feeds: Mapping[str, np.ndarray], timeout_s: float = 120.0
+    path: str, model: Model, precision: str, feeds: Mapping[str, np.ndarray], timeout_s: float = CHECK_TIMEOUT_S
 ) -> dict[str, np.ndarray]:
     """The converted model's outputs on ``feeds``, computed in a child process; raises ``CheckFailed``.
 
@@ -666,13 +695,22 @@ def run_isolated(
     """
     with tempfile.TemporaryDirectory(prefix="nnport-mnn-check-") as tmp:
         feeds_path, out_path = os.path.join(tmp, "feeds.npz"), os.path.join(tmp, "out.npz")
-        np.savez(feeds_path, **{f"i{i}": np.asarray(feeds[s.name]) for i, s in enumerate(model.inputs)})
+        save_arrays(feeds_path, {f"i{i}": np.asarray(feeds[s.name]) for i, s in enumerate(model.inputs)})
 
         def rows(specs: Any) -> list[Any]:
             return [[s.name, [d if isinstance(d, int) else None for d in s.shape], str(s.dtype)] for s in specs]
 
-        task = {"path": str(path), "precision": precision, "name": model.name, "inputs": rows(model.inputs),
-                "outputs": rows(model.outputs), "feeds": feeds_path, "out": out_path}  # fmt: skip
+        limit = check_memory_limit(os.path.getsize(path) if os.path.isfile(path) else 0)
+        task = {
+            "path": str(path),
+            "precision": precision,
+            "name": model.name,
+            "inputs": rows(model.inputs),
+            "outputs": rows(model.outputs),
+            "feeds": feeds_path,
+            "out": out_path,
+            "memory_limit": limit,
+        }
         cmd = [sys.executable, "-c", CHECK_WORKER, json.dumps(BLOCKED_EVENTS), json.dumps(task), STATUS_MARK]
         try:
             proc = subprocess.run(
@@ -680,7 +718,7 @@ def run_isolated(
             )
         except subprocess.TimeoutExpired:
             raise CheckFailed(
-                f"MNN did not finish running the converted model within {timeout_s:.0f} s (a hang)"
+                f"MNN {HANG} within {timeout_s:.0f} s (a hang; extra mnn_check_timeout_s gives it longer)"
             ) from None
         log = (proc.stdout or "") + (proc.stderr or "")
         status = None
@@ -688,8 +726,12 @@ def run_isolated(
             if line.startswith(STATUS_MARK):
                 with contextlib.suppress(ValueError):
                     status = json.loads(line[len(STATUS_MARK) :])
-        if proc.returncode < 0:
-            sig = SIGNALS.get(-proc.returncode, f"signal {-proc.returncode}")
+        if proc.returncode < 0 or (status is None and "MemoryError" in log):
+            sig = SIGNALS.get(-proc.returncode, f"signal {-proc.returncode}") if proc.returncode < 0 else "MemoryError"
+            if sig in ("SIGABRT", "SIGKILL", "MemoryError") and (
+                "bad_alloc" in log or "MemoryError" in log or sig == "SIGKILL"
+            ):
+                sig += f", out of memory under the check's {limit / (1 << 30):.1f} GiB limit"
             tail = " ".join(_reason(log).split())[:200]
             raise CheckFailed(
                 f"MNN crashed ({sig}) running the converted model"
@@ -703,7 +745,9 @@ def run_isolated(
             return {s.name: data[f"o{i}"] for i, s in enumerate(model.outputs)}
 
 
-def _verify(path: Path, model: Model, precision: str, check_timeout_s: float = 30.0) -> tuple[str, str | None]:
+def _verify(
+    path: Path, model: Model, precision: str, check_timeout_s: float = CHECK_TIMEOUT_S
+) -> tuple[str, str | None]:
     """Compare the converted model with ONNX Runtime on seeded inputs: (what was checked, error or None).
 
     A model with open dims is checked at guessed sizes (1); when the two
@@ -753,7 +797,9 @@ ABS_FLOOR = 1e-6
 """Absolute slack of the check: outputs near zero everywhere (a heat map at 3e-7) compare on rounding otherwise."""
 
 
-def disagreement(model: Model, precision: str, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]) -> str | None:
+def disagreement(
+    model: Model, precision: str, got: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]
+) -> str | None:
     """Why ``got`` (MNN) is not ``ref`` (ONNX Runtime) within the check's loose tolerance, or None.
 
     Shapes must be equal; values are compared where the reference is finite
@@ -766,7 +812,8 @@ def disagreement(model: Model, precision: str, got: Mapping[str, np.ndarray], re
         if have is None:
             return f"its model has no output {name!r}"
         if have.shape != want.shape:
-            return f"its model disagrees with ONNX Runtime on output {name!r} (shape {list(have.shape)} vs {list(want.shape)})"
+            shapes = f"shape {list(have.shape)} vs {list(want.shape)}"
+            return f"its model disagrees with ONNX Runtime on output {name!r} ({shapes})"
         if not want.size:
             continue
         w, h = want.astype(np.float64), have.astype(np.float64)

@@ -66,8 +66,9 @@ import importlib.util
 import os
 import platform
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,17 @@ from nnport.model import Model
 from nnport.specialize import Specializations, open_axes
 from nnport.types import Binding, Capabilities, CompileOptions, Device, TensorSpec
 
-from ._mnn_convert import CHECK_TIMEOUT_S, DEFERRED, FirstRunCheck, captured, convert, converter_available, default_cache_root, import_mnn, mnn_version
+from ._mnn_convert import (
+    CHECK_TIMEOUT_S,
+    DEFERRED,
+    FirstRunCheck,
+    captured,
+    convert,
+    converter_available,
+    default_cache_root,
+    import_mnn,
+    mnn_version,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 WINOGRAD_MEMORY_LEVEL = 3
@@ -96,7 +107,7 @@ _I32 = np.dtype(np.int32)
 _INT32_MIN, _INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 # ONNX input dtype -> (how it is fed: numpy dtype MNN reads, MNN dtype name)
-INPUT_DTYPES = {
+INPUT_DTYPES: dict[np.dtype, tuple[np.dtype, str]] = {
     np.dtype(np.float32): (_F32, "float"),
     np.dtype(np.int32): (_I32, "int"),
     np.dtype(np.int64): (_I32, "int"),  # MNN's converter makes int64 tensors int32
@@ -110,7 +121,9 @@ class MnnBackend(Backend):
     name = "mnn"
     vendor = "Alibaba"
     priority = 45
-    description = "Alibaba MNN (mobile/edge runtime): ONNX through MNN's converter; CPU (GPU backends where the build has them)"
+    description = (
+        "Alibaba MNN (mobile/edge runtime): ONNX through MNN's converter; CPU (GPU backends where the build has them)"
+    )
 
     _gpu_status: dict[str, str | None] | None = None
 
@@ -119,7 +132,9 @@ class MnnBackend(Backend):
         if importlib.util.find_spec("MNN") is None:
             return "the MNN package is not installed (pip install 'nnport[mnn]')"
         if not converter_available():
-            return "MNN's converter module _tools is missing from the MNN installation (pip install --force-reinstall 'MNN>=3.0')"
+            return (
+                "MNN's converter module _tools is missing from the MNN installation (reinstall: pip install 'MNN>=3.0')"
+            )
         return None
 
     def versions(self) -> dict[str, str]:
@@ -139,7 +154,15 @@ class MnnBackend(Backend):
         for suffix, why in gpu_status().items():
             api = GPU_BACKENDS[suffix][0]
             found.append(
-                Device(id=f"mnn:{suffix}", backend=self.name, kind="gpu", name=f"MNN {api}", available=why is None, reason=why, properties={"api": api})
+                Device(
+                    id=f"mnn:{suffix}",
+                    backend=self.name,
+                    kind="gpu",
+                    name=f"MNN {api}",
+                    available=why is None,
+                    reason=why,
+                    properties={"api": api},
+                )
             )
         return found
 
@@ -153,7 +176,7 @@ class MnnBackend(Backend):
             model_formats=("onnx",),
             intermediates=True,
             notes=(
-                "ONNX is converted by MNN's converter (in a guarded worker, no telemetry) and checked once against ONNX Runtime; cached on disk",
+                "ONNX goes through MNN's converter (guarded worker, no telemetry), checked once against ONNX Runtime",
                 "open dims run as they are: an MNN module resizes to each feed shape",
                 "int64/bool inputs are fed as int32 (range-checked); integer outputs are cast back",
                 INT8_NOTE,
@@ -165,7 +188,9 @@ class MnnBackend(Backend):
     def compile(self, model: Model, device: Device, options: CompileOptions) -> CompiledModel:
         where = {"backend": self.name, "device": device.id}
         if options.precision not in PRECISIONS:
-            raise UnsupportedPrecision(f"precision {options.precision!r} is not supported; supported: {list(PRECISIONS)}", **where)
+            raise UnsupportedPrecision(
+                f"precision {options.precision!r} is not supported; supported: {list(PRECISIONS)}", **where
+            )
         if model.format != "onnx":
             raise UnsupportedModel(f"MNN reads ONNX models (converted by MNN's converter), not {model.format}", **where)
         check_convertible(model, where)
@@ -173,19 +198,29 @@ class MnnBackend(Backend):
         if device.id != "mnn:cpu":
             suffix = device.id.split(":", 1)[1]
             if suffix not in GPU_BACKENDS:
-                raise CompileError(f"unknown MNN device {device.id!r}; devices: mnn:cpu, {', '.join('mnn:' + s for s in GPU_BACKENDS)}", **where)
+                raise CompileError(
+                    f"unknown MNN device {device.id!r}; devices: mnn:cpu, "
+                    + ", ".join("mnn:" + s for s in GPU_BACKENDS),
+                    **where,
+                )
             backend_type = GPU_BACKENDS[suffix]
         conversion = self._convert(model, options, where)
         threads = options.threads or default_threads()
         try:
             winograd = options.extra.get("mnn_winograd")
             program = MnnProgram.load(
-                conversion.path, model, precision=options.precision, threads=threads, backend_type=backend_type,
+                conversion.path,
+                model,
+                precision=options.precision,
+                threads=threads,
+                backend_type=backend_type,
                 winograd=None if winograd is None else bool(winograd),
             )
         except CompileError as exc:
             raise type(exc)(str(exc), **where) from exc
-        compiled = CompiledModel(self, model, device, options, native=program, inputs=model.inputs, outputs=model.outputs)
+        compiled = CompiledModel(
+            self, model, device, options, native=program, inputs=model.inputs, outputs=model.outputs
+        )
         compiled.cache_hit = conversion.cache_hit
         features = cpu_features()
         compiled.info.update(
@@ -206,15 +241,23 @@ class MnnBackend(Backend):
         if conversion.verified.startswith(DEFERRED):
             axes = open_axes(model)
             static = None
-            if axes and options.extra.get("mnn_specialize", True):  # if the dynamic model disagrees: one static model per feed shape
+            if axes and options.extra.get(
+                "mnn_specialize", True
+            ):  # if the dynamic model disagrees: one static model per feed shape
                 static = Specializations(self, model, device, options, axes)
-            program.defer_check(FirstRunCheck(model, options.precision, conversion.verified, conversion.path), compiled.info, static)
+            program.defer_check(
+                FirstRunCheck(model, options.precision, conversion.verified, conversion.path), compiled.info, static
+            )
         if options.precision == "fp16":
             compiled.info["fp16_arithmetic"] = (
-                "yes (the CPU has fp16 arithmetic)" if features.get("fp16") else "no: this CPU has no fp16 arithmetic (MNN reports fp16:0); fp16 weights, fp32 compute"
+                "yes (the CPU has fp16 arithmetic)"
+                if features.get("fp16")
+                else "no: this CPU has no fp16 arithmetic (MNN reports fp16:0); fp16 weights, fp32 compute"
             )
         if options.precision == "int8":
-            compiled.info["int8"] = INT8_NOTE + ("; the calibration data given was not used" if options.calibration is not None else "")
+            compiled.info["int8"] = INT8_NOTE + (
+                "; the calibration data given was not used" if options.calibration is not None else ""
+            )
         return compiled
 
     def _convert(self, model: Model, options: CompileOptions, where: Mapping[str, str]) -> Any:
@@ -233,7 +276,12 @@ class MnnBackend(Backend):
             raise type(exc)(str(exc), **where) from exc
 
     def intermediates(
-        self, model: Model, device: Device, options: CompileOptions, tensors: Sequence[str], feeds: Mapping[str, np.ndarray]
+        self,
+        model: Model,
+        device: Device,
+        options: CompileOptions,
+        tensors: Sequence[str],
+        feeds: Mapping[str, np.ndarray],
     ) -> dict[str, np.ndarray] | None:
         """The requested ONNX tensors that MNN's converted model still has, as extra module outputs of one load.
 
@@ -255,10 +303,17 @@ class MnnBackend(Backend):
         wanted = [t for t in dict.fromkeys(tensors) if t in present and t not in inputs]
         if not wanted:
             return {}
-        specs = [TensorSpec(t, (), np.float32) for t in wanted]  # dtypes come from MNN: no cast on the way out
-        probe = Model(format="onnx", inputs=model.inputs, outputs=tuple(specs), hash=model.hash, proto=None, name=model.name)
+        specs = [TensorSpec(t, (), np.dtype(np.float32)) for t in wanted]  # dtypes from MNN: no cast on the way out
+        probe = Model(
+            format="onnx", inputs=model.inputs, outputs=tuple(specs), hash=model.hash, proto=None, name=model.name
+        )
         program = MnnProgram.load(
-            conversion.path, probe, precision="fp32", threads=options.threads or default_threads(), backend_type=None, intermediate=True
+            conversion.path,
+            probe,
+            precision="fp32",
+            threads=options.threads or default_threads(),
+            backend_type=None,
+            intermediate=True,
         )
         program.outs = [(t, None) for t in wanted]
         return program.infer(dict(feeds))
@@ -308,7 +363,7 @@ class MnnProgram:
         self.model = model
         self.model_name = model.name
         self.ins = ins
-        self.outs = [(s.name, s.dtype) for s in model.outputs]
+        self.outs: list[tuple[str, np.dtype | None]] = [(s.name, s.dtype) for s in model.outputs]
         self.precision_mode = precision_mode
         self._const = mnn.expr.const
         self._convert = mnn.expr.convert
@@ -331,7 +386,8 @@ class MnnProgram:
         """Use a closure for the common case (one static float32 input and output), when it applies.
 
         It binds the loaded module's ``forward`` and the MNN functions once, so
-        a call is the direct MNN call plus a thread test and the output copy.  The output's layout (NC4HW4 or not) is read on the
+        a call is the direct MNN call plus a thread test and the output copy.
+        The output's layout (NC4HW4 or not) is read on the
         first call and kept, since static shapes fix it.  Other threads take
         the general path with their own module clone.
         """
@@ -340,8 +396,20 @@ class MnnProgram:
         spec, (out_name, out_dtype) = self.ins[0].spec, self.outs[0]
         if spec.is_dynamic or 0 in spec.shape or out_dtype != _F32:
             return
-        forward, const, NCHW, NC4HW4, convert = self.module.forward, self._const, self._NCHW, self._NC4HW4, self._convert
-        name, mnn_dtype, owner, general, model_name = spec.name, self.ins[0].mnn_dtype, self._owner, self._run, self.model_name
+        forward, const, NCHW, NC4HW4, convert = (
+            self.module.forward,
+            self._const,
+            self._NCHW,
+            self._NC4HW4,
+            self._convert,
+        )
+        name, mnn_dtype, owner, general, model_name = (
+            spec.name,
+            self.ins[0].mnn_dtype,
+            self._owner,
+            self._run,
+            self.model_name,
+        )
         get_ident, array = threading.get_ident, np.array
 
         def first(feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -364,8 +432,11 @@ class MnnProgram:
             if get_ident() != owner:
                 return general(feeds)
             a = feeds[name]  # any strides: MNN.expr.const reads them (see the module docstring)
-            try:  # the output is NCHW (checked on the first call; the data_format test costs ~5% of a small model's call)
-                return {out_name: array(forward([const(a, a.shape, NCHW, mnn_dtype)])[0].read())}  # a copy: read() views memory the next call overwrites
+            # the output is NCHW (checked on the first call; the data_format test costs ~5% of a small model's call)
+            try:
+                return {
+                    out_name: array(forward([const(a, a.shape, NCHW, mnn_dtype)])[0].read())
+                }  # a copy: read() views memory the next call overwrites
             except Exception as exc:  # MNN raises bare SystemError/RuntimeError; no cost when nothing is raised
                 raise ExecutionError(f"MNN failed to run model {model_name!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -404,7 +475,9 @@ class MnnProgram:
             self.info["verified"] = check.verdict
             if check.error is not None and self.static is not None:
                 self.info["verified"] = f"{check.error}; so each feed shape gets a static model, converted and checked"
-                self.info["specialized_lazily"] = "MNN's model with open dims disagreed with ONNX Runtime at the first run's shapes"
+                self.info["specialized_lazily"] = (
+                    "MNN's model with open dims disagreed with ONNX Runtime at the first run's shapes"
+                )
                 self.info["specializations"] = self.static.report
                 self.pending = None
                 self.run_checked = self._specialized
@@ -441,9 +514,13 @@ class MnnProgram:
             with captured(1) as said:
                 probe = mnn.nn.load_module_from_file(path, [], [])
         except Exception as exc:
-            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {type(exc).__name__}: {exc} {said.text().strip()[:300]}") from exc
+            raise UnsupportedModel(
+                f"MNN cannot load {Path(path).name}: {type(exc).__name__}: {exc} {said.text().strip()[:300]}"
+            ) from exc
         if probe is None:
-            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}")
+            raise UnsupportedModel(
+                f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}"
+            )
         info = probe.get_info()
         have_in, have_out = list(info.get("inputNames", [])), list(info.get("outputNames", []))
         missing_in = [s.name for s in model.inputs if s.name not in have_in]
@@ -451,7 +528,14 @@ class MnnProgram:
         if missing_in or missing_out:
             raise UnsupportedModel(
                 f"the MNN model converted from {model.name!r} lacks ONNX "
-                + " and ".join(x for x in (f"input(s) {missing_in}" if missing_in else "", f"output(s) {missing_out}" if missing_out else "") if x)
+                + " and ".join(
+                    x
+                    for x in (
+                        f"input(s) {missing_in}" if missing_in else "",
+                        f"output(s) {missing_out}" if missing_out else "",
+                    )
+                    if x
+                )
                 + f" (its inputs are {have_in}, its outputs {have_out}): MNN drops inputs the graph never reads and "
                 "cannot return an input or a constant as an output; nnport.compile serves such outputs itself"
             )
@@ -459,14 +543,22 @@ class MnnProgram:
         # shape_mutable stays on even for static models: with it off, an LSTM's sequence output
         # (MNN runs LSTM/GRU as a While loop) came back wrong (0.4 x scale) while its final state was right
         shape_mutable = True
-        kwargs: dict[str, Any] = {"precision_mode": getattr(F.PrecisionMode, mode), "thread_num": int(threads), "shape_mutable": shape_mutable}
+        kwargs: dict[str, Any] = {
+            "precision_mode": getattr(F.PrecisionMode, mode),
+            "thread_num": int(threads),
+            "shape_mutable": shape_mutable,
+        }
         if backend_type is not None:
             kwargs["backend"] = getattr(F.Backend, backend_type[0])
         if winograd is None:
             winograd = precision != "fp32"
         runtime, told = None, ""
         if not winograd:
-            config = {"backend": backend_type[1] if backend_type else 0, "precision": mode.lower(), "numThread": int(threads)}
+            config = {
+                "backend": backend_type[1] if backend_type else 0,
+                "precision": mode.lower(),
+                "numThread": int(threads),
+            }
             with captured(1) as made:
                 runtime = mnn.nn.create_runtime_manager((config,))
             told = made.text()
@@ -474,15 +566,20 @@ class MnnProgram:
             kwargs["runtime_manager"] = runtime
         try:
             with captured(1) as said:
-                module = mnn.nn.load_module_from_file(path, [s.name for s in model.inputs], [s.name for s in model.outputs], **kwargs)
+                module = mnn.nn.load_module_from_file(
+                    path, [s.name for s in model.inputs], [s.name for s in model.outputs], **kwargs
+                )
         except Exception as exc:
             raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {type(exc).__name__}: {exc}") from exc
         if module is None:
-            raise UnsupportedModel(f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}")
+            raise UnsupportedModel(
+                f"MNN cannot load {Path(path).name}: {' '.join(said.text().split())[:400] or 'no message'}"
+            )
         told += said.text()
         if backend_type is not None and "Can't Find type=" in told:
             raise CompileError(
-                f"MNN has no {backend_type[0]} backend here and would run on the CPU instead ({' '.join(told.split())[:200]!r}): "
+                f"MNN has no {backend_type[0]} backend here and would run on the CPU instead "
+                f"({' '.join(told.split())[:200]!r}): "
                 "refusing to report a CPU run as a GPU run"
             )
         ins = []
@@ -532,7 +629,7 @@ class MnnProgram:
             module = self._thread_module()
         const, NCHW = self._const, self._NCHW
         if self._plain:
-            args = []
+            args: list[Any] = []
             for name, mnn_dtype in self._fast:
                 a = feeds[name]
                 if not a.flags.c_contiguous or 0 in a.shape:
@@ -544,6 +641,11 @@ class MnnProgram:
             results = module.forward(args)
         except Exception as exc:
             raise ExecutionError(f"MNN failed to run model {self.model_name!r}: {type(exc).__name__}: {exc}") from exc
+        if len(results) != len(self.outs):  # MNN returns an empty list when it cannot compute (an allocation failed)
+            raise ExecutionError(
+                f"MNN returned {len(results)} output(s) of {len(self.outs)} for model {self.model_name!r}: "
+                "it could not compute them"
+            )
         out: dict[str, np.ndarray] = {}
         NC4HW4, array = self._NC4HW4, np.array
         for (name, dtype), var in zip(self.outs, results):
@@ -552,9 +654,13 @@ class MnnProgram:
             try:
                 value = var.read()
             except SystemError as exc:  # a zero-size output, or a shape MNN could not compute
-                raise ExecutionError(f"MNN could not produce output {name!r} of model {self.model_name!r} (shape {var.shape}): {exc}") from exc
+                raise ExecutionError(
+                    f"MNN could not produce output {name!r} of model {self.model_name!r} (shape {var.shape}): {exc}"
+                ) from exc
             value = array(value)  # a copy: read() views MNN memory that the next forward overwrites
-            if dtype is not None and value.dtype is not dtype and value.dtype != dtype:  # int32 -> int64/bool; dtype None: MNN's
+            if (
+                dtype is not None and value.dtype is not dtype and value.dtype != dtype
+            ):  # int32 -> int64/bool; dtype None: MNN's
                 value = value.astype(dtype)
             out[name] = value
         return out
@@ -562,7 +668,10 @@ class MnnProgram:
     def _prepared(self, plan: InputPlan, a: np.ndarray) -> np.ndarray:
         """A feed as MNN reads it: contiguous, narrowed (range-checked), no zero-size dim."""
         if 0 in a.shape:
-            raise InputError(f"input {plan.name!r} of model {self.model_name!r} has shape {list(a.shape)}: MNN cannot run zero-size tensors")
+            raise InputError(
+                f"input {plan.name!r} of model {self.model_name!r} has shape {list(a.shape)}: "
+                "MNN cannot run zero-size tensors"
+            )
         if plan.narrow and a.size:
             low, high = int(a.min()), int(a.max())
             if low < _INT32_MIN or high > _INT32_MAX:
@@ -589,7 +698,9 @@ def check_convertible(model: Model, where: Mapping[str, Any]) -> None:
             raise UnsupportedModel(f"MNN cannot run zero-size tensors: input {spec} has a zero-size dim", **where)
     for spec in model.outputs:
         if spec.dtype not in OUTPUT_DTYPES:
-            raise UnsupportedModel(f"MNN returns {sorted(str(d) for d in OUTPUT_DTYPES)} outputs; {spec} is {spec.dtype}", **where)
+            raise UnsupportedModel(
+                f"MNN returns {sorted(str(d) for d in OUTPUT_DTYPES)} outputs; {spec} is {spec.dtype}", **where
+            )
 
 
 def cpu_name() -> str:
@@ -655,7 +766,10 @@ def gpu_status() -> dict[str, str | None]:
                     continue
                 text = " ".join(said.text().split())
                 if "Can't Find type=" in text:
-                    found[suffix] = f"this MNN build has no {api} backend and runs on the CPU instead (MNN: {text[text.index('Can'):][:80]!r}) (the PyPI wheel is built without GPU backends)"
+                    found[suffix] = (
+                        f"this MNN build has no {api} backend and runs on the CPU instead "
+                        f"(MNN: {text[text.index('Can') :][:80]!r}) (the PyPI wheel is built without GPU backends)"
+                    )
                 else:
                     found[suffix] = None
             _gpu = found

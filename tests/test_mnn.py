@@ -41,7 +41,15 @@ if PROBE is not None:  # pragma: no cover - depends on the machine
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-SLOW = {"light_bvlc_alexnet", "light_zfnet512", "light_vgg19", "light_resnet50", "light_densenet121", "light_inception_v1", "light_inception_v2"}
+SLOW = {
+    "light_bvlc_alexnet",
+    "light_zfnet512",
+    "light_vgg19",
+    "light_resnet50",
+    "light_densenet121",
+    "light_inception_v1",
+    "light_inception_v2",
+}
 ALL_MODELS = nnport.zoo.names() + nnport.zoo.light_names()
 
 
@@ -91,8 +99,17 @@ def _model(graph, opset=17):
 def gather_model(id_type=TensorProto.INT64) -> nnport.Model:
     """ids -> embedding rows (float) and the ids themselves as int64 (Cast): integer in, integer out."""
     table = numpy_helper.from_array(np.random.default_rng(0).standard_normal((100, 16)).astype(np.float32), "table")
-    nodes = [helper.make_node("Gather", ["table", "ids"], ["rows"]), helper.make_node("Cast", ["ids"], ["ids_out"], to=TensorProto.INT64)]
-    graph = helper.make_graph(nodes, "gather", [_vi("ids", [1, 5], id_type)], [_vi("rows", [1, 5, 16]), _vi("ids_out", [1, 5], TensorProto.INT64)], [table])
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["rows"]),
+        helper.make_node("Cast", ["ids"], ["ids_out"], to=TensorProto.INT64),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "gather",
+        [_vi("ids", [1, 5], id_type)],
+        [_vi("rows", [1, 5, 16]), _vi("ids_out", [1, 5], TensorProto.INT64)],
+        [table],
+    )
     return nnport.load(_model(graph))
 
 
@@ -121,7 +138,11 @@ def randomized(name: str, seed: int = 0) -> nnport.Model:
     for node in proto.graph.node:
         if node.op_type == "ConstantOfShape" and node.input[0] in shapes:
             shape = tuple(int(d) for d in shapes[node.input[0]])
-            w = rng.standard_normal(shape) / np.sqrt(max(int(np.prod(shape[1:])), 1)) if len(shape) > 1 else rng.uniform(0.5, 1.5, shape)
+            w = (
+                rng.standard_normal(shape) / np.sqrt(max(int(np.prod(shape[1:])), 1))
+                if len(shape) > 1
+                else rng.uniform(0.5, 1.5, shape)
+            )
             proto.graph.initializer.append(numpy_helper.from_array(w.astype(np.float32), node.output[0]))
         else:
             kept.append(node)
@@ -134,7 +155,10 @@ def randomized(name: str, seed: int = 0) -> nnport.Model:
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=[] if n == "light_squeezenet" else [pytest.mark.slow]) for n in ["light_squeezenet", "light_shufflenet", "light_resnet50", "light_densenet121", "light_inception_v2"]],
+    [
+        pytest.param(n, marks=[] if n == "light_squeezenet" else [pytest.mark.slow])
+        for n in ["light_squeezenet", "light_shufflenet", "light_resnet50", "light_densenet121", "light_inception_v2"]
+    ],
 )
 def test_randomized_weights_parity(name, mnn_cache):
     model = randomized(name)
@@ -290,7 +314,7 @@ AUDITED = textwrap.dedent(
 
 
 def test_convert_and_compile_open_no_connection_and_start_no_pip(tmp_path):
-    """A fresh conversion + compile + run: no socket, no pip, no MNN.tools; the only processes started are nnport's two workers."""
+    """Fresh conversion + compile + run: no socket, no pip, no MNN.tools; only nnport's two workers are started."""
     proc = subprocess.run([sys.executable, "-c", AUDITED, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -304,15 +328,33 @@ def test_convert_and_compile_open_no_connection_and_start_no_pip(tmp_path):
     assert not [e for e in events if e[0] in ("os.system", "os.exec", "os.posix_spawn", "os.spawn")], events
     assert "MNN.tools" not in report["modules"] and not any(m.startswith("MNN.tools") for m in report["modules"])
     guard = report["guard"]  # what the worker saw: its own hook refused nothing, and MNN.tools stayed out there too
-    assert guard["guard"].startswith("audit hook installed") and guard["blocked"] == [] and guard["mnn_tools_imported"] is False
+    assert (
+        guard["guard"].startswith("audit hook installed")
+        and guard["blocked"] == []
+        and guard["mnn_tools_imported"] is False
+    )
 
 
 def test_worker_refuses_network_and_processes(tmp_path):
     """The worker's guard holds even if a future converter tried to phone home."""
-    code = convert_mod.WORKER.replace("import _tools", "import socket, subprocess\n    try:\n        socket.socket().connect(('127.0.0.1', 9))\n    except PermissionError:\n        pass\n    try:\n        subprocess.run(['true'])\n    except PermissionError:\n        pass\n    import _tools")
+    code = convert_mod.WORKER.replace(
+        "import _tools",
+        "import socket, subprocess\n    try:\n        socket.socket().connect(('127.0.0.1', 9))\n"
+        "    except PermissionError:\n        pass\n    try:\n        subprocess.run(['true'])\n"
+        "    except PermissionError:\n        pass\n    import _tools",
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(convert_mod.BLOCKED_EVENTS), json.dumps(["mnnconvert", "--version"]), convert_mod.STATUS_MARK],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            code,
+            json.dumps(convert_mod.BLOCKED_EVENTS),
+            json.dumps(["mnnconvert", "--version"]),
+            convert_mod.STATUS_MARK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     status = json.loads(proc.stdout.split(convert_mod.STATUS_MARK)[-1])
     assert "socket.connect" in status["blocked"] and "subprocess.Popen" in status["blocked"]
@@ -324,7 +366,14 @@ def _strace_works() -> bool:
     if shutil.which("strace") is None:
         return False
     try:
-        return subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", "/dev/null", "true"], capture_output=True, timeout=30).returncode == 0
+        return (
+            subprocess.run(
+                ["strace", "-f", "-qq", "-e", "trace=execve", "-o", "/dev/null", "true"],
+                capture_output=True,
+                timeout=30,
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.SubprocessError):
         return False
 
@@ -333,15 +382,23 @@ def _strace_works() -> bool:
 def test_no_connect_syscall_and_only_python_is_executed(tmp_path):
     """At the system-call level (native code included): no connect(), and the only program executed is this Python."""
     trace = tmp_path / "trace.txt"
-    script = "import nnport, nnport.zoo; nnport.compile(nnport.zoo.load('mlp'), 'mnn:cpu', cache_dir=%r, fallback=False)" % str(tmp_path / "cache")
+    script = (
+        "import nnport, nnport.zoo; nnport.compile(nnport.zoo.load('mlp'), 'mnn:cpu', "
+        f"cache_dir={str(tmp_path / 'cache')!r}, fallback=False)"
+    )
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=connect,execve", "-o", str(trace), sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+        ["strace", "-f", "-qq", "-e", "trace=connect,execve", "-o", str(trace), sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     lines = trace.read_text().splitlines()
-    assert not [l for l in lines if "connect(" in l], lines
-    executed = [l.split('execve("', 1)[1].split('"', 1)[0] for l in lines if 'execve("' in l and "= 0" in l]
-    assert len(executed) == 3 and set(executed) == {sys.executable}, executed  # this interpreter, the converter worker, the check worker
+    assert not [line for line in lines if "connect(" in line], lines
+    executed = [line.split('execve("', 1)[1].split('"', 1)[0] for line in lines if 'execve("' in line and "= 0" in line]
+    assert len(executed) == 3 and set(executed) == {sys.executable}, (
+        executed
+    )  # this interpreter, the converter worker, the check worker
 
 
 # -- conversion and cache ----------------------------------------------------------------------------
@@ -361,7 +418,10 @@ def test_second_compile_skips_the_converter(tmp_path, monkeypatch):
     assert len(list((tmp_path / "mnn").iterdir())) == 1
     monkeypatch.setattr(convert_mod, "mnn_version", lambda: "99.0")  # another MNN: another entry
     assert nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path)).cache_hit is False and len(runs) == 1
-    assert nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), precision="fp16").cache_hit is False and len(runs) == 2
+    assert (
+        nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), precision="fp16").cache_hit is False
+        and len(runs) == 2
+    )
 
 
 def test_damaged_cache_entry_is_converted_again(tmp_path):
@@ -407,7 +467,9 @@ def test_converter_crash_does_not_take_the_process_down(tmp_path, monkeypatch):
 
 
 def test_converter_that_says_true_but_writes_nothing(tmp_path, monkeypatch):
-    silent = convert_mod.WORKER.replace("bool(_tools.mnnconvert(json.loads(sys.argv[2])))", "print('Model File Does Not Exist!') or True")
+    silent = convert_mod.WORKER.replace(
+        "bool(_tools.mnnconvert(json.loads(sys.argv[2])))", "print('Model File Does Not Exist!') or True"
+    )
     monkeypatch.setattr(convert_mod, "WORKER", silent)
     with pytest.raises(UnsupportedModel, match="Model File Does Not Exist"):
         nnport.compile(nnport.zoo.load("mlp"), "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
@@ -435,8 +497,13 @@ def test_verification_rejects_a_wrong_conversion_and_selection_falls_back(tmp_pa
 
 
 def test_a_crash_in_mnn_at_the_check_is_a_refusal_not_the_end_of_the_process(tmp_path):
-    """uint8 Add: MNN's runtime segfaults on it (the ONNX node test test_add_uint8); the check worker takes the crash."""
-    graph = helper.make_graph([helper.make_node("Add", ["a", "b"], ["y"])], "add_u8", [_vi("a", [3, 4, 5], TensorProto.UINT8), _vi("b", [3, 4, 5], TensorProto.UINT8)], [_vi("y", [3, 4, 5], TensorProto.UINT8)])
+    """uint8 Add: MNN's runtime segfaults on it (ONNX node test test_add_uint8); the check worker takes the crash."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "add_u8",
+        [_vi("a", [3, 4, 5], TensorProto.UINT8), _vi("b", [3, 4, 5], TensorProto.UINT8)],
+        [_vi("y", [3, 4, 5], TensorProto.UINT8)],
+    )
     model = nnport.load(_model(graph))
     with pytest.raises(UnsupportedModel, match=r"crashed \(SIG"):
         nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
@@ -447,21 +514,43 @@ def test_a_hang_in_mnn_at_the_check_is_a_refusal(tmp_path, monkeypatch):
     monkeypatch.setattr(convert_mod, "CHECK_WORKER", "import time; time.sleep(60)")
     for _ in range(2):  # not a cached verdict: a quieter machine may finish
         with pytest.raises(UnsupportedModel, match="did not finish running") as info:
-            nnport.compile(nnport.zoo.load("mlp"), "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_check_timeout_s": 1})
+            nnport.compile(
+                nnport.zoo.load("mlp"),
+                "mnn:cpu",
+                cache_dir=str(tmp_path),
+                fallback=False,
+                extra={"mnn_check_timeout_s": 1},
+            )
         assert "cached verdict" not in str(info.value)
 
 
 def test_attributes_mnn_ignores_are_refused(tmp_path):
-    graph = helper.make_graph([helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=1, select_last_index=1)], "argmax", [_vi("x", [2, 4])], [_vi("i", [2, 1], TensorProto.INT64)])
+    graph = helper.make_graph(
+        [helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=1, select_last_index=1)],
+        "argmax",
+        [_vi("x", [2, 4])],
+        [_vi("i", [2, 1], TensorProto.INT64)],
+    )
     with pytest.raises(UnsupportedModel, match="select_last_index"):
         nnport.compile(nnport.load(_model(graph)), "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
 
 
 def test_converter_args_from_extra(tmp_path):
-    compiled = nnport.compile(nnport.zoo.load("mlp"), "mnn:cpu", cache_dir=str(tmp_path), extra={"mnn_converter_args": ["--optimizePrefer", "2"]})
+    compiled = nnport.compile(
+        nnport.zoo.load("mlp"),
+        "mnn:cpu",
+        cache_dir=str(tmp_path),
+        extra={"mnn_converter_args": ["--optimizePrefer", "2"]},
+    )
     assert compiled.info["converter_args"][-2:] == ["--optimizePrefer", "2"]
     with pytest.raises(CompileError, match="may not set"):
-        nnport.compile(nnport.zoo.load("mlp"), "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_converter_args": ["--MNNModel", "x"]})
+        nnport.compile(
+            nnport.zoo.load("mlp"),
+            "mnn:cpu",
+            cache_dir=str(tmp_path),
+            fallback=False,
+            extra={"mnn_converter_args": ["--MNNModel", "x"]},
+        )
 
 
 # -- guards ----------------------------------------------------------------------------------------
@@ -469,7 +558,9 @@ def test_converter_args_from_extra(tmp_path):
 
 @pytest.fixture(scope="module")
 def cnn_compiled(tmp_path_factory):
-    return nnport.compile(nnport.zoo.load("cnn"), "mnn:cpu", cache_dir=str(tmp_path_factory.mktemp("cnn")), fallback=False)
+    return nnport.compile(
+        nnport.zoo.load("cnn"), "mnn:cpu", cache_dir=str(tmp_path_factory.mktemp("cnn")), fallback=False
+    )
 
 
 def test_float64_is_refused_on_every_path(cnn_compiled):
@@ -516,7 +607,13 @@ def test_outputs_are_copies_that_survive_the_next_call(cnn_compiled):
 def test_nc4hw4_outputs_are_converted_to_nchw(tmp_path, monkeypatch):
     """A 4-D output that comes back packed (NC4HW4) reads as NCHW."""
     weight = numpy_helper.from_array(np.random.default_rng(1).standard_normal((6, 3, 3, 3)).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "conv", [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 6, 8, 8])], [weight])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "conv",
+        [_vi("x", [1, 3, 8, 8])],
+        [_vi("y", [1, 6, 8, 8])],
+        [weight],
+    )
     model = nnport.load(_model(graph))
     compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
     F = convert_mod.import_mnn().expr
@@ -550,7 +647,12 @@ def test_integer_inputs_and_outputs(tmp_path, id_type):
 
 
 def test_unsupported_dtypes_are_refused_at_compile(tmp_path):
-    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)], "f64", [_vi("x", [1, 4], TensorProto.DOUBLE)], [_vi("y", [1, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT)],
+        "f64",
+        [_vi("x", [1, 4], TensorProto.DOUBLE)],
+        [_vi("y", [1, 4])],
+    )
     with pytest.raises(UnsupportedModel, match="float64"):
         nnport.compile(nnport.load(_model(graph)), "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
     compiled = nnport.compile(nnport.load(_model(graph)), ["mnn:cpu", "onnxruntime:cpu"], cache_dir=str(tmp_path))
@@ -602,7 +704,12 @@ def test_multi_io_names_map_by_name(tmp_path):
         helper.make_node("Sigmoid", ["p"], ["beta"]),
         helper.make_node("ReduceSum", ["p"], ["gamma"], keepdims=1),
     ]
-    graph = helper.make_graph(nodes, "multi", [_vi("zeta", [1, 4, 8]), _vi("alpha", [1, 4, 8])], [_vi("omega", [1, 4, 8]), _vi("gamma", [1, 1, 1]), _vi("beta", [1, 4, 8])])
+    graph = helper.make_graph(
+        nodes,
+        "multi",
+        [_vi("zeta", [1, 4, 8]), _vi("alpha", [1, 4, 8])],
+        [_vi("omega", [1, 4, 8]), _vi("gamma", [1, 1, 1]), _vi("beta", [1, 4, 8])],
+    )
     model = nnport.load(_model(graph))
     compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
     feeds = random_feeds(model.inputs, seed=3)
@@ -631,7 +738,9 @@ def test_open_dims_the_seeded_check_cannot_run_are_checked_at_the_first_run(tmp_
 
 
 def test_first_run_disagreement_specialises_per_feed_shape(tmp_path, monkeypatch):
-    corrupting(monkeypatch, when=convert_mod.has_open_dims)  # only the dynamic model is wrong; the static ones are right
+    corrupting(
+        monkeypatch, when=convert_mod.has_open_dims
+    )  # only the dynamic model is wrong; the static ones are right
     model = reshape_model()
     compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
     for n in (8, 12, 8):
@@ -643,7 +752,9 @@ def test_first_run_disagreement_specialises_per_feed_shape(tmp_path, monkeypatch
 
 def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch):
     corrupting(monkeypatch)
-    compiled = nnport.compile(reshape_model(), "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_specialize": False})
+    compiled = nnport.compile(
+        reshape_model(), "mnn:cpu", cache_dir=str(tmp_path), fallback=False, extra={"mnn_specialize": False}
+    )
     for _ in range(2):
         with pytest.raises(UnsupportedModel, match="first run's shapes x:1x8"):
             compiled.run({"x": np.ones((1, 8), np.float32)})
@@ -651,8 +762,16 @@ def test_first_run_check_refuses_a_wrong_answer_every_time(tmp_path, monkeypatch
 
 
 def conv_model(k: int) -> nnport.Model:
-    weight = numpy_helper.from_array((np.random.default_rng(k).standard_normal((6, 4, k, k)) * 0.3).astype(np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)], f"conv{k}", [_vi("x", [1, 4, 12, 12])], [_vi("y", [1, 6, 12, 12])], [weight])
+    weight = numpy_helper.from_array(
+        (np.random.default_rng(k).standard_normal((6, 4, k, k)) * 0.3).astype(np.float32), "w"
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[k // 2] * 4)],
+        f"conv{k}",
+        [_vi("x", [1, 4, 12, 12])],
+        [_vi("y", [1, 6, 12, 12])],
+        [weight],
+    )
     return nnport.load(_model(graph, 13))
 
 
@@ -673,7 +792,12 @@ def test_fp32_turns_winograd_off(tmp_path, k):
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_onnx_gelu_is_computed_in_its_own_form(tmp_path, approximate):
     """MNN's GELU kernel is 4.7e-4 off the erf form: an ONNX Gelu is converted as its formula."""
-    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)], "gelu", [_vi("x", [1, 1000])], [_vi("y", [1, 1000])])
+    graph = helper.make_graph(
+        [helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)],
+        "gelu",
+        [_vi("x", [1, 1000])],
+        [_vi("y", [1, 1000])],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     proto.ir_version = 9
     model = nnport.load(proto)
@@ -703,22 +827,52 @@ def test_intermediates_fast_path_for_nnport_debug(mnn_cache):
     feeds = random_feeds(model.inputs, seed=0)
     device = nnport.devices("mnn")[0]
     assert pm.backend("mnn").capabilities(device).intermediates
-    got = pm.hook.nnport_intermediates(backend=pm.backend("mnn"), model=model, device=device, options=nnport.CompileOptions(cache_dir=mnn_cache), tensors=tensors, feeds=feeds)
-    ref = pm.hook.nnport_intermediates(backend=pm.backend("onnxruntime"), model=model, device=nnport.devices("onnxruntime")[0], options=nnport.CompileOptions(), tensors=tensors, feeds=feeds)
+    got = pm.hook.nnport_intermediates(
+        backend=pm.backend("mnn"),
+        model=model,
+        device=device,
+        options=nnport.CompileOptions(cache_dir=mnn_cache),
+        tensors=tensors,
+        feeds=feeds,
+    )
+    ref = pm.hook.nnport_intermediates(
+        backend=pm.backend("onnxruntime"),
+        model=model,
+        device=nnport.devices("onnxruntime")[0],
+        options=nnport.CompileOptions(),
+        tensors=tensors,
+        feeds=feeds,
+    )
     assert len(got) >= len(tensors) // 2 and set(got) <= set(tensors)
     assert max_rel_error(got, {k: ref[k] for k in got}) <= 1e-5
-    assert pm.hook.nnport_intermediates(backend=pm.backend("mnn"), model=model, device=device, options=nnport.CompileOptions(precision="fp16"), tensors=tensors, feeds=feeds) is None
+    assert (
+        pm.hook.nnport_intermediates(
+            backend=pm.backend("mnn"),
+            model=model,
+            device=device,
+            options=nnport.CompileOptions(precision="fp16"),
+            tensors=tensors,
+            feeds=feeds,
+        )
+        is None
+    )
 
 
 def test_static_model_whose_seeded_inputs_the_reference_cannot_run_is_checked_at_the_first_run(tmp_path):
     """ReduceL1 with its axes fed at run time: random int64 axes make ONNX Runtime fail; the first real run decides."""
     graph = helper.make_graph(
-        [helper.make_node("ReduceL1", ["x", "axes"], ["y"], keepdims=1)], "reduce", [_vi("x", [3, 2, 2]), _vi("axes", [1], TensorProto.INT64)], [_vi("y", [3, 2, 1])]
+        [helper.make_node("ReduceL1", ["x", "axes"], ["y"], keepdims=1)],
+        "reduce",
+        [_vi("x", [3, 2, 2]), _vi("axes", [1], TensorProto.INT64)],
+        [_vi("y", [3, 2, 1])],
     )
     model = nnport.load(_model(graph, 18))
     compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
     assert compiled.info["verified"].startswith("deferred to the first run")
-    feeds = {"x": np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32), "axes": np.array([-1], np.int64)}
+    feeds = {
+        "x": np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32),
+        "axes": np.array([-1], np.int64),
+    }
     try:
         got = compiled.run(feeds)
     except UnsupportedModel as exc:  # MNN 3.6.1 reduces over every axis here: refused, never returned
@@ -731,7 +885,13 @@ def test_a_nan_reference_does_not_let_a_wrong_shape_through(tmp_path):
     """ReduceLogSum over axis -1 (axes an initializer): MNN 3.6.1 reduces over every axis. Seeded inputs make the
     reference NaN (log of negative sums); the shape still decides."""
     axes = numpy_helper.from_array(np.array([-1], np.int64), "axes")
-    graph = helper.make_graph([helper.make_node("ReduceLogSum", ["x", "axes"], ["y"], keepdims=1)], "rls", [_vi("x", [4, 12])], [_vi("y", [4, 1])], [axes])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceLogSum", ["x", "axes"], ["y"], keepdims=1)],
+        "rls",
+        [_vi("x", [4, 12])],
+        [_vi("y", [4, 1])],
+        [axes],
+    )
     model = nnport.load(_model(graph, 18))
     try:
         compiled = nnport.compile(model, "mnn:cpu", cache_dir=str(tmp_path), fallback=False)
