@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -191,12 +192,56 @@ def write_junit(report: Report, path: str | Path) -> None:
 # -- HTML --------------------------------------------------------------------------------------
 
 
-def to_html(report: Report) -> str:
+HEAT = ((0.0, "#9fdf9f", "exact"), (1e-6, "#c8f0c8", "<= 1e-6"), (1e-4, "#e2f4bc", "<= 1e-4"),
+        (1e-2, "#f6eeaa", "<= 1e-2"), (math.inf, "#f6d29c", "> 1e-2"))  # fmt: skip
+"""Background of a passing cell by its worst error relative to the reference's range (``worst_error``)."""
+
+
+def worst_error(result: Result) -> tuple[float, float, str] | None:
+    """(max |error|, that relative to the output's max |reference|, output name) of the worst output, or None."""
+    worst: tuple[float, float, str] | None = None
+    for o in result.outputs:
+        err = o.get("max_abs_error")
+        if not isinstance(err, (int, float)) or not math.isfinite(err):
+            continue
+        scale = o.get("ref_scale")
+        rel = err / scale if isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0 else err
+        if worst is None or rel > worst[1]:
+            worst = (float(err), float(rel), str(o.get("name", "")))
+    return worst
+
+
+def _heat(rel: float) -> str:
+    return next(color for limit, color, _ in HEAT if rel <= limit)
+
+
+def _figures(result: Result) -> list[str]:
+    """One hover line per output: its errors and cosine beside the tolerance it was judged with."""
+    lines = []
+    for o in result.outputs:
+        figures = ", ".join(
+            f"{label} {o[key]:.3g}"
+            for key, label in (("max_abs_error", "max|err|"), ("max_rel_error", "max rel"), ("cosine", "cosine"))
+            if isinstance(o.get(key), (int, float)) and math.isfinite(o[key])
+        )
+        lines.append(f"{o.get('name')}: {figures or 'no figures'}; {o.get('tolerance', '')}".rstrip("; "))
+    return lines
+
+
+def to_html(report: Report, baseline: Mapping[str, Any] | None = None) -> str:
+    """The page: summary, the cases x devices matrix, what does not pass, the environment.
+
+    Each matrix cell is coloured by its status; a passing cell by its worst error relative to
+    the reference's range (``HEAT``), every output's figures on hover.  With ``baseline`` (an
+    earlier JSON report) the failures new since it are marked and listed first.
+    """
     counts = report.counts()
     head = "".join(f"<th>{html.escape(d)}</th>" for d in report.devices)
     summary_rows = "".join(
         f"<tr><th>{s}</th>" + "".join(f"<td>{counts[d][s]}</td>" for d in report.devices) + "</tr>" for s in STATUSES
     )
+    new = {(r.case, r.device) for r in new_failures(report, baseline)} if baseline is not None else set()
+    before = {(r["case"], r["device"]): r["status"] for r in (baseline or {}).get("results", [])}
     by_key = {(r.case, r.device): r for r in report.results}
     rows = []
     for case in report.cases:
@@ -206,8 +251,17 @@ def to_html(report: Report) -> str:
             if r is None:
                 cells.append("<td></td>")
                 continue
-            tip = html.escape("\n".join([r.reason or r.status] + output_tolerances(r)), quote=True)
-            cells.append(f'<td class="{r.status}" title="{tip}">{r.status}</td>')
+            worst = worst_error(r)
+            lines = [r.reason or r.status]
+            if worst is not None:
+                lines.append(f"worst: {worst[2]} max|err| {worst[0]:.3g} ({worst[1]:.3g} of max|ref|)")
+            if (case, d) in new:
+                lines.append(f"new since the baseline (was {before.get((case, d), 'absent')})")
+            tip = html.escape("\n".join(lines + _figures(r)), quote=True)
+            style = f' style="background:{_heat(worst[1])}"' if r.status == "pass" and worst is not None else ""
+            data = f' data-worst="{worst[1]:.3g}"' if worst is not None else ""
+            cls = r.status + (" new" if (case, d) in new else "")
+            cells.append(f'<td class="{cls}"{style}{data} title="{tip}">{r.status}</td>')
         rows.append(f"<tr><th>{html.escape(case)}</th>{''.join(cells)}</tr>")
     details = []
     for r in report.results:
@@ -218,12 +272,29 @@ def to_html(report: Report) -> str:
             f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td><td "
             f'class="{r.status}">{r.status}</td><td>{html.escape(r.reason)}</td><td>{tols}</td></tr>'
         )
+    baseline_part = ""
+    if baseline is not None:
+        new_rows = "".join(
+            f"<tr><td>{html.escape(r.case)}</td><td>{html.escape(r.device)}</td>"
+            f"<td>{html.escape(before.get((r.case, r.device), 'absent'))}</td>"
+            f'<td class="{r.status}">{r.status}</td><td>{html.escape(r.reason)}</td></tr>'
+            for r in report.results
+            if (r.case, r.device) in new
+        )
+        fixed = sum(1 for r in report.results if not r.failing and before.get((r.case, r.device)) in FAILING)
+        baseline_part = (
+            f'<h2 id="new">New since the baseline: {len(new)} failure(s), {fixed} fixed</h2>'
+            '<table id="new-since-baseline"><tr><th>case</th><th>device</th><th>before</th><th>now</th>'
+            f"<th>reason</th></tr>{new_rows}</table>"
+        )
     style = "".join(f".{s}{{background:{c}}}" for s, c in HTML_COLORS.items())
     env = html.escape(json.dumps(report.environment, default=str))
     css = (
         "body{font-family:sans-serif;font-size:13px} table{border-collapse:collapse;margin:1em 0} "
-        "td,th{border:1px solid #999;padding:2px 6px;text-align:left} " + style
+        "td,th{border:1px solid #999;padding:2px 6px;text-align:left} td.new{outline:3px solid #c00} "
+        ".legend span{padding:1px 6px;margin-right:4px} " + style
     )
+    legend = "".join(f'<span style="background:{color}">{text}</span>' for _, color, text in HEAT)
     result = "OK" if report.ok else "FAILED"
     nothing = " (nothing ran: every result is a skip)" if report.nothing_ran else ""
     details_head = (
@@ -236,16 +307,20 @@ def to_html(report: Report) -> str:
 <p>{html.escape(report.started)}, {report.wall_s:.1f} s wall, {report.jobs} job(s), precision \
 {html.escape(report.precision)}; result: <b>{result}</b>{nothing}</p>
 <p id="tolerances">{html.escape(tolerance_policy(report))}</p>
+{baseline_part}
 <h2>Summary</h2><table id="summary"><tr><th>status</th>{head}</tr>{summary_rows}</table>
-<h2>Matrix</h2><table id="matrix"><tr><th>case</th>{head}</tr>{"".join(rows)}</table>
+<h2>Matrix</h2>
+<p class="legend">passing cells by worst error relative to the reference's max |value|: {legend}; \
+hover a cell for every output's figures</p>
+<table id="matrix"><tr><th>case</th>{head}</tr>{"".join(rows)}</table>
 <h2>Not passing</h2><table id="details">{details_head}{"".join(details)}</table>
 <h2>Environment</h2><pre>{env}</pre>
 </body></html>
 """
 
 
-def write_html(report: Report, path: str | Path) -> None:
-    Path(path).write_text(to_html(report))
+def write_html(report: Report, path: str | Path, baseline: Mapping[str, Any] | None = None) -> None:
+    Path(path).write_text(to_html(report, baseline))
 
 
 # -- terminal ------------------------------------------------------------------------------------

@@ -736,3 +736,26 @@ def test_expectations_parse_without_tomllib(tmp_path, monkeypatch):
     path.write_text('[xfail]\n"op/Relu/*" = "a reason"\n')
     backend, entries = runner.load_expectations_file(path)
     assert entries is not None
+
+
+def test_html_cells_are_coloured_by_worst_error_and_baseline_news_are_marked(report, tmp_path):
+    """A passing cell's colour says how close it came (worst error relative to max|ref|); figures on hover."""
+    text = reports.to_html(report)
+    passing = [r for r in report.results if r.status == "pass" and reports.worst_error(r) is not None]
+    assert passing
+    r = passing[0]
+    err, rel, name = reports.worst_error(r)
+    assert 0 <= err and 0 <= rel and name in {o["name"] for o in r.outputs}
+    assert f'style="background:{reports._heat(rel)}"' in text and "max|err|" in text and "cosine" in text
+    assert 'id="new-since-baseline"' not in text
+    assert reports._heat(0.0) != reports._heat(0.5)  # exact agreement and a 50% error look different
+
+    doc = json.loads(json.dumps(reports.to_json(report)))
+    for row in doc["results"]:
+        row["status"] = "pass"  # a baseline in which everything passed: every failure now is new
+    new = reports.new_failures(report, doc)
+    path = tmp_path / "r.html"
+    reports.write_html(report, path, baseline=doc)
+    text = path.read_text()
+    assert 'id="new-since-baseline"' in text and f"New since the baseline: {len(new)} failure(s)" in text
+    assert text.count(" new\"") == len(new) and "new since the baseline (was pass)" in text
