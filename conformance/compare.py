@@ -39,7 +39,7 @@ when they pass, as Polygraphy's ``OutputCompareResult`` is.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -549,3 +549,77 @@ def polygraphy_verdict(
     with G_LOGGER.verbosity(G_LOGGER.CRITICAL):
         result = func(run0, run1)
     return {name: bool(res) for name, res in result.items()}
+
+
+# -- the model on several devices against a reference (nnport compare) ------------------------------------------
+
+
+@dataclass
+class DeviceComparison:
+    """One device's run of a model against the reference: its comparison, or why it could not run."""
+
+    device: str
+    comparison: Comparison | None = None
+    error: str | None = None
+    outputs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison is not None and self.comparison.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.comparison
+        return {
+            "device": self.device,
+            "passed": self.passed,
+            "error": self.error,
+            "outputs": [o.to_dict() for o in c.outputs] if c is not None else [],
+            **({"missing": list(c.missing), "reasons": c.reasons()} if c is not None else {}),
+        }
+
+
+def reference_outputs(model: Any, reference: str, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The reference's outputs: a device (``onnxruntime:cpu``), or ``oracle``/``onnx.reference`` (the oracle)."""
+    if reference in ("onnx.reference", "oracle"):
+        from .oracle import evaluate  # onnx.reference with the corrected kernels
+
+        return evaluate(model, dict(feeds), list(model.output_names))
+    import nnport
+
+    return nnport.compile(model, reference, fallback=False).run(feeds)
+
+
+def compare_devices(
+    model: Any,
+    devices: Sequence[str],
+    feeds: Mapping[str, np.ndarray],
+    *,
+    reference: str = "onnxruntime:cpu",
+    comparator: Comparator | None = None,
+    precision: str = "fp32",
+    calibration: Any = None,
+) -> tuple[dict[str, np.ndarray], list[DeviceComparison]]:
+    """Run ``model`` on each device with the same ``feeds`` and compare each with ``reference``.
+
+    Returns (the reference's outputs, one ``DeviceComparison`` per device, in order).  A device
+    that cannot compile or run the model is a row with its error, not an exception; the
+    reference failing raises.  ``comparator`` defaults to ``Comparator(precision=precision)``.
+    """
+    import nnport
+
+    comparator = comparator or Comparator(precision=precision)
+    comparator.check_names(list(model.output_names))
+    expected = reference_outputs(model, reference, feeds)
+    rows: list[DeviceComparison] = []
+    for device in devices:
+        row = DeviceComparison(device)
+        try:
+            compiled = nnport.compile(model, device, fallback=False, precision=precision, calibration=calibration)
+            row.device = compiled.device.id
+            row.outputs = compiled.run(feeds)
+        except NnportError as exc:
+            row.error = f"{type(exc).__name__}: {exc}"
+        else:
+            row.comparison = comparator(row.outputs, expected)
+        rows.append(row)
+    return expected, rows

@@ -10,7 +10,7 @@ when one of its devices is used.
 
 from __future__ import annotations
 
-from .api import backends, compile, devices, measure
+from .api import backends, bench, compile, devices, measure
 from .backend import Backend
 from .compiled import CompiledModel
 from .errors import (
@@ -65,6 +65,7 @@ __all__ = [
     "UnsupportedPrecision",
     "__version__",
     "backends",
+    "bench",
     "compile",
     "devices",
     "get_plugin_manager",

@@ -239,3 +239,58 @@ def measure(
         binding.inputs.update(inputs)
     result: Measurement = pm.hook.nnport_measure(backend=backend, compiled=compiled, binding=binding, settings=settings)
     return result
+
+
+def bench(
+    model: Any,
+    device: str,
+    options: CompileOptions | None = None,
+    settings: MeasureSettings | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    warm: bool = True,
+) -> Measurement:
+    """One column of ``nnport bench``: a cold compile, a warm (cached) compile, then ``measure``.
+
+    ``device`` must name one device's backend (no fallback).  The measurement carries the
+    compile figures (``compile_cold_s``, ``compile_warm_s``, ``compile_warm_cache_hit``,
+    ``compile_rss_added_mib``) with warnings where they are not what they say (a cold compile
+    that hit a cache, a backend that does not cache); ``extra["compile_memory_note"]`` says why
+    compile memory could not be read, where it could not.  ``warm=False`` skips the warm compile.
+    """
+    import gc
+    import tempfile
+
+    from .measuring import MemoryWatch
+
+    options = options or CompileOptions()
+    memory = MemoryWatch()
+    memory.start()
+    compiled = compile(model, device, options, fallback=False)
+    compile_mem = memory.stop()
+    cold_s, cold_hit = compiled.compile_time_s, compiled.cache_hit
+    warm_s = warm_hit = None
+    if warm:
+        with tempfile.TemporaryDirectory(prefix="nnport-bench-cache-") as cache:
+            cached = options.replace(cache_dir=cache)
+            first = compile(model, compiled.device.id, cached, fallback=False)  # fills the cache
+            del first
+            second = compile(model, compiled.device.id, cached, fallback=False)
+            warm_s, warm_hit = second.compile_time_s, second.cache_hit
+            del second
+            gc.collect()
+    m = measure(compiled, inputs, settings)
+    m.compile_cold_s = cold_s
+    m.compile_warm_s = warm_s
+    m.compile_warm_cache_hit = warm_hit
+    m.compile_rss_added_mib = compile_mem.added_mib
+    if cold_hit:
+        m.warnings.append("the cold compile hit a compile cache: compile_cold_s is not a cold figure")
+    backend = compiled.device.backend
+    if warm and warm_hit is False:
+        m.warnings.append(f"{backend} did not reuse its cache: compile_warm_s is a second full compile")
+    elif warm and warm_hit is None:
+        m.warnings.append(f"{backend} does not report cache hits: compile_warm_s may be a second full compile")
+    if compile_mem.note:
+        m.extra["compile_memory_note"] = compile_mem.note
+    return m

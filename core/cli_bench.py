@@ -11,17 +11,15 @@ scenario.  The table puts devices in columns; ``--json`` writes every figure
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import ExecutionError, InputError, MeasurementError, NnportError
-from .measuring import SCENARIOS, MeasureSettings, MemoryWatch, host_context
+from .measuring import SCENARIOS, MeasureSettings, host_context
 
 BENCH_FORMAT = 1
 
@@ -191,6 +189,7 @@ class _Progress:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from .api import bench
     from .cli import exit_code, parse_inputs, resolve_model, shapes_from, write_json
 
     if args.compare:
@@ -225,7 +224,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             progress.label = spec
             progress.note(f"nnport bench: {model.name} on {spec}: compiling")
         try:
-            results.append(bench_one(model, spec, options, settings, inputs, warm=not args.no_warm_compile))
+            m = bench(model, spec, options, settings, inputs, warm=not args.no_warm_compile)
+            note = {k: m.extra[k] for k in ("compile_memory_note",) if k in m.extra}
+            results.append({**m.to_dict(), **note})
         except NnportError as exc:
             results.append({"device": spec, "error": f"{type(exc).__name__}: {exc}"})
             bad_input.append(exit_code(exc) == 2)
@@ -268,48 +269,6 @@ def _usable_devices() -> list[str]:
     if not found:
         raise MeasurementError("no usable device: see `nnport backends` for why each backend is unavailable")
     return found
-
-
-def bench_one(
-    model: Any, spec: str, options: Any, settings: MeasureSettings, inputs: dict[str, Any] | None, *, warm: bool = True
-) -> dict[str, Any]:
-    """Cold compile, warm (cached) compile, then measure: one column of the table."""
-    from . import compile as nn_compile
-    from .api import measure
-
-    memory = MemoryWatch()
-    memory.start()
-    compiled = nn_compile(model, spec, options, fallback=False)
-    compile_mem = memory.stop()
-    cold_s = compiled.compile_time_s
-    cold_hit = compiled.cache_hit
-    warm_s = warm_hit = None
-    if warm:
-        with tempfile.TemporaryDirectory(prefix="nnport-bench-cache-") as cache:
-            cached = options.replace(cache_dir=cache)
-            first = nn_compile(model, compiled.device.id, cached, fallback=False)  # fills the cache
-            del first
-            second = nn_compile(model, compiled.device.id, cached, fallback=False)
-            warm_s, warm_hit = second.compile_time_s, second.cache_hit
-            del second
-            gc.collect()
-    m = measure(compiled, inputs, settings)
-    m.compile_cold_s = cold_s
-    m.compile_warm_s = warm_s
-    m.compile_warm_cache_hit = warm_hit
-    m.compile_rss_added_mib = compile_mem.added_mib
-    if cold_hit:
-        m.warnings.append("the cold compile hit a compile cache: compile_cold_s is not a cold figure")
-    if warm and warm_hit is False:
-        m.warnings.append(f"{compiled.device.backend} did not reuse its cache: compile_warm_s is a second full compile")
-    elif warm and warm_hit is None:
-        m.warnings.append(
-            f"{compiled.device.backend} does not report cache hits: compile_warm_s may be a second full compile"
-        )
-    d = m.to_dict()
-    if compile_mem.note:
-        d["compile_memory_note"] = compile_mem.note
-    return d
 
 
 # -- rendering ---------------------------------------------------------------------------------------

@@ -253,7 +253,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.junit:
         reports.write_junit(report, args.junit)
     if args.html:
-        reports.write_html(report, args.html)
+        reports.write_html(report, args.html, baseline)
     if report.nothing_ran:
         print("\nnothing ran: every case was skipped, so this run cannot pass", file=sys.stderr)
         return 1
@@ -291,16 +291,6 @@ def parse_tolerances(items: Sequence[str], flag: str) -> float | dict[str, float
     if list(found) == [""]:
         return found[""]
     return found
-
-
-def _reference_outputs(model: Any, reference: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    if reference in ("onnx.reference", "oracle"):
-        from nnport.conformance.oracle import evaluate  # onnx.reference with the corrected kernels
-
-        return evaluate(model, feeds, list(model.output_names))
-    from . import compile as nn_compile
-
-    return nn_compile(model, reference, fallback=False).run(feeds)
 
 
 @contextlib.contextmanager
@@ -386,10 +376,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], Any, bool]:
-    """Run the model on every ``--device`` and compare; returns (rows, feeds, model, all passed)."""
-    from nnport.conformance.compare import Comparator
+    """Parse, call ``nnport.conformance.compare.compare_devices``, save; returns (rows, feeds, model, all passed)."""
+    from nnport.conformance.compare import Comparator, compare_devices
 
-    from . import compile as nn_compile
     from .cli import parse_inputs, resolve_model, shapes_from
     from .data import random_feeds
     from .shapes import fix_shapes
@@ -414,30 +403,21 @@ def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
         feeds.update(random_feeds(missing, seed=args.seed))
     if args.save_inputs:
         save_arrays(args.save_inputs, feeds)
-    reference = _reference_outputs(model, args.reference, feeds)
-    saved: dict[str, np.ndarray] = {f"reference/{k}": v for k, v in reference.items()}
-    rows: list[dict[str, Any]] = []
-    for device in args.device:
-        entry: dict[str, Any] = {"device": device, "passed": False, "error": None, "outputs": []}
-        try:
-            compiled = nn_compile(model, device, fallback=False, precision=args.precision, calibration=args.calibration)
-            entry["device"] = compiled.device.id
-            outputs = compiled.run(feeds)
-        except NnportError as exc:
-            entry["error"] = f"{type(exc).__name__}: {exc}"
-            rows.append(entry)
-            continue
-        saved.update({f"{entry['device']}/{k}": v for k, v in outputs.items()})
-        result = comparator(outputs, reference)
-        entry["passed"] = result.passed
-        entry["outputs"] = [o.to_dict() for o in result.outputs]
-        entry["missing"] = list(result.missing)
-        entry["reasons"] = result.reasons()
-        rows.append(entry)
+    reference, found = compare_devices(
+        model,
+        args.device,
+        feeds,
+        reference=args.reference,
+        comparator=comparator,
+        precision=args.precision,
+        calibration=args.calibration,
+    )
     if args.save_outputs:
+        saved = {f"reference/{k}": v for k, v in reference.items()}
+        for row in found:
+            saved.update({f"{row.device}/{k}": v for k, v in row.outputs.items()})
         save_arrays(args.save_outputs, saved)
-    passed = all(r["passed"] for r in rows)
-    return rows, feeds, model, passed
+    return [row.to_dict() for row in found], feeds, model, all(row.passed for row in found)
 
 
 def _fmt(value: Any) -> str:

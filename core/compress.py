@@ -40,19 +40,16 @@ import numpy as np
 from .calibration import RANDOM_SEED_BASE, calibration_feeds
 from .errors import CompileError, InputError, NnportError, UnsupportedModel
 from .model import Model, drop_initializer_inputs, load
+from .precision import COMPRESSED_PRECISIONS, PRECISION_KEY, quantized_ops
+from .precision import compressed_precision as _proto_precision
 
 METHODS = ("static", "dynamic")
 ACTIVATION_TYPES = ("int8", "uint8")
-COMPRESSED_PRECISIONS = ("fp16", "int8")
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-INTEGER_OPS = {"MatMulInteger", "ConvInteger", "QGemm", "QAttention", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
 DYNAMIC_OP_TYPES = ["MatMul", "Attention", "LSTM", "Gather", "EmbedLayerNormalization"]
 PER_CHANNEL_MIN_OPSET = 13
 RECIPE = "nnport-compress-2"
 """Changes whenever what ``quantize`` makes of a model changes (2: mixed-range joins kept float); part of
 converted-model cache keys."""
-PRECISION_KEY = "nnport.precision"
-"""Metadata key written into compressed ONNX files: ``int8`` or ``fp16``."""
 
 
 # -- detection ---------------------------------------------------------------------------
@@ -63,26 +60,13 @@ def compressed_precision(model: Any) -> str | None:
 
     Quantizing a quantized model would quantize its dequantized values again
     (double rounding, scales of scales), so ``quantize`` refuses such a model.
+    ``model``: a ``Model``, an ``onnx.ModelProto`` or anything ``nnport.load`` takes
+    (``nnport.precision.compressed_precision`` decides, on the proto).
     """
-    proto = load(model).proto
-    if proto is None:
-        return None
-    marked: str | None = {p.key: p.value for p in proto.metadata_props}.get(PRECISION_KEY)
-    if marked in COMPRESSED_PRECISIONS:
-        return marked
-    ops = {n.op_type for n in proto.graph.node}
-    if ops & (QDQ_OPS | INTEGER_OPS) or any(op.startswith("QLinear") for op in ops):
-        return "int8"
-    from onnx import TensorProto
+    import onnx
 
-    if any(t.data_type == TensorProto.FLOAT16 for t in proto.graph.initializer):
-        return "fp16"
-    return None
-
-
-def _quantized_ops(proto: Any) -> list[str]:
-    ops = sorted({n.op_type for n in proto.graph.node})
-    return [op for op in ops if op in QDQ_OPS | INTEGER_OPS or op.startswith("QLinear")]
+    proto = model if isinstance(model, onnx.ModelProto) else load(model).proto
+    return None if proto is None else _proto_precision(proto)
 
 
 # -- quantize ----------------------------------------------------------------------------
@@ -134,13 +118,10 @@ def quantize(
         raise InputError(f"activations must be one of {list(ACTIVATION_TYPES)}, got {activations!r}")
     if original.format != "onnx":
         raise UnsupportedModel(f"compression works on ONNX models; {original.name!r} is {original.format}")
-    already = compressed_precision(original)
+    already = _proto_precision(original.proto)
     if already is not None:
-        detail = (
-            f" (operators {_quantized_ops(original.proto)})"
-            if already == "int8" and _quantized_ops(original.proto)
-            else ""
-        )
+        ops = quantized_ops(original.proto)
+        detail = f" (operators {ops})" if already == "int8" and ops else ""
         raise UnsupportedModel(
             f"model {original.name!r} is already {already}{detail}; compress the fp32 original instead "
             "(quantizing twice rounds twice and stacks scales)"
@@ -300,7 +281,7 @@ def _static_int8(
         except Exception as exc:
             raise CompileError(f"ONNX Runtime static quantization failed: {type(exc).__name__}: {exc}") from exc
         result = onnx.load(out)
-    if not _quantized_ops(result):
+    if not quantized_ops(result):
         raise UnsupportedModel(
             f"static quantization found no operator to quantize in {original.name!r} (operators: "
             f"{sorted(original.operators())})"
@@ -389,7 +370,7 @@ def _dynamic_int8(original: Model, *, per_channel: bool, reduce_range: bool) -> 
         except Exception as exc:
             raise CompileError(f"ONNX Runtime dynamic quantization failed: {type(exc).__name__}: {exc}") from exc
         result = onnx.load(out)
-    if not _quantized_ops(result):
+    if not quantized_ops(result):
         raise UnsupportedModel(
             f"dynamic quantization found nothing to quantize in {original.name!r}: it handles {DYNAMIC_OP_TYPES}, "
             f"the model has {sorted(original.operators())}; use method='static' with calibration data"

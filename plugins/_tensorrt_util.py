@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from nnport.errors import CompileError, ExecutionError, UnsupportedModel
+from nnport.precision import model_precisions as model_precisions  # re-exported: util.model_precisions
 from nnport.types import CompileOptions, TensorSpec
 
 BACKEND = "tensorrt"
@@ -383,63 +384,8 @@ def profile_violation(name: str, shape: Sequence[int], shapes: ProfileShapes) ->
 
 # -- precision -----------------------------------------------------------------------------------
 
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-QOPERATOR_OPS = frozenset(
-    {
-        "QLinearConv",
-        "QLinearMatMul",
-        "QLinearAdd",
-        "QLinearMul",
-        "ConvInteger",
-        "MatMulInteger",
-        "DynamicQuantizeLinear",
-    }
-)
-
-
-def model_precisions(proto: Any) -> frozenset[str]:
-    """Reduced-precision forms an ONNX model carries: ``fp16``, ``bf16``, ``int8`` (Q/DQ), ``qoperator``.
-
-    A strongly typed TensorRT build computes in exactly these types, so this
-    is how nnport tells an fp16/int8 model (what ``nnport compress`` writes)
-    from a plain fp32 one.  Subgraphs (If/Loop bodies) are included.
-    """
-    from onnx import TensorProto
-
-    elem_types: set[int] = set()
-    ops: set[str] = set()
-
-    def walk(graph: Any) -> None:
-        for t in graph.initializer:
-            elem_types.add(t.data_type)
-        for v in list(graph.input) + list(graph.output) + list(graph.value_info):
-            if v.type.HasField("tensor_type"):
-                elem_types.add(v.type.tensor_type.elem_type)
-        for node in graph.node:
-            ops.add(node.op_type)
-            for attr in node.attribute:
-                if attr.name == "to" and node.op_type == "Cast":
-                    elem_types.add(attr.i)
-                if attr.HasField("t"):
-                    elem_types.add(attr.t.data_type)
-                if attr.HasField("g"):
-                    walk(attr.g)
-                for g in attr.graphs:
-                    walk(g)
-
-    walk(proto.graph)
-    found = set()
-    if TensorProto.FLOAT16 in elem_types:
-        found.add("fp16")
-    if TensorProto.BFLOAT16 in elem_types:
-        found.add("bf16")
-    if ops & QDQ_OPS:
-        found.add("int8")
-        if TensorProto.UINT8 in elem_types:
-            found.add("uint8_qdq")  # asymmetric uint8 activations (zero points != 0)
-    if ops & QOPERATOR_OPS:
-        found.add("qoperator")
-    return frozenset(found)
+# What the model carries is decided once, in nnport.precision (model_precisions, imported above), for
+# nnport.compress, OpenVINO and TensorRT alike.
 
 
 def precision_problem(requested: str, found: frozenset[str] | set[str]) -> str | None:

@@ -899,22 +899,6 @@ def _fold_constants(ov_model: Any) -> None:
     manager.run_passes(ov_model)
 
 
-QUANTIZED_ONNX_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
-        "MatMulInteger",
-        "ConvInteger",
-        "QGemm",
-        "QAttention",
-        "DynamicQuantizeMatMul",
-        "DynamicQuantizeLSTM",
-    }
-)
-"""What marks an ONNX model as already quantized (with ``QLinear*``), as ``nnport.compress`` decides it;
-spelled out here because importing ``nnport.compress`` costs a warm compile tens of milliseconds."""
-
 SAME_FILE_PROBE = 1 << 20
 """Bytes compared at each end of a model file before OpenVINO is handed the file instead of the bytes."""
 
@@ -956,12 +940,13 @@ def _model_file(model: Model, options: CompileOptions) -> Path | None:
 def _quantized_ops(model: Model, ov_model: Any) -> list[str]:
     """The quantization operators ``model`` already holds ([] for a float model).
 
-    ONNX: Q/DQ, QLinear* and integer ops (as ``nnport.compress`` finds them);
+    ONNX: Q/DQ, QLinear* and integer ops (``nnport.precision``, which ``nnport.compress`` asks too);
     OpenVINO IR: its FakeQuantize layers.
     """
     if model.format == "onnx" and model.proto is not None:
-        ops = {n.op_type for n in model.proto.graph.node}
-        return sorted(op for op in ops if op in QUANTIZED_ONNX_OPS or op.startswith("QLinear"))
+        from nnport.precision import quantized_ops
+
+        return quantized_ops(model.proto)
     return sorted({op.get_type_name() for op in ov_model.get_ops() if op.get_type_name() == "FakeQuantize"})
 
 

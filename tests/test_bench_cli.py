@@ -214,3 +214,25 @@ def test_bench_progress_on_stderr(capsys):
 def test_bench_needs_a_model(capsys):
     code, out, err = bench(capsys)
     assert code == 2 and "needs a MODEL" in err
+
+
+def test_bench_and_compare_are_api_functions_the_cli_calls():
+    """nnport.bench and nnport.conformance.compare.compare_devices: the commands' logic, callable from Python."""
+    import nnport.cli_bench
+    import nnport.cli_conformance
+    from nnport import zoo
+    from nnport.conformance.compare import compare_devices
+    from nnport.data import random_feeds
+
+    model = zoo.load("mlp")
+    m = nnport.bench(
+        model, "onnxruntime:cpu", settings=nnport.MeasureSettings(warmup=1, min_iterations=5, min_duration_s=0.01)
+    )
+    assert m.compile_cold_s > 0 and m.compile_warm_s is not None and m.latency_p50_ms > 0
+    feeds = random_feeds(model.inputs, seed=0)
+    reference, rows = compare_devices(model, ["onnxruntime:cpu", "nosuch:device"], feeds)
+    assert set(reference) == set(model.output_names)
+    assert rows[0].passed and rows[0].device == "onnxruntime:cpu" and rows[0].comparison is not None
+    assert not rows[1].passed and "DeviceNotFound" in rows[1].error
+    assert not hasattr(nnport.cli_bench, "bench_one")
+    assert "compare_devices(" in open(nnport.cli_conformance.__file__).read()

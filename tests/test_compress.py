@@ -458,3 +458,28 @@ def test_opset9_ir3_real_architecture_is_upgraded_and_quantized():
     np.testing.assert_allclose(out["softmaxout_1"], ref["softmaxout_1"], atol=1e-4)
     half = compress.quantize(model, "fp16")
     np.testing.assert_allclose(_outputs(half, feeds)[0]["softmaxout_1"], ref["softmaxout_1"], atol=1e-4)
+
+
+def test_quantised_precision_is_decided_in_one_place(cnn_int8, cnn):
+    """nnport.precision decides for compress, OpenVINO and TensorRT alike (issue 19, point 6)."""
+    from nnport import precision
+    from nnport.plugins import _tensorrt_util, openvino
+
+    assert _tensorrt_util.model_precisions is precision.model_precisions
+    assert not hasattr(openvino, "QUANTIZED_ONNX_OPS") and not hasattr(compress, "INTEGER_OPS")
+    assert openvino._quantized_ops(cnn_int8, None) == precision.quantized_ops(cnn_int8.proto) != []
+    assert compress.compressed_precision(cnn_int8.proto) == "int8" == precision.compressed_precision(cnn_int8.proto)
+    assert precision.quantized_ops(cnn.proto) == [] and precision.model_precisions(cnn.proto) == frozenset()
+    assert {"int8"} <= precision.model_precisions(cnn_int8.proto)
+
+
+def test_quantize_loads_the_model_once(cnn, monkeypatch):
+    """The source Model is used as it is; only the result goes through nnport.load (parse, checker, hash)."""
+    import nnport.model
+
+    calls = []
+    real = nnport.model._from_proto
+    monkeypatch.setattr(nnport.model, "_from_proto", lambda *a, **k: calls.append(1) or real(*a, **k))
+    compress.quantize(cnn, "fp16")
+    compress.quantize(cnn, "int8", method="dynamic")
+    assert len(calls) == 2
