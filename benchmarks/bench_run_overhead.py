@@ -42,7 +42,7 @@ def main() -> None:
         direct_session.run(names, feeds)
 
     def same_session_call() -> None:
-        compiled.native.run(names, feeds)
+        compiled.native.session.run(names, feeds)
 
     samples: dict[str, list[float]] = {"nnport run": [], "direct InferenceSession.run": [], "same session, direct": []}
     calls = [
