@@ -758,4 +758,4 @@ def test_html_cells_are_coloured_by_worst_error_and_baseline_news_are_marked(rep
     reports.write_html(report, path, baseline=doc)
     text = path.read_text()
     assert 'id="new-since-baseline"' in text and f"New since the baseline: {len(new)} failure(s)" in text
-    assert text.count(" new\"") == len(new) and "new since the baseline (was pass)" in text
+    assert text.count(' new"') == len(new) and "new since the baseline (was pass)" in text
