@@ -143,16 +143,37 @@ def json_to_stdout(args: argparse.Namespace) -> bool:
 
 @contextlib.contextmanager
 def _json_on_stdout(args: argparse.Namespace) -> Iterator[None]:
-    """While a command runs with ``--json`` and no FILE, everything it prints goes to stderr (JSON excepted)."""
+    """While a command runs with ``--json`` and no FILE, everything it prints goes to stderr (JSON excepted).
+
+    Python's ``print`` and, where stdout is file descriptor 1, what runtimes print at C level
+    too: descriptor 1 points at stderr meanwhile, and the JSON goes to a copy of the real one.
+    """
     global _json_stdout
     if not json_to_stdout(args):
         yield
         return
-    _json_stdout = sys.stdout
+    real = sys.stdout
+    try:
+        fd_backed = real.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a captured or replaced stdout (pytest's capsys)
+        fd_backed = False
+    saved = None
+    if fd_backed:
+        real.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        _json_stdout = open(saved, "w", closefd=False)  # the descriptor is closed below
+    else:
+        _json_stdout = real
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        if saved is not None:
+            _json_stdout.close()
+            sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
         _json_stdout = None
 
 

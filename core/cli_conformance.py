@@ -17,10 +17,9 @@ model), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,32 +292,12 @@ def parse_tolerances(items: Sequence[str], flag: str) -> float | dict[str, float
     return found
 
 
-@contextlib.contextmanager
-def _stdout_to_stderr(active: bool) -> Iterator[None]:
-    """Send whatever runtimes print (Python or C level) to stderr, so ``--json`` stays parseable."""
-    if not active:
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    old, sys.stdout = sys.stdout, sys.stderr
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        sys.stdout = old
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import json_to_stdout, require_extra, table, write_json
+    from .cli import require_extra, table, write_json
 
     if args.reference.startswith("onnxruntime"):
         require_extra("onnxruntime", "onnxruntime", "compare")  # the reference
-    with _stdout_to_stderr(json_to_stdout(args)):
-        rows, feeds, model, passed = _compare_devices(args)
+    rows, feeds, model, passed = _compare_devices(args)  # with --json alone, cli.main sends all else to stderr
     write_json(
         args,
         {

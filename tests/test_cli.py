@@ -245,3 +245,36 @@ def test_extras_hold_what_their_commands_import():
     assert {"onnxruntime", "pytest"} <= names("conformance")
     assert {"ruff", "mypy", "pytest"} <= names("dev")
     assert "matplotlib" in names("plot") and "ray" in names("farm")
+
+
+NOISY = """
+import os
+
+import nnport
+from nnport.types import Device
+
+
+class Noisy(nnport.Backend):
+    name = "noisy"
+    vendor = "Test"
+
+    def devices(self):
+        os.write(1, b"noise a runtime prints at C level\\n")  # below Python's sys.stdout
+        return [Device(id="noisy:cpu", backend="noisy", kind="cpu", name="noisy")]
+
+
+@nnport.hookimpl
+def nnport_register_backends(register):
+    register(Noisy)
+"""
+
+
+def test_json_on_stdout_survives_what_runtimes_print_at_c_level(tmp_path):
+    (tmp_path / "nnport_test_noisy.py").write_text(NOISY)
+    env = {
+        "NNPORT_PLUGINS": "nnport_test_noisy",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = nnport_cli("devices", "--json", env=env)
+    assert "noisy:cpu" in {d["id"] for d in json.loads(proc.stdout)}
+    assert "noise a runtime prints at C level" in proc.stderr
