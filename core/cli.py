@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from .data import save_arrays
-from .errors import InputError, NnportError
+from .errors import InputError, NnportError, UnsupportedModel
 
 COMMAND_MODULES = [
     "nnport.cli",
@@ -390,7 +390,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(table([[d.id, d.kind, d.name] for d in found], ["device", "kind", "name"]))
     rows = []
     worst = 0.0
-    failures = 0
+    failures = refused = 0
     accuracy: dict[str, list[str]] = {}  # labelled zoo models: top-1 against the true labels, per device
     for name in args.models or zoo.names():
         model = zoo.load(name)
@@ -412,6 +412,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     accuracy.setdefault(name, []).append(
                         f"{compiled.device.id} {100 * correct / len(data):.1f}% ({correct}/{len(data)})"
                     )
+            except UnsupportedModel as exc:  # a backend that cannot take the model says so: not a failure
+                refused += 1
+                rows.append([name, dev.id, "-", "-", f"refused: {str(exc)[:80]}"])
             except NnportError as exc:
                 failures += 1
                 rows.append([name, dev.id, "-", "-", f"error: {str(exc)[:80]}"])
@@ -419,7 +422,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(table(rows, ["model", "ran on", "max |diff|", "relative to output range", "status"]))
     for name, results in accuracy.items():
         print(f"\n{name}: top-1 accuracy against the held-out labels (fp32): " + ", ".join(results))
-    print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed")
+    print(f"\nworst relative difference: {worst:.3g}; {failures} device/model pair(s) failed, {refused} refused")
     header = ["model", "device", "max_abs_diff", "relative_diff", "status"]
     write_json(
         args,
