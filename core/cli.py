@@ -14,7 +14,8 @@ One convention for every command:
   missing extra); an ``NnportError`` is printed on one line (``nnport: error:
   ...``) without a traceback (``NNPORT_TRACEBACK=1`` shows it);
 - ``-d/--device`` wherever a command takes devices; ``-v/--verbose`` shows
-  nnport's log (fallback attempts, cache recoveries) on stderr.
+  nnport's log (fallback attempts, cache recoveries) on stderr; long steps
+  (converters, quantisers, engine builds) report progress on a terminal.
 """
 
 from __future__ import annotations
@@ -108,15 +109,23 @@ def _subcommands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentP
 
 
 def _log_to_stderr(verbose: int) -> None:
-    if not verbose:
-        return
-    log = logging.getLogger("nnport")
+    """``-v``: nnport's log on stderr.  Without it, a terminal still gets the progress of long steps
+    (converters, quantisers, engine builds: ``nnport.progress``)."""
+    if verbose:
+        _stderr_handler(logging.getLogger("nnport"), "nnport: %(levelname)s: %(message)s")
+        logging.getLogger("nnport").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    elif sys.stderr.isatty():
+        progress = logging.getLogger("nnport.progress")
+        _stderr_handler(progress, "nnport: %(message)s")
+        progress.setLevel(logging.INFO)
+
+
+def _stderr_handler(log: logging.Logger, fmt: str) -> None:
     if not any(getattr(h, "_nnport_cli", False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("nnport: %(levelname)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(fmt))
         handler._nnport_cli = True  # type: ignore[attr-defined]
         log.addHandler(handler)
-    log.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 # -- helpers shared by commands ---------------------------------------------------------

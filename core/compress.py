@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from . import progress
 from .calibration import RANDOM_SEED_BASE, calibration_feeds
 from .errors import CompileError, InputError, NnportError, UnsupportedModel
 from .model import Model, drop_initializer_inputs, load
@@ -263,19 +264,20 @@ def _static_int8(
                 kept_float.setdefault(name, join.why(name))
         exclude_nodes = list(kept_float)
         try:
-            quantize_static(
-                pre,
-                out,
-                _Reader(feeds),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                nodes_to_exclude=exclude_nodes or None,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": activations == "int8"},
-            )
+            with progress.step(f"onnxruntime: int8 static quantization of {original.name!r} on {len(feeds)} sample(s)"):
+                quantize_static(
+                    pre,
+                    out,
+                    _Reader(feeds),
+                    quant_format=QuantFormat.QDQ,
+                    per_channel=per_channel,
+                    reduce_range=reduce_range,
+                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=exclude_nodes or None,
+                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": activations == "int8"},
+                )
         except NnportError:
             raise
         except Exception as exc:

@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from nnport import progress
 from nnport.errors import CompileError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
@@ -315,9 +316,10 @@ def _convert_in(
     env.pop("PYTHONPATH", None)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(
-            args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s, env=env
-        )
+        with progress.step(f"litert: converting {model.name!r} with onnx2tf ({precision})"):
+            proc = subprocess.run(
+                args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s, env=env
+            )
     except subprocess.TimeoutExpired:
         conv.error = f"onnx2tf did not finish converting {model.name!r} within {timeout_s:.0f} s"
         return conv

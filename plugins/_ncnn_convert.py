@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from nnport import progress
 from nnport.errors import CompileError, ExecutionError, InputError, UnsupportedModel
 from nnport.model import Model, drop_initializer_inputs
 from nnport.paths import cache_root
@@ -306,7 +307,8 @@ def _convert_in(
     conv = Conversion("model.ncnn.param", "model.ncnn.bin", [], [], pnnx_version(), 0.0, upgraded_opset=upgraded)
     start = time.perf_counter()
     try:
-        proc = subprocess.run(args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s)
+        with progress.step(f"ncnn: converting {model.name!r} with pnnx at {inputshape}"):
+            proc = subprocess.run(args, cwd=work, capture_output=True, text=True, errors="replace", timeout=timeout_s)
     except subprocess.TimeoutExpired:
         conv.error = f"pnnx did not finish converting {model.name!r} within {timeout_s:.0f} s"
         return conv

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from nnport import hookimpl, specialize
+from nnport import hookimpl, progress, specialize
 from nnport.backend import Backend
 from nnport.compiled import CompiledModel, feed_problems
 from nnport.errors import (
@@ -414,8 +414,9 @@ class OpenVinoBackend(Backend):
             report["mixed_ranges"] = [m.to_dict() for m in mixed]
         nncf.set_log_level(40)  # errors only
         chatter = io.StringIO()  # NNCF draws rich progress bars on stdout: keep them off the caller's terminal
+        step = progress.step(f"openvino: NNCF int8 quantization of {model.name!r} on {len(feeds)} sample(s)")
         try:
-            with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            with step, contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
                 try:
                     quantized = nncf.quantize(ov_model, nncf.Dataset(feeds), subset_size=len(feeds), **nncf_options)
                 except Exception:

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from nnport import hookimpl
+from nnport import hookimpl, progress
 from nnport.backend import Backend
 from nnport.compiled import CompiledModel
 from nnport.errors import (
@@ -426,7 +426,8 @@ class TensorRTBackend(Backend):
                 shapes = settings.profile[name]
                 profile.set_shape(name, shapes.min, shapes.opt, shapes.max)
             config.add_optimization_profile(profile)
-        blob = builder.build_serialized_network(network, config)
+        with progress.step(f"tensorrt: building the engine for {model.name!r} on {device.id}"):
+            blob = builder.build_serialized_network(network, config)
         if blob is None:
             raise CompileError(
                 _with_log("TensorRT could not build an engine", trt_logger), backend=self.name, device=device.id

@@ -278,3 +278,33 @@ def test_json_on_stdout_survives_what_runtimes_print_at_c_level(tmp_path):
     proc = nnport_cli("devices", "--json", env=env)
     assert "noisy:cpu" in {d["id"] for d in json.loads(proc.stdout)}
     assert "noise a runtime prints at C level" in proc.stderr
+
+
+# -- progress of long steps (issue 19, point 9) -------------------------------------------------------------------
+
+
+def test_long_steps_report_progress(caplog):
+    import logging
+    import time
+
+    from nnport import progress
+
+    with caplog.at_level(logging.INFO, logger="nnport.progress"):
+        with progress.step("a long conversion", every_s=0.05):
+            time.sleep(0.2)
+        with pytest.raises(RuntimeError), progress.step("a failing build", every_s=10):
+            raise RuntimeError("boom")
+    text = [r.getMessage() for r in caplog.records if r.name == "nnport.progress"]
+    assert text[0] == "a long conversion ..." and any("still working" in t for t in text)
+    assert any(t.startswith("a long conversion: done in") for t in text)
+    assert any(t.startswith("a failing build: stopped after") for t in text)
+
+
+def test_verbose_shows_a_conversion_in_progress(tmp_path):
+    proc = nnport_cli("-v", "run", "zoo:mlp", "-d", "ncnn:cpu", env={"NNPORT_CACHE_DIR": str(tmp_path)}, check=False)
+    if proc.returncode == 2 and "unknown device" in proc.stderr:
+        pytest.skip("ncnn is not usable here")
+    assert proc.returncode == 0, proc.stderr
+    assert "ncnn: converting 'mlp' with pnnx" in proc.stderr and "done in" in proc.stderr, proc.stderr
+    quiet = nnport_cli("run", "zoo:mlp", "-d", "ncnn:cpu", env={"NNPORT_CACHE_DIR": str(tmp_path / "again")})
+    assert "converting" not in quiet.stderr  # not a terminal, no -v: the caller's stderr stays as it was
