@@ -209,6 +209,20 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def require_matplotlib(flag: str) -> Any:
+    """``matplotlib.pyplot`` (Agg backend), or ``InputError`` naming the extra (exit 2, one line)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise InputError(
+            f"{flag} needs matplotlib, which is not installed ({exc}): pip install 'nnport[plot]'"
+        ) from exc
+    return plt
+
+
 def require_extra(module: str, extra: str, command: str) -> None:
     """Refuse (``InputError``: exit 2, one line) when ``command`` needs the ``nnport[extra]`` dependencies."""
     import importlib.util

@@ -190,14 +190,14 @@ class _Progress:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .api import bench
-    from .cli import exit_code, parse_inputs, resolve_model, shapes_from, write_json
+    from .cli import exit_code, parse_inputs, require_matplotlib, resolve_model, shapes_from, write_json
 
     if args.compare:
         return compare_files(args.compare[0], args.compare[1], plot=args.plot)
     if not args.model:
         raise MeasurementError("nnport bench needs a MODEL (an ONNX file or zoo:NAME), or --compare A.json B.json")
     if args.plot:
-        _require_matplotlib()
+        require_matplotlib("--plot")
     settings = settings_from(args)  # invalid counts/durations fail here, before any compile
     from .types import CompileOptions
 
@@ -354,24 +354,13 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _require_matplotlib() -> Any:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise InputError(
-            f"--plot needs matplotlib, which is not installed ({exc}): pip install 'nnport[plot]'"
-        ) from exc
-    return plt
-
-
 def plot_cdf(series: Sequence[tuple[str, Sequence[float]]], path: str, title: str = "latency CDF") -> None:
     """One empirical CDF line per (label, samples in ms)."""
     import numpy as np
 
-    plt = _require_matplotlib()
+    from .cli import require_matplotlib
+
+    plt = require_matplotlib("--plot")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, samples in series:
         if not len(samples):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,11 @@ def register(sub: Any) -> None:
         "-c",
         metavar="DIR|FILE|random",
         help="int8 calibration data for the devices' compiles (a directory of .npy/.npz samples, one file, 'random')",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="a histogram of |device - reference| per output, one series per device (needs matplotlib: nnport[plot])",
     )
     add_shapes_argument(p)
     add_json_argument(p, "the comparison")
@@ -293,11 +298,14 @@ def parse_tolerances(items: Sequence[str], flag: str) -> float | dict[str, float
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import require_extra, table, write_json
+    from .cli import require_extra, require_matplotlib, table, write_json
 
     if args.reference.startswith("onnxruntime"):
         require_extra("onnxruntime", "onnxruntime", "compare")  # the reference
-    rows, feeds, model, passed = _compare_devices(args)  # with --json alone, cli.main sends all else to stderr
+    if args.plot:
+        require_matplotlib("--plot")
+    found, reference, feeds, model = _compare_devices(args)  # with --json alone, cli.main sends all else to stderr
+    rows, passed = [row.to_dict() for row in found], all(row.passed for row in found)
     write_json(
         args,
         {
@@ -351,11 +359,59 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for reason in r.get("reasons", []):
             print(f"  {r['device']}: {reason}")
     print("all devices agree" if passed else "devices disagree with the reference")
+    if args.plot:
+        plot_error_histograms(reference, found, args.plot, title=f"{model.name} against {args.reference}")
+        print(f"error histograms written to {args.plot}")
     return 0 if passed else 1
 
 
-def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], Any, bool]:
-    """Parse, call ``nnport.conformance.compare.compare_devices``, save; returns (rows, feeds, model, all passed)."""
+def plot_error_histograms(
+    reference: Mapping[str, np.ndarray], found: Sequence[Any], path: str, title: str = "error against the reference"
+) -> None:
+    """One panel per output: the histogram of |device - reference| over its elements (log scale), per device.
+
+    Exact elements are counted in the legend (a log axis has no zero); a device whose
+    output is missing, mis-shaped or which did not run is left out of that panel.
+    """
+    from .cli import require_matplotlib
+
+    plt = require_matplotlib("--plot")
+    names = list(reference)
+    fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.8 * max(1, len(names))), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        ref = np.asarray(reference[name], dtype=np.float64)
+        errors = {}
+        for row in found:
+            got = row.outputs.get(name)
+            if got is not None and np.shape(got) == ref.shape:
+                err = np.abs(np.asarray(got, dtype=np.float64) - ref).ravel()
+                errors[row.device] = err[np.isfinite(err)]
+        nonzero = [e[e > 0] for e in errors.values() if np.any(e > 0)]
+        bins = None
+        if nonzero:  # one set of bins for every device: the panels compare like with like
+            lo, hi = min(float(e.min()) for e in nonzero), max(float(e.max()) for e in nonzero)
+            bins = np.logspace(np.log10(lo), np.log10(hi if hi > lo else lo * 10), 50)
+        for device, err in errors.items():
+            exact = int(np.sum(err == 0))
+            label = f"{device}: max {float(err.max()) if err.size else 0.0:.3g}, {exact} of {err.size} exact"
+            if bins is not None and np.any(err > 0):
+                ax.hist(err[err > 0], bins=bins, histtype="step", linewidth=1.5, label=label)
+            else:
+                ax.plot([], [], label=label)
+        drawn = len(errors)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"|device - reference| on {name}")
+        ax.set_ylabel("elements")
+        if drawn:
+            ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _compare_devices(args: argparse.Namespace) -> tuple[list[Any], dict[str, np.ndarray], dict[str, np.ndarray], Any]:
+    """Parse, call ``nnport.conformance.compare.compare_devices``, save; returns (rows, reference, feeds, model)."""
     from nnport.conformance.compare import Comparator, compare_devices
 
     from .cli import parse_inputs, resolve_model, shapes_from
@@ -396,7 +452,7 @@ def _compare_devices(args: argparse.Namespace) -> tuple[list[dict[str, Any]], di
         for row in found:
             saved.update({f"{row.device}/{k}": v for k, v in row.outputs.items()})
         save_arrays(args.save_outputs, saved)
-    return [row.to_dict() for row in found], feeds, model, all(row.passed for row in found)
+    return found, reference, feeds, model
 
 
 def _fmt(value: Any) -> str:

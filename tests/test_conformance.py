@@ -10,6 +10,7 @@ load them through ``NNPORT_PLUGINS`` with tests/ on ``PYTHONPATH``.
 from __future__ import annotations
 
 import html.parser
+import importlib.util
 import json
 import os
 import platform
@@ -759,3 +760,19 @@ def test_html_cells_are_coloured_by_worst_error_and_baseline_news_are_marked(rep
     text = path.read_text()
     assert 'id="new-since-baseline"' in text and f"New since the baseline: {len(new)} failure(s)" in text
     assert text.count(' new"') == len(new) and "new since the baseline (was pass)" in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib not installed")
+def test_cli_compare_plots_an_error_histogram_per_output(tmp_path):
+    out = tmp_path / "errors.png"
+    proc = _nnport("compare", "zoo:cnn", "-d", "onnxruntime", "-d", "wrong", "--plot", str(out))
+    assert proc.returncode == 1 and f"error histograms written to {out}" in proc.stdout, proc.stdout + proc.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_cli_compare_plot_without_matplotlib_names_the_extra(monkeypatch, capsys):
+    from nnport.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["compare", "zoo:mlp", "-d", "onnxruntime:cpu", "--plot", "x.png"]) == 2
+    assert "pip install 'nnport[plot]'" in capsys.readouterr().err
