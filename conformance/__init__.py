@@ -12,6 +12,6 @@ Modules (see specs/conformance.md):
 * ``pytest_plugin`` ``pytest --pyargs nnport.conformance --nnport-backend B``;
 * ``onnx_backend`` the ONNX backend node tests through nnport, and their pass-rate table.
 
-Commands: ``nnport conformance`` and ``nnport compare`` (``nnport.cli_conformance``).
+Commands: ``nnport conformance`` and ``nnport compare`` (``nnport.conformance.cli``).
 Nothing here imports a runtime SDK at import time.
 """

@@ -40,7 +40,7 @@ COMMAND_MODULES = [
     "nnport.cli",
     "nnport.cli_bench",
     "nnport.cli_compress",
-    "nnport.cli_conformance",
+    "nnport.conformance.cli",
     "nnport.cli_debug",
     "nnport.cli_farm",
     "nnport.cli_port",

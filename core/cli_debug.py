@@ -149,8 +149,9 @@ def _extra(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from nnport.conformance.cli import parse_tolerances
+
     from .cli import parse_inputs, resolve_model, shapes_from
-    from .cli_conformance import parse_tolerances
 
     return {
         "model": resolve_model(args.model),

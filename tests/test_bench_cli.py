@@ -219,7 +219,7 @@ def test_bench_needs_a_model(capsys):
 def test_bench_and_compare_are_api_functions_the_cli_calls():
     """nnport.bench and nnport.conformance.compare.compare_devices: the commands' logic, callable from Python."""
     import nnport.cli_bench
-    import nnport.cli_conformance
+    import nnport.conformance.cli
     from nnport import zoo
     from nnport.conformance.compare import compare_devices
     from nnport.data import random_feeds
@@ -235,4 +235,4 @@ def test_bench_and_compare_are_api_functions_the_cli_calls():
     assert rows[0].passed and rows[0].device == "onnxruntime:cpu" and rows[0].comparison is not None
     assert not rows[1].passed and "DeviceNotFound" in rows[1].error
     assert not hasattr(nnport.cli_bench, "bench_one")
-    assert "compare_devices(" in open(nnport.cli_conformance.__file__).read()
+    assert "compare_devices(" in open(nnport.conformance.cli.__file__).read()

@@ -577,7 +577,7 @@ def test_cli_compare_checks_the_given_tolerance_and_prints_the_effective_one(tmp
 
 
 def test_parse_tolerances():
-    from nnport.cli_conformance import parse_tolerances
+    from nnport.conformance.cli import parse_tolerances
     from nnport.errors import NnportError
 
     assert parse_tolerances([], "--atol") is None

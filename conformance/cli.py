@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from .data import save_arrays
-from .errors import InputError, NnportError
+from nnport.data import save_arrays
+from nnport.errors import InputError, NnportError
 
 
 def register(sub: Any) -> None:
-    from .cli import add_json_argument, add_shapes_argument
+    from nnport.cli import add_json_argument, add_shapes_argument
 
     p = sub.add_parser(
         "conformance", help="run the conformance suite: every case on every backend against the reference"
@@ -203,7 +203,7 @@ def check_targets(targets: Sequence[Any], requested: Sequence[str] | None, allow
 def _load_plugins(modules: Sequence[str]) -> None:
     if not modules:
         return
-    from .manager import set_plugin_manager
+    from nnport.manager import set_plugin_manager
 
     current = [m for m in os.environ.get("NNPORT_PLUGINS", "").split(",") if m]
     os.environ["NNPORT_PLUGINS"] = ",".join(dict.fromkeys(current + list(modules)))
@@ -211,10 +211,9 @@ def _load_plugins(modules: Sequence[str]) -> None:
 
 
 def cmd_conformance(args: argparse.Namespace) -> int:
+    from nnport.cli import require_extra, shapes_from, write_json
     from nnport.conformance import cases as case_mod
     from nnport.conformance import reports, runner
-
-    from .cli import require_extra, shapes_from, write_json
 
     _load_plugins(args.plugin)
     selected = case_mod.select(args.cases)
@@ -298,7 +297,7 @@ def parse_tolerances(items: Sequence[str], flag: str) -> float | dict[str, float
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import require_extra, require_matplotlib, table, write_json
+    from nnport.cli import require_extra, require_matplotlib, table, write_json
 
     if args.reference.startswith("onnxruntime"):
         require_extra("onnxruntime", "onnxruntime", "compare")  # the reference
@@ -373,7 +372,7 @@ def plot_error_histograms(
     Exact elements are counted in the legend (a log axis has no zero); a device whose
     output is missing, mis-shaped or which did not run is left out of that panel.
     """
-    from .cli import require_matplotlib
+    from nnport.cli import require_matplotlib
 
     plt = require_matplotlib("--plot")
     names = list(reference)
@@ -412,11 +411,10 @@ def plot_error_histograms(
 
 def _compare_devices(args: argparse.Namespace) -> tuple[list[Any], dict[str, np.ndarray], dict[str, np.ndarray], Any]:
     """Parse, call ``nnport.conformance.compare.compare_devices``, save; returns (rows, reference, feeds, model)."""
+    from nnport.cli import parse_inputs, resolve_model, shapes_from
     from nnport.conformance.compare import Comparator, compare_devices
-
-    from .cli import parse_inputs, resolve_model, shapes_from
-    from .data import random_feeds
-    from .shapes import fix_shapes
+    from nnport.data import random_feeds
+    from nnport.shapes import fix_shapes
 
     model = fix_shapes(resolve_model(args.model), shapes_from(args))  # reference and devices see one static model
     comparator = Comparator(
