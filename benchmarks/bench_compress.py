@@ -6,7 +6,7 @@ For each model: int8 static QDQ (calibrated on seeds 5000.., evaluated on
 held-out seeds 0..N-1; asymmetric uint8 activations, the default, and
 symmetric int8 activations, the form TensorRT needs) and fp16, each compiled on every device next to the
 fp32 model; the accuracy delta against the fp32 reference and the fp32/int8
-latency ratio, timed interleaved in one run (``nnport.compress.report``).
+latency ratio, timed interleaved in one run (``nnport.compress_report.report``).
 OpenVINO runs the QDQ file nnport writes ("onnx" rows) and, where its plugin
 supports it, its own NNCF int8 ("native" rows).
 
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 import nnport
-from nnport import compress, zoo
+from nnport import compress, compress_report, zoo
 from nnport.data import random_feeds
 
 CAL_SEED = 5000
@@ -171,7 +171,7 @@ def noise_control(model: Any, feeds: list[dict[str, np.ndarray]], relative: floa
         compiled.run({k: (v + relative * v.std() * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in f.items()})
         for f in feeds
     ]
-    delta = compress.accuracy_delta(clean, noisy)[0]
+    delta = compress_report.accuracy_delta(clean, noisy)[0]
     return delta.top1
 
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs = {"activations": activations} if activations else {}
                 packed = compress.quantize(model, precision, cal if precision == "int8" else None, **kwargs)
                 quantize_s = time.perf_counter() - t0
-                result = compress.report(
+                result = compress_report.report(
                     model,
                     packed,
                     args.devices,

@@ -21,7 +21,7 @@ per part of ``output0`` (boxes ``[:,0:4]``, scores ``[:,4:22]``):
 what nnport did before), "after" is the default.  A "random" calibration row
 repeats the issue's report (int8 calibrated on synthetic inputs).  Speed-up is
 fp32 p50 / int8 p50 with the two compiled models timed alternately in one run
-(``nnport.compress.interleaved_latency``) on the same backend.
+(``nnport.compress_report.interleaved_latency``) on the same backend.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 import nnport
-from nnport import compress
+from nnport import compress, compress_report
 from nnport.data import random_feeds
 
 MODEL_ID = "real/nudenet/320n"
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = {d: nnport.compile(model, d, fallback=False) for d in ("onnxruntime:cpu", "openvino:CPU")}
     for label, (device, target) in int8_models.items():
         small = target if not isinstance(target, nnport.Model) else nnport.compile(target, device, fallback=False)
-        t32, t8 = compress.interleaved_latency(fp32[device], small, held_out[0], min_duration_s=args.duration)
+        t32, t8 = compress_report.interleaved_latency(fp32[device], small, held_out[0], min_duration_s=args.duration)
         p32, p8 = float(np.median(t32)), float(np.median(t8))
         results["speedup"][label] = {"fp32_ms": p32, "int8_ms": p8, "speedup": p32 / p8, "rounds": len(t32)}
         print(f"  {label:22} fp32 {p32:7.2f} ms  int8 {p8:7.2f} ms  {p32 / p8:.2f}x  ({len(t32)} rounds)", flush=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import nnport
-from nnport import compress, zoo
+from nnport import compress, compress_report, zoo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     devices = args.device or [d.id for d in nnport.devices() if d.kind == "cpu" and d.available]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rows = compress.label_accuracy(model, data.feeds, data.labels, devices, calibration=data.calibration)
+        rows = compress_report.label_accuracy(model, data.feeds, data.labels, devices, calibration=data.calibration)
     print(f"digits: top-1 accuracy on {len(data)} held-out images ({data.source}); cpu: {compress._cpu_model()}")
     out = []
     by_device: dict[str, dict[str, str]] = {}

@@ -95,7 +95,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from . import compress
+    from . import compress, compress_report
     from .calibration import RandomCalibrationWarning
     from .cli import require_extra, resolve_model, shapes_from, write_json
     from .shapes import fix_shapes
@@ -139,14 +139,16 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.report or args.fail_under is not None:
         threshold = None
         if args.fail_under is not None and args.fail_under >= 0:
-            default = compress.THRESHOLDS.get(args.precision)
-            threshold = compress.Threshold(min_cosine=args.fail_under, min_top1=default.min_top1 if default else None)
+            default = compress_report.THRESHOLDS.get(args.precision)
+            threshold = compress_report.Threshold(
+                min_cosine=args.fail_under, min_top1=default.min_top1 if default else None
+            )
         eval_feeds = None
         if args.eval_data:
             from .calibration import calibration_feeds
 
             eval_feeds = calibration_feeds(args.eval_data, model.inputs, samples=args.eval_samples)
-        result = compress.report(
+        result = compress_report.report(
             model,
             compressed,
             args.device or ["onnxruntime:cpu"],

@@ -240,7 +240,7 @@ DETAIL_HEADERS = [
 
 def _flag(precision: str, delta: Any) -> str:
     """``LOW: cosine 0.9698 < 0.98`` where an fp16/int8 output or part misses the compression report's threshold."""
-    from .compress import THRESHOLDS
+    from .compress_report import THRESHOLDS
 
     threshold = THRESHOLDS.get(precision)
     why = delta.below(threshold) if threshold is not None else []
@@ -278,7 +278,7 @@ def notes(report: PortReport) -> list[str]:
     if any(c.compile_warm_cache_hit is False for c in report.cells):
         found.append("* the backend reported no compile-cache hit on the warm compile (see the row's warning)")
     if any(c.accuracy for c in report.cells if c.precision in ("fp16", "int8")):
-        from .compress import THRESHOLDS
+        from .compress_report import THRESHOLDS
 
         floors = "; ".join(
             f"{p}: cosine >= {t.min_cosine}, top-1 agreement >= {100 * (t.min_top1 or 0):g}%"

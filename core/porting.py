@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from .compress import AccuracyDelta, accuracy_delta
+from .compress_report import AccuracyDelta, accuracy_delta
 from .errors import BackendUnavailable, DeviceNotFound, InputError, NnportError, UnsupportedPrecision
 from .model import Model, load
 from .types import Device, TensorSpec

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import nnport
-from nnport import compress, hookimpl, zoo
+from nnport import compress, compress_report, hookimpl, zoo
 from nnport.calibration import RandomCalibrationWarning, calibration_feeds, fingerprint
 from nnport.data import random_feeds
 from nnport.errors import InputError, NoDeviceCouldCompile, UnsupportedModel, UnsupportedPrecision
@@ -135,7 +135,7 @@ def test_int8_static_is_portable_qdq_and_close_to_fp32(cnn, cnn_int8):
     assert cnn_int8.input_names == cnn.input_names and cnn_int8.inputs[0].dtype == np.float32
     assert len(cnn_int8.serialized()) < len(cnn.serialized())
     held_out = _eval(cnn)
-    delta = compress.accuracy_delta(_outputs(cnn, held_out), _outputs(cnn_int8, held_out))[0]
+    delta = compress_report.accuracy_delta(_outputs(cnn, held_out), _outputs(cnn_int8, held_out))[0]
     assert delta.cosine > 0.99 and delta.max_abs_error < 0.1
     assert delta.top1 is not None and delta.top1 >= 0.75
 
@@ -145,7 +145,7 @@ def test_int8_dynamic_for_attention(tmp_path):
     q = compress.quantize(model, "int8", method="dynamic")
     assert "MatMulInteger" in q.operators() and "DynamicQuantizeLinear" in q.operators()
     held_out = _eval(model, 4)
-    delta = compress.accuracy_delta(_outputs(model, held_out), _outputs(q, held_out))[0]
+    delta = compress_report.accuracy_delta(_outputs(model, held_out), _outputs(q, held_out))[0]
     assert delta.top1 is None  # hidden states, not a classifier
     assert delta.cosine > 0.99
 
@@ -178,7 +178,7 @@ def test_fp16_keeps_fp32_boundary_and_small_error(cnn):
     assert any(t.data_type == TensorProto.FLOAT16 for t in half.proto.graph.initializer)
     assert compress.compressed_precision(half) == "fp16"
     held_out = _eval(cnn, 4)
-    delta = compress.accuracy_delta(_outputs(cnn, held_out), _outputs(half, held_out))[0]
+    delta = compress_report.accuracy_delta(_outputs(cnn, held_out), _outputs(half, held_out))[0]
     assert 0 < delta.max_abs_error < 1e-2 and delta.top1 == 1.0
 
 
@@ -210,7 +210,7 @@ def test_onnxruntime_compiles_fp16_and_int8(cnn, cal):
         compiled = nnport.compile(cnn, "onnxruntime:cpu", precision=precision, calibration=calibration, fallback=False)
         assert compiled.info["compression"]["precision"] == precision
         got = [compiled.run(f) for f in held_out]
-        assert compress.accuracy_delta(reference, got)[0].max_abs_error < bound
+        assert compress_report.accuracy_delta(reference, got)[0].max_abs_error < bound
     backend = get_plugin_manager().backend("onnxruntime")
     assert backend.capabilities(nnport.devices("onnxruntime")[0]).precisions == ("fp32", "fp16", "int8")
 
@@ -322,7 +322,7 @@ def test_every_device_honours_or_refuses_each_precision_clearly(cnn, cal):
                 assert "supported" in str(exc) and all(p in str(exc) for p in supported), str(exc)
                 continue
             got = [compiled.run(f) for f in feeds]
-            delta = compress.accuracy_delta(reference, got)[0]
+            delta = compress_report.accuracy_delta(reference, got)[0]
             assert delta.cosine > 0.98, f"{device.id} {precision}: cosine {delta.cosine}"
 
 
@@ -331,26 +331,26 @@ def test_every_device_honours_or_refuses_each_precision_clearly(cnn, cal):
 
 def test_accuracy_delta_metrics_by_hand():
     ref = [{"p": np.array([[0.1, 0.7, 0.2, 0.0, 0.0, 0.0]])}, {"p": np.array([[0.5, 0.1, 0.2, 0.1, 0.05, 0.05]])}]
-    same = compress.accuracy_delta(ref, ref)[0]
+    same = compress_report.accuracy_delta(ref, ref)[0]
     assert (same.max_abs_error, same.mse, same.top1, same.top5, same.reference_classes) == (0.0, 0.0, 1.0, 1.0, 2)
     assert same.cosine == pytest.approx(1.0)
     swapped = [{"p": np.array([[0.7, 0.1, 0.2, 0.0, 0.0, 0.0]])}, ref[1]]
-    d = compress.accuracy_delta(ref, swapped)[0]
+    d = compress_report.accuracy_delta(ref, swapped)[0]
     assert d.top1 == 0.5 and d.top5 == 1.0
     assert d.max_abs_error == pytest.approx(0.6) and d.mse == pytest.approx(2 * 0.36 / 12)
-    hidden = compress.accuracy_delta([{"h": np.ones((1, 4, 3))}], [{"h": -np.ones((1, 4, 3))}])[0]
+    hidden = compress_report.accuracy_delta([{"h": np.ones((1, 4, 3))}], [{"h": -np.ones((1, 4, 3))}])[0]
     assert hidden.top1 is None and hidden.cosine == pytest.approx(-1.0)
 
 
 def test_interleaved_latency_times_both(cnn, cnn_int8):
     a = nnport.compile(cnn, "onnxruntime:cpu")
     b = nnport.compile(cnn_int8, "onnxruntime:cpu")
-    ta, tb = compress.interleaved_latency(a, b, _eval(cnn, 1)[0], warmup=1, min_rounds=5, min_duration_s=0.0)
+    ta, tb = compress_report.interleaved_latency(a, b, _eval(cnn, 1)[0], warmup=1, min_rounds=5, min_duration_s=0.0)
     assert len(ta) == len(tb) == 5 and all(t > 0 for t in ta + tb)
 
 
 def test_report_function(cnn, cnn_int8):
-    result = compress.report(cnn, cnn_int8, ["onnxruntime:cpu"], samples=4, min_duration_s=0.05, min_rounds=3)
+    result = compress_report.report(cnn, cnn_int8, ["onnxruntime:cpu"], samples=4, min_duration_s=0.05, min_rounds=3)
     assert result.precision == "int8" and result.method == "static"
     assert result.size_before == len(cnn.serialized()) and result.size_after == len(cnn_int8.serialized())
     (row,) = result.devices
@@ -365,7 +365,9 @@ def test_report_function(cnn, cnn_int8):
 
 def test_report_records_a_failing_device(cnn, cnn_int8):
     get_plugin_manager().register(_Fp32OnlyPlugin(), name="fp32only-test")
-    result = compress.report(cnn, cnn_int8, ["fp32only:cpu"], samples=2, min_duration_s=0.0, min_rounds=1, native=True)
+    result = compress_report.report(
+        cnn, cnn_int8, ["fp32only:cpu"], samples=2, min_duration_s=0.0, min_rounds=1, native=True
+    )
     # onnx's reference evaluator has no DequantizeLinear for opset 17: the row says so instead of stopping the report
     assert [(r.path, r.status) for r in result.devices] == [("onnx", "error"), ("native", "unsupported")]
     assert "DequantizeLinear" in result.devices[0].error
@@ -417,7 +419,7 @@ def test_openvino_runs_the_qdq_file(cnn, cnn_int8):
     except nnport.errors.DeviceNotFound as exc:  # the plugin is not there (yet)
         pytest.skip(str(exc))
     held_out = _eval(cnn, 4)
-    delta = compress.accuracy_delta(_outputs(cnn, held_out), [compiled.run(f) for f in held_out])[0]
+    delta = compress_report.accuracy_delta(_outputs(cnn, held_out), [compiled.run(f) for f in held_out])[0]
     assert delta.cosine > 0.99 and delta.top1 >= 0.75
 
 
@@ -439,7 +441,7 @@ def test_activation_types(cnn, cal, activations, dtype):
         assert all(not z.any() for z in zero_points)
     assert q.metadata["compression"]["activations"] == activations
     held_out = _eval(cnn, 4)
-    assert compress.accuracy_delta(_outputs(cnn, held_out), _outputs(q, held_out))[0].cosine > 0.99
+    assert compress_report.accuracy_delta(_outputs(cnn, held_out), _outputs(q, held_out))[0].cosine > 0.99
 
 
 def test_opset9_ir3_real_architecture_is_upgraded_and_quantized():

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import nnport
-from nnport import compress, ranges
+from nnport import compress, compress_report, ranges
 from nnport.data import random_feeds
 
 pytest.importorskip("onnxruntime")
@@ -173,7 +173,9 @@ def test_int8_keeps_the_mixed_join_float_and_the_scores_survive(head, cal, held_
 
 def test_report_has_a_row_per_part_and_flags_the_destroyed_one(head, cal, held_out):
     shared = compress.quantize(head, "int8", cal, keep_mixed_ranges_float=False)
-    report = compress.report(head, shared, ["onnxruntime:cpu"], eval_feeds=held_out, min_duration_s=0.05, min_rounds=2)
+    report = compress_report.report(
+        head, shared, ["onnxruntime:cpu"], eval_feeds=held_out, min_duration_s=0.05, min_rounds=2
+    )
     labels = [a.label for a in report.devices[0].accuracy]
     assert labels == ["det", "det[:,0:4]", "det[:,4:10]", "logits"]
     rows = {a.label: a for a in report.devices[0].accuracy}
@@ -185,7 +187,7 @@ def test_report_has_a_row_per_part_and_flags_the_destroyed_one(head, cal, held_o
     assert "LOW" in text and "det[:,4:10] (scores)" in text
     assert "mixed ranges, quantized anyway: head_concat" in text
 
-    kept = compress.report(
+    kept = compress_report.report(
         head,
         compress.quantize(head, "int8", cal),
         ["onnxruntime:cpu"],
@@ -264,12 +266,12 @@ def test_a_mixed_split_keeps_the_op_making_its_input_float(cal, held_out):
 def test_classifier_top1_below_threshold_is_flagged():
     ref = [{"p": np.array([[0.1, 0.9]])}, {"p": np.array([[0.8, 0.2]])}]
     got = [{"p": np.array([[0.9, 0.1]])}, {"p": np.array([[0.8, 0.2]])}]
-    (delta,) = compress.accuracy_delta(ref, got)
-    assert delta.top1 == 0.5 and delta.below(compress.THRESHOLDS["int8"])[-1].startswith("top-1 agreement 50.0%")
+    (delta,) = compress_report.accuracy_delta(ref, got)
+    assert delta.top1 == 0.5 and delta.below(compress_report.THRESHOLDS["int8"])[-1].startswith("top-1 agreement 50.0%")
 
 
 def test_a_report_without_results_fails_the_gate():
-    empty = compress.CompressionReport("m", "int8", "static", 1, 1, 0, "-", "onnxruntime:cpu")
+    empty = compress_report.CompressionReport("m", "int8", "static", 1, 1, 0, "-", "onnxruntime:cpu")
     assert empty.below_threshold() == ["no device gave a result to check"]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import nnport
-from nnport import compress, zoo
+from nnport import compress, compress_report, zoo
 
 pytest.importorskip("onnxruntime")
 
@@ -42,7 +42,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def reference(digits, data):
-    (row,) = compress.label_accuracy(digits, data.feeds, data.labels, ["onnxruntime:cpu"], ["fp32"])
+    (row,) = compress_report.label_accuracy(digits, data.feeds, data.labels, ["onnxruntime:cpu"], ["fp32"])
     return row
 
 
@@ -110,7 +110,7 @@ def test_every_backend_at_every_precision(device, digits, data, reference):
     _usable(device)
     rows = {
         r.precision: r
-        for r in compress.label_accuracy(digits, data.feeds, data.labels, [device], calibration=data.calibration)
+        for r in compress_report.label_accuracy(digits, data.feeds, data.labels, [device], calibration=data.calibration)
     }
     assert rows["fp32"].status == "ok" and abs(rows["fp32"].correct - reference.correct) <= 1
     fp16 = rows["fp16"]
@@ -147,4 +147,4 @@ def test_openvino_int8_within_one_point_with_the_overflow_fix(digits, data, refe
 
 def test_label_accuracy_checks_the_sample_count(digits, data):
     with pytest.raises(nnport.InputError, match="one sample per label"):
-        compress.label_accuracy(digits, data.feeds, data.labels[:10])
+        compress_report.label_accuracy(digits, data.feeds, data.labels[:10])
