@@ -152,7 +152,7 @@ def _w(seed: int, shape: Sequence[int], scale: float | None = None) -> np.ndarra
     return (rng.standard_normal(tuple(shape)) * std).astype(np.float32)
 
 
-def _i64(values: Sequence[int]) -> np.ndarray:
+def _i64(values: Sequence[int] | Sequence[Sequence[int]]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
@@ -213,7 +213,7 @@ def _register_conv() -> None:
         ("k4_s2_p1", (1, 4, 8, 8), 8, 4, 2, 1, 0),
     ]:
 
-        def build(shape=shape, oc=oc, k=k, s=s, p=p, op_pad=op_pad) -> Any:
+        def build_conv_transpose(shape=shape, oc=oc, k=k, s=s, p=p, op_pad=op_pad) -> Any:
             inits = {"w": _w(3, (shape[1], oc, k, k)), "b": _w(4, (oc,), 0.1)}
             return single_op(
                 "ConvTranspose",
@@ -227,7 +227,7 @@ def _register_conv() -> None:
                 output_padding=[op_pad, op_pad],
             )
 
-        _OP_CASES.append(Case(f"op/ConvTranspose/{cid}", build, f"ConvTranspose {cid}"))
+        _OP_CASES.append(Case(f"op/ConvTranspose/{cid}", build_conv_transpose, f"ConvTranspose {cid}"))
 
 
 def _register_linear() -> None:
@@ -283,7 +283,7 @@ def _register_norm() -> None:
 
     for cid, shape, axis in [("last_axis_2x16x32", (2, 16, 32), -1), ("axis1_2x4x8x8", (2, 4, 8, 8), 1)]:
 
-        def build(shape=shape, axis=axis) -> Any:
+        def build_layer_norm(shape=shape, axis=axis) -> Any:
             norm_shape = shape[axis:] if axis >= 0 else shape[axis:]
             rng = np.random.default_rng(9)
             inits = {
@@ -294,7 +294,7 @@ def _register_norm() -> None:
                 "LayerNormalization", [("x", shape)], ["y"], opset=17, inits=inits, axis=axis, epsilon=1e-5
             )
 
-        _OP_CASES.append(Case(f"op/LayerNormalization/{cid}", build))
+        _OP_CASES.append(Case(f"op/LayerNormalization/{cid}", build_layer_norm))
 
     def composed_layernorm() -> Any:
         """LayerNorm as exporters emitted it before opset 17 (ReduceMean/Sub/Pow/Sqrt/Div)."""
@@ -634,10 +634,10 @@ def _register_shape_ops() -> None:
         ("reverse_2d", (6, 10), [1, 0]),
     ]:
 
-        def build(shape=shape, perm=perm) -> Any:
+        def build_transpose(shape=shape, perm=perm) -> Any:
             return single_op("Transpose", [("x", shape)], ["y"], opset=13, perm=perm)
 
-        _OP_CASES.append(Case(f"op/Transpose/{cid}", build))
+        _OP_CASES.append(Case(f"op/Transpose/{cid}", build_transpose))
 
     for cid, shape, target in [
         ("flatten_1_-1", (1, 8, 4, 4), [1, -1]),
@@ -645,12 +645,12 @@ def _register_shape_ops() -> None:
         ("split_heads", (1, 16, 64), [1, 16, 4, 16]),
     ]:
 
-        def build(shape=shape, target=target) -> Any:
+        def build_reshape(shape=shape, target=target) -> Any:
             return single_op(
                 "Reshape", [("x", shape)], ["y"], opset=13, inits={"shape": _i64(target)}, node_inputs=["x", "shape"]
             )
 
-        _OP_CASES.append(Case(f"op/Reshape/{cid}", build))
+        _OP_CASES.append(Case(f"op/Reshape/{cid}", build_reshape))
 
     def flatten() -> Any:
         return single_op("Flatten", [("x", (2, 3, 4, 5))], ["y"], opset=13, axis=2)

@@ -313,7 +313,7 @@ def text_line() -> Any:
     probe = ImageDraw.Draw(Image.new("RGB", (8, 8)))
     left, top, right, bottom = probe.textbbox((0, 0), LINE_TEXT, font=font)
     pad = 6
-    img = Image.new("RGB", (right - left + 2 * pad, bottom - top + 2 * pad), (244, 241, 232))
+    img = Image.new("RGB", (int(right - left + 2 * pad), int(bottom - top + 2 * pad)), (244, 241, 232))
     ImageDraw.Draw(img).text((pad - left, pad - top), LINE_TEXT, font=font, fill=(28, 30, 38))
     return img
 

@@ -127,9 +127,8 @@ def _linear(add: AddCase) -> None:
 
 def _binary(add: AddCase) -> None:
     positive = (0.5, 2.0)
-    specs: list[
-        tuple[str, str, list[tuple[str, tuple[int, ...]]], dict[str, np.ndarray], int, dict[str, tuple[float, float]]]
-    ] = [
+    # (op, case id, inputs as (name, shape[, dtype]), initializers, opset, input ranges)
+    specs: list[tuple[str, str, list[tuple[Any, ...]], dict[str, np.ndarray], int, dict[str, tuple[float, float]]]] = [
         ("Sub", "two_inputs_bcast", [("a", (2, 3, 4, 5)), ("b", (3, 1, 5))], {}, 14, {}),
         ("Sub", "scalar_const", [("a", (2, 8, 6))], {"b": np.array(0.75, np.float32)}, 14, {}),
         ("Div", "by_input_bcast_row", [("a", (4, 6, 8)), ("b", (8,))], {}, 14, {"b": positive}),
@@ -453,10 +452,10 @@ def _reductions(add: AddCase) -> None:
         ("ArgMax", "select_last_index_opset12", (4, 8), 1, 1, 12, {"select_last_index": 1}),
     ]:
 
-        def build(op=op, shape=shape, axis=axis, keep=keep, opset=opset, extra=extra) -> Any:
+        def build_arg_reduce(op=op, shape=shape, axis=axis, keep=keep, opset=opset, extra=extra) -> Any:
             return single_op(op, [("x", shape)], ["y"], opset=opset, axis=axis, keepdims=keep, **extra)
 
-        _case(add, f"{op}/{cid}", build)
+        _case(add, f"{op}/{cid}", build_arg_reduce)
 
     def topk(k: int, axis: int, largest: int, shape: tuple[int, ...]) -> Callable[[], Any]:
         return lambda: single_op(
@@ -544,13 +543,13 @@ def _spatial(add: AddCase) -> None:
     ]
     for cid, shape, oc, k, attrs, group in convs:
 
-        def build(shape=shape, oc=oc, k=k, attrs=attrs, group=group) -> Any:
+        def build_conv(shape=shape, oc=oc, k=k, attrs=attrs, group=group) -> Any:
             inits = {"w": _w(31, (oc, shape[1] // group, *k)), "b": _w(32, (oc,), 0.1)}
             return single_op(
                 "Conv", [("x", shape)], ["y"], opset=13, inits=inits, kernel_shape=list(k), group=group, **attrs
             )
 
-        _case(add, f"Conv/{cid}", build)
+        _case(add, f"Conv/{cid}", build_conv)
 
     deconvs: list[tuple[str, tuple[int, ...], int, tuple[int, ...], dict[str, Any], int]] = [
         (
@@ -568,7 +567,7 @@ def _spatial(add: AddCase) -> None:
     ]
     for cid, shape, oc, k, attrs, group in deconvs:
 
-        def build(shape=shape, oc=oc, k=k, attrs=attrs, group=group, cid=cid) -> Any:
+        def build_conv_transpose(shape=shape, oc=oc, k=k, attrs=attrs, group=group, cid=cid) -> Any:
             inits = {"w": _w(33, (shape[1], oc // group, *k))}
             if "no_bias" not in cid:
                 inits["b"] = _w(34, (oc,), 0.1)
@@ -583,7 +582,7 @@ def _spatial(add: AddCase) -> None:
                 **attrs,
             )
 
-        _case(add, f"ConvTranspose/{cid}", build)
+        _case(add, f"ConvTranspose/{cid}", build_conv_transpose)
 
     def instance_norm(shape: tuple[int, ...]) -> Callable[[], Any]:
         def build() -> Any:
@@ -682,7 +681,7 @@ def _spatial(add: AddCase) -> None:
     ]
     for cid, shape, attrs, scales, sizes, opset in resizes:
 
-        def build(shape=shape, attrs=attrs, scales=scales, sizes=sizes, opset=opset) -> Any:
+        def build_resize(shape=shape, attrs=attrs, scales=scales, sizes=sizes, opset=opset) -> Any:
             if opset == 10:
                 return single_op(
                     "Resize",
@@ -706,7 +705,7 @@ def _spatial(add: AddCase) -> None:
                 inits = {k: v for k, v in inits.items() if k in names}
             return single_op("Resize", [("x", shape)], ["y"], opset=opset, inits=inits, node_inputs=names, **attrs)
 
-        _case(add, f"Resize/{cid}", build)
+        _case(add, f"Resize/{cid}", build_resize)
 
 
 # -- activations written out in larger graphs, and Softmax variants ------------------------------------------------

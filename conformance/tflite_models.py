@@ -26,6 +26,7 @@ but the reference kernels lack: the reference cannot run them (a skip).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -69,7 +70,7 @@ CUSTOM_OP = {"face_landmark_with_attention": "Landmarks2TransformMatrix"}
 try:  # a wheel that cannot be fetched is the same kind of skip as a corpus model's
     from .corpus import CorpusUnavailable as _Unavailable
 except ImportError:  # pragma: no cover - the corpus module absent
-    _Unavailable = NnportError  # type: ignore[assignment]
+    _Unavailable = NnportError  # type: ignore[assignment,misc]
 
 
 class TfliteModelsUnavailable(_Unavailable):
@@ -270,6 +271,14 @@ def _load(name: str) -> Any:
 # -- conformance cases ------------------------------------------------------------------------------
 
 
+def _model_file(name: str) -> str:
+    return str(path(name))
+
+
+def _model_feeds(name: str) -> dict[str, np.ndarray]:
+    return image_feeds(_load(name))
+
+
 def cases() -> list[Any]:
     """One ``tflite/<model>`` case per mediapipe model, fed image-like inputs.
 
@@ -284,9 +293,9 @@ def cases() -> list[Any]:
         found.append(
             Case(
                 f"tflite/{name}",
-                (lambda name=name: str(path(name))),
+                functools.partial(_model_file, name),
                 f"{name} from the {PACKAGE}=={VERSION} wheel; judged against TFLite's reference kernels",
-                feeds=(lambda name=name: image_feeds(_load(name))),
+                feeds=functools.partial(_model_feeds, name),
                 timeout_s=300.0,
                 tolerances={"classifier": None},
             )

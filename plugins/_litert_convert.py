@@ -73,7 +73,11 @@ ONNX2TF_PIN = "onnx2tf==1.29.24"
 DEFAULT_ENV = "onnx2tf"
 CALIBRATION_SAMPLE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 OUTPUTS = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "int8": "_integer_quant.tflite"}
-VERIFY_TOLERANCE = {"fp32": (1e-4, 1e-3), "fp16": (5e-2, 5e-2), "int8": (None, None)}
+VERIFY_TOLERANCE: dict[str, tuple[float, float] | tuple[None, None]] = {
+    "fp32": (1e-4, 1e-3),
+    "fp16": (5e-2, 5e-2),
+    "int8": (None, None),
+}
 """(atol, rtol) of the one-time check against ONNX Runtime; int8 is recorded, not judged."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -489,7 +493,7 @@ def _verify(tflite: Path, model: Model, conv: Conversion, precision: str) -> tup
         if plan.perm is not None:
             plan.shape = [int(raw.shape[p]) for p in plan.perm]
         worst = max(worst, err)
-        limit = None if atol is None or not ref.size else atol + rtol * float(np.max(np.abs(ref)))
+        limit = None if atol is None or rtol is None or not ref.size else atol + rtol * float(np.max(np.abs(ref)))
         if limit is not None and err > limit:
             problems.append(f"{spec.name}: max abs error {err:.3g}")
     text = f"max abs error {worst:.3g} vs ONNX Runtime {ort.__version__} on seeded inputs ({precision})"

@@ -168,7 +168,8 @@ def cuda_result(result: Any, call: str) -> Any:
     """
     if not isinstance(result, tuple) or not result:
         raise ExecutionError(f"CUDA {call} returned {result!r}, expected a (error, values...) tuple")
-    err, values = result[0], result[1:]
+    err: Any = result[0]
+    values = result[1:]
     code = int(getattr(err, "value", err))
     if code != 0:
         name = getattr(err, "name", None) or f"error {code}"
@@ -433,7 +434,7 @@ def precision_problem(requested: str, found: frozenset[str] | set[str]) -> str |
 
 # -- dtypes ----------------------------------------------------------------------------------
 
-TRT_NUMPY = {
+TRT_NUMPY: dict[str, np.dtype] = {
     "FLOAT": np.dtype(np.float32),
     "HALF": np.dtype(np.float16),
     "INT8": np.dtype(np.int8),

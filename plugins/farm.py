@@ -133,7 +133,7 @@ class FarmBackend(Backend):
                     versions=node.versions,
                     version_differences={k: {"node": a, "here": b} for k, (a, b) in differ.items()},
                 )
-                kind = dev.get("kind") if dev.get("kind") in KINDS else "cpu"
+                kind = str(dev.get("kind")) if dev.get("kind") in KINDS else "cpu"
                 found.append(
                     Device(
                         id=farm.device_id(node.name, local_id),
@@ -181,9 +181,10 @@ class FarmBackend(Backend):
                 caps = dev.get("capabilities")
                 if dev["id"] == device.properties.get("remote_id") and isinstance(caps, dict):
                     known = {f.name for f in fields(Capabilities)}
-                    return Capabilities(
-                        **{k: tuple(v) if isinstance(v, list) else v for k, v in caps.items() if k in known}
-                    )
+                    given: dict[str, Any] = {
+                        k: tuple(v) if isinstance(v, list) else v for k, v in caps.items() if k in known
+                    }
+                    return Capabilities(**given)
         return Capabilities()
 
     # -- compile, run, measure --------------------------------------------------------------------

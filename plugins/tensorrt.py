@@ -378,7 +378,7 @@ class TensorRTBackend(Backend):
         parser = trt.OnnxParser(network, trt_logger)
         ok = parser.parse(model.serialized())
         if not ok or parser.num_errors:
-            issues = []
+            issues: list[tuple[Any, ...]] = []
             for i in range(parser.num_errors):
                 err = parser.get_error(i)
                 code = err.code()
@@ -611,10 +611,11 @@ class _Session:
             util.cuda_result(rt.cudaEventRecord(ev[3], stream), "cudaEventRecord")
         util.cuda_result(rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         if ev:
-            self.last_stage_ms = tuple(
+            h2d, compute, d2h = (
                 float(util.cuda_result(rt.cudaEventElapsedTime(ev[i], ev[i + 1]), "cudaEventElapsedTime"))
                 for i in range(3)
             )
+            self.last_stage_ms = (h2d, compute, d2h)
 
     def outputs(self) -> dict[str, np.ndarray]:
         """The model's outputs in its order and dtypes (host buffers reused across runs)."""
@@ -625,12 +626,13 @@ class _Session:
         return result
 
     def stage_times(self, feeds: Mapping[str, np.ndarray], iterations: int) -> dict[str, Any]:
-        samples = []
+        samples: list[tuple[float, float, float]] = []
         self.timing = True
         try:
             for _ in range(iterations):
                 self.infer(feeds)
-                samples.append(self.last_stage_ms)
+                if self.last_stage_ms is not None:
+                    samples.append(self.last_stage_ms)
         finally:
             self.timing = False
         return util.summarize_stage_times(samples)
